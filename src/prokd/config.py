@@ -1,0 +1,283 @@
+"""Typed run configuration: dataclasses with defaults, YAML loading and validation that names the key.
+
+A run's resolved config (defaults filled in) is written to ``RUN/config.yaml`` and stored in every
+checkpoint, so that a checkpoint alone is enough to rebuild the model and its preprocessing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing, unknown or of the wrong type; the message names the key."""
+
+
+@dataclass
+class PreprocessConfig:
+    """How a volume becomes the network's canonical in-plane grid (see :mod:`prokd.data.preprocess`).
+
+    Attributes:
+        size: side of the square in-plane grid the network sees, in pixels.
+        target_spacing: in-plane spacing in mm to resample to when the volume's spacing is known;
+            ``None`` resizes every slice to ``size`` instead (the only option for unknown spacing).
+        crop_fraction: optional centre crop, as a fraction of the field of view, applied before resizing
+            when the spacing is unknown (``None`` or 1.0 keeps the whole field of view).
+        clip_percentiles: intensity percentiles clipped before z-scoring, per volume.
+        context: number of neighbouring slices on each side stacked as input channels (2.5D);
+            the network gets ``2 * context + 1`` channels.
+    """
+
+    size: int = 160
+    target_spacing: float | None = None
+    crop_fraction: float | None = None
+    clip_percentiles: tuple[float, float] = (0.5, 99.5)
+    context: int = 0
+
+    def __post_init__(self) -> None:
+        lo, hi = self.clip_percentiles
+        _require(self.size >= 16, "preprocess.size", "must be at least 16")
+        _require(0.0 <= lo < hi <= 100.0, "preprocess.clip_percentiles", "must satisfy 0 <= low < high <= 100")
+        _require(self.context >= 0, "preprocess.context", "must be >= 0")
+        if self.target_spacing is not None:
+            _require(self.target_spacing > 0, "preprocess.target_spacing", "must be positive")
+        if self.crop_fraction is not None:
+            _require(0.1 <= self.crop_fraction <= 1.0, "preprocess.crop_fraction", "must be in [0.1, 1]")
+
+    @property
+    def in_channels(self) -> int:
+        return 2 * self.context + 1
+
+
+@dataclass
+class AugmentConfig:
+    """Random 2D augmentation applied to training slices (MONAI transforms); probabilities per slice."""
+
+    enabled: bool = True
+    flip_prob: float = 0.5
+    affine_prob: float = 0.8
+    rotate_degrees: float = 15.0
+    zoom_range: tuple[float, float] = (0.6, 1.6)
+    translate_fraction: float = 0.1
+    intensity_prob: float = 0.5
+    bias_field_prob: float = 0.3
+    noise_prob: float = 0.2
+    contrast_prob: float = 0.3
+
+
+@dataclass
+class ModelConfig:
+    """A registry model by name plus keyword overrides (see :mod:`prokd.models.registry`)."""
+
+    name: str = "unet-small"
+    out_channels: int = 1
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        _require(self.out_channels in (1, 2), "model.out_channels", "must be 1 (sigmoid) or 2 (softmax)")
+
+
+@dataclass
+class LossConfig:
+    """Weights of the supervised segmentation terms."""
+
+    dice: float = 1.0
+    lovasz: float = 1.0
+    ce: float = 0.0
+
+
+@dataclass
+class SplitConfig:
+    """Case-level split of the labelled cases (see :mod:`prokd.data.splits`).
+
+    ``mode`` is ``holdout`` (site-stratified train/val/test fractions), ``kfold`` (``fold`` of ``folds``)
+    or ``loso`` (leave ``test_site`` out; validation is drawn from the other sites).
+    """
+
+    mode: str = "holdout"
+    val_fraction: float = 0.15
+    test_fraction: float = 0.2
+    folds: int = 5
+    fold: int = 0
+    test_site: str | None = None
+
+    def __post_init__(self) -> None:
+        _require(self.mode in ("holdout", "kfold", "loso"), "split.mode", "must be holdout, kfold or loso")
+        _require(0 <= self.val_fraction < 1 and 0 <= self.test_fraction < 1, "split", "fractions must be in [0, 1)")
+        _require(0 <= self.fold < self.folds, "split.fold", f"must be in [0, {self.folds})")
+        if self.mode == "loso":
+            _require(self.test_site is not None, "split.test_site", "is required when split.mode is loso")
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation schedule. A run lasts ``epochs`` epochs of ``steps_per_epoch`` steps, or stops
+    earlier when ``time_budget_minutes`` is spent (the cosine schedule is then laid over the budget)."""
+
+    epochs: int = 40
+    steps_per_epoch: int = 100
+    batch_size: int = 8
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    warmup_epochs: int = 1
+    time_budget_minutes: float | None = None
+    foreground_fraction: float = 0.7
+    val_every: int = 1
+    threads: int | None = None
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        _require(self.epochs >= 1, "train.epochs", "must be >= 1")
+        _require(self.steps_per_epoch >= 1, "train.steps_per_epoch", "must be >= 1")
+        _require(self.batch_size >= 1, "train.batch_size", "must be >= 1")
+        _require(self.lr > 0, "train.lr", "must be positive")
+        _require(0.0 <= self.foreground_fraction <= 1.0, "train.foreground_fraction", "must be in [0, 1]")
+
+
+@dataclass
+class PostprocessConfig:
+    """Whole-volume post-processing of predicted masks."""
+
+    threshold: float = 0.5
+    largest_component: bool = True
+    flip_tta: bool = False
+
+
+@dataclass
+class RunConfig:
+    """Everything that defines one training run."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    split: SplitConfig = field(default_factory=SplitConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    postprocess: PostprocessConfig = field(default_factory=PostprocessConfig)
+    sites: list[str] | None = None
+    max_cases: int | None = None
+    label_map: dict[int, int] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return _plain(dataclasses.asdict(self))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> RunConfig:
+        return from_dict(cls, data or {}, prefix="")
+
+
+def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None) -> RunConfig:
+    """Read a YAML run config (missing keys take defaults) and apply dotted-key ``overrides``.
+
+    Raises:
+        ConfigError: naming the file and the offending key.
+    """
+    data: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        try:
+            loaded = yaml.safe_load(path.read_text())
+        except (OSError, yaml.YAMLError) as err:
+            raise ConfigError(f"{path}: cannot read YAML config ({err})") from err
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: top level must be a mapping of sections, got {type(loaded).__name__}")
+        data = loaded or {}
+    for dotted, value in (overrides or {}).items():
+        set_dotted(data, dotted, value)
+    try:
+        return RunConfig.from_dict(data)
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}" if path else str(err)) from err
+
+
+def set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
+    """Set ``data["a"]["b"] = value`` for ``dotted == "a.b"``, creating sections as needed."""
+    *parents, leaf = dotted.split(".")
+    node = data
+    for key in parents:
+        node = node.setdefault(key, {})
+    node[leaf] = value
+
+
+def save_config(config: RunConfig, path: str | Path) -> None:
+    Path(path).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+
+
+def from_dict(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
+    """Build dataclass ``cls`` from a mapping, recursing into nested dataclasses.
+
+    Unknown keys and values of the wrong type raise :class:`ConfigError` naming the dotted key and
+    listing the valid keys.
+    """
+    if not isinstance(data, dict):
+        raise ConfigError(f"{prefix.rstrip('.') or 'config'}: expected a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ConfigError(f"unknown key '{prefix}{unknown[0]}' (valid keys: {', '.join(fields)})")
+    kwargs = {name: _coerce(hints[name], value, f"{prefix}{name}") for name, value in data.items()}
+    try:
+        return cls(**kwargs)
+    except TypeError as err:
+        raise ConfigError(f"{prefix.rstrip('.') or 'config'}: {err}") from err
+
+
+def _coerce(hint: Any, value: Any, key: str) -> Any:
+    """Check ``value`` against the annotation ``hint``; convert lists to tuples and ints to floats."""
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if dataclasses.is_dataclass(hint):
+        return from_dict(hint, value, prefix=key + ".")
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in (a for a in args if a is not type(None)):
+            try:
+                return _coerce(arg, value, key)
+            except ConfigError as err:
+                errors.append(str(err))
+        raise ConfigError(errors[0] if errors else f"'{key}' may not be null")
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)) or len(value) != len(args):
+            raise ConfigError(f"'{key}' must be a list of {len(args)} values, got {value!r}")
+        return tuple(_coerce(a, v, f"{key}[{i}]") for i, (a, v) in enumerate(zip(args, value)))
+    if origin is list:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"'{key}' must be a list, got {value!r}")
+        return [_coerce(args[0], v, f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"'{key}' must be a mapping, got {value!r}")
+        return {_coerce(args[0], k, key): _coerce(args[1], v, f"{key}.{k}") for k, v in value.items()}
+    if hint is Any:
+        return value
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if hint is int and isinstance(value, str) and value.lstrip("-").isdigit():
+        return int(value)
+    if not isinstance(value, hint) or (hint is not bool and isinstance(value, bool)):
+        raise ConfigError(f"'{key}' must be {hint.__name__}, got {value!r}")
+    return value
+
+
+def _require(condition: bool, key: str, message: str) -> None:
+    if not condition:
+        raise ConfigError(f"'{key}' {message}")
+
+
+def _plain(value: Any) -> Any:
+    """Tuples → lists, recursively, so YAML and ``torch.load(weights_only=True)`` see plain containers."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value

@@ -1,0 +1,1 @@
+"""Reading and writing volumes, datasets, splits, preprocessing, slice sampling and the phantom."""

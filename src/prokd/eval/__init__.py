@@ -1,0 +1,1 @@
+"""Metrics with an explicit empty-mask policy, per-case/site tables, efficiency."""

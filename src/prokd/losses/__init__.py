@@ -1,0 +1,1 @@
+"""Segmentation losses (Dice, Lovász) and, later, knowledge-distillation terms."""

@@ -1,0 +1,1 @@
+"""Model registry: segmentation networks by name, with named feature taps."""
