@@ -1,0 +1,198 @@
+"""The ``prokd`` command line: thin typer wrappers over the package's functions, one verb per stage."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+import yaml
+from rich.console import Console
+
+from prokd.config import ConfigError, load_config
+from prokd.data.datalist import DatasetError
+from prokd.data.io import VolumeError
+from prokd.train.checkpoint import CheckpointError
+from prokd.train.run_folder import RunDirError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Knowledge distillation for prostate MRI segmentation.")
+data_app = typer.Typer(no_args_is_help=True, help="Inspect and validate datasets.")
+app.add_typer(data_app, name="data")
+console = Console()
+
+USER_ERRORS = (ConfigError, DatasetError, VolumeError, CheckpointError, RunDirError, FileExistsError, FileNotFoundError, KeyError, ValueError)
+
+
+@contextmanager
+def user_errors() -> Iterator[None]:
+    """Turn expected failures (bad input, existing outputs) into one red line and exit code 1."""
+    try:
+        yield
+    except USER_ERRORS as err:
+        message = err.args[0] if isinstance(err, KeyError) and err.args else str(err)
+        console.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
+
+
+def parse_label_map(text: str | None) -> dict[int, int] | None:
+    """``"1:1,2:1"`` → ``{1: 1, 2: 1}`` (values not listed and not 0 are errors when loading)."""
+    if not text:
+        return None
+    try:
+        return {int(k): int(v) for k, v in (pair.split(":") for pair in text.split(","))}
+    except ValueError:
+        raise ConfigError(f"--label-map must look like '1:1,2:1', got {text!r}") from None
+
+
+def parse_overrides(pairs: list[str]) -> dict[str, Any]:
+    """``["train.lr=0.001", "augment.enabled=false"]`` → dotted keys with YAML-typed values."""
+    overrides = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set expects KEY=VALUE, got {pair!r}")
+        overrides[key.strip()] = yaml.safe_load(value)
+    return overrides
+
+
+@data_app.command("check")
+def data_check(
+    data: Annotated[Path, typer.Argument(help="Datalist JSON, a folder with dataset.json, or an MSD/nnU-Net folder.")],
+    label_map: Annotated[Optional[str], typer.Option(help="Map label values to {0,1}, e.g. '1:1,2:1'.")] = None,
+) -> None:
+    """Validate every case and print a per-site table; exit 1 if any case is bad."""
+    from prokd.data.check import check_cases, render_report
+    from prokd.data.datalist import load_cases
+
+    with user_errors():
+        report = check_cases(load_cases(data, require_files=False), parse_label_map(label_map))
+    render_report(report, console)
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+@app.command()
+def train(
+    data: Annotated[Path, typer.Option(help="Dataset: datalist JSON, folder with dataset.json, or MSD/nnU-Net folder.")],
+    out: Annotated[Path, typer.Option(help="RUN folder to create.")],
+    model: Annotated[Optional[str], typer.Option(help="Registry model name (see `prokd models`).")] = None,
+    config: Annotated[Optional[Path], typer.Option(help="YAML run config; flags below override it.")] = None,
+    sites: Annotated[Optional[str], typer.Option(help="Train only on these sites, comma-separated.")] = None,
+    cases: Annotated[Optional[int], typer.Option(help="Train on at most K labelled cases.")] = None,
+    epochs: Annotated[Optional[int], typer.Option(help="Number of epochs.")] = None,
+    minutes: Annotated[Optional[float], typer.Option(help="Time budget for training, in minutes.")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Random seed.")] = None,
+    label_map: Annotated[Optional[str], typer.Option(help="Map label values to {0,1}, e.g. '1:1,2:1'.")] = None,
+    set_: Annotated[list[str], typer.Option("--set", help="Any config key, e.g. --set train.lr=0.001.")] = [],
+    resume: Annotated[bool, typer.Option(help="Continue an interrupted run in OUT.")] = False,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing RUN folder.")] = False,
+) -> None:
+    """Train a segmentation network with Dice + Lovász loss; writes a self-describing RUN folder."""
+    from prokd.train.supervised import train_supervised
+
+    flags = {
+        "model.name": model,
+        "sites": sites.split(",") if sites else None,
+        "max_cases": cases,
+        "train.epochs": epochs,
+        "train.time_budget_minutes": minutes,
+        "train.seed": seed,
+        "label_map": parse_label_map(label_map),
+    }
+    with user_errors():
+        overrides = {k: v for k, v in flags.items() if v is not None} | parse_overrides(set_)
+        run_config = load_config(config, overrides)
+        state = train_supervised(data, out, run_config, resume=resume, overwrite=overwrite, console=console)
+    console.print(
+        f"trained {state.epoch} epochs ({state.step} steps, {state.elapsed_seconds / 60:.1f} min); "
+        f"best val Dice {state.best_val_dice:.3f} at epoch {state.best_epoch} → {out}"
+    )
+
+
+@app.command()
+def evaluate(
+    run: Annotated[Path, typer.Argument(help="RUN folder or checkpoint file.")],
+    data: Annotated[Path, typer.Option(help="The dataset the run was trained on (or another with the same case ids).")],
+    split: Annotated[str, typer.Option(help="train, val, test, or all labelled cases.")] = "test",
+    which: Annotated[str, typer.Option(help="Checkpoint: best or last.")] = "best",
+    cases: Annotated[bool, typer.Option(help="Also print the per-case table.")] = False,
+) -> None:
+    """Per-case Dice, IoU, HD95, ASSD in 3D; per-site and overall mean ± sd; CSV + JSON in RUN/eval/."""
+    from prokd.eval.evaluate import evaluate_run, print_cases, summary_table
+
+    with user_errors():
+        evaluation = evaluate_run(run, data, split=split, which=which)
+    if cases:
+        print_cases(evaluation, console)
+    console.print(summary_table(evaluation, title=f"{run} — {split} split"))
+
+
+@app.command()
+def predict(
+    run: Annotated[Path, typer.Argument(help="RUN folder or checkpoint file.")],
+    inputs: Annotated[list[Path], typer.Argument(help="Volume files or folders of volumes.")],
+    out: Annotated[Path, typer.Option(help="Folder for the masks.")],
+    probability: Annotated[bool, typer.Option(help="Also write the foreground probability map.")] = False,
+    which: Annotated[str, typer.Option(help="Checkpoint: best or last.")] = "best",
+    overwrite: Annotated[bool, typer.Option(help="Replace existing output files.")] = False,
+) -> None:
+    """Segment whole volumes; masks keep the input's format and geometry."""
+    from prokd.infer.predict import Predictor, predict_file
+
+    with user_errors():
+        files = expand_inputs(inputs)
+        predictor = Predictor.from_checkpoint(run, which)
+        out.mkdir(parents=True, exist_ok=True)
+        for path in files:
+            written = predict_file(predictor, path, out, save_probability=probability, overwrite=overwrite)
+            console.print(f"{path} → {written}")
+
+
+def expand_inputs(inputs: list[Path]) -> list[Path]:
+    """Files as given, folders as their supported volume files (sorted); an error for anything else."""
+    from prokd.data.io import SUPPORTED_SUFFIXES, volume_suffix
+
+    files: list[Path] = []
+    for path in inputs:
+        if path.is_dir():
+            found = sorted(p for p in path.iterdir() if p.name.endswith(SUPPORTED_SUFFIXES))
+            if not found:
+                raise FileNotFoundError(f"{path}: no volume files ({', '.join(SUPPORTED_SUFFIXES)})")
+            files.extend(found)
+        elif path.is_file():
+            volume_suffix(path)
+            files.append(path)
+        else:
+            raise FileNotFoundError(f"{path}: no such file or folder")
+    return files
+
+
+@app.command()
+def models() -> None:
+    """List the registered networks with their parameter counts and default feature taps."""
+    from rich.table import Table
+
+    from prokd.eval.efficiency import count_parameters
+    from prokd.models import build_model, list_models
+
+    table = Table(title="model registry")
+    for column in ("name", "params", "feature taps", "description"):
+        table.add_column(column)
+    for spec in list_models():
+        params = count_parameters(build_model(spec.name))
+        table.add_row(spec.name, f"{params / 1e6:.2f} M", ", ".join(spec.default_taps), spec.description)
+    console.print(table)
+
+
+@app.command()
+def demo(
+    out: Annotated[Path, typer.Option(help="Folder for the phantom, runs and predictions.")] = Path("prokd-demo"),
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing demo folder.")] = False,
+) -> None:
+    """Phantom data → teacher → student from scratch → evaluate → predict one volume, in a few minutes."""
+    from prokd.demo import run_demo
+
+    with user_errors():
+        run_demo(out, overwrite=overwrite, console=console)

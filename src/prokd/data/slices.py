@@ -1,0 +1,123 @@
+"""2D (or 2.5D) slice batches drawn from volumes on the canonical grid, with foreground-aware sampling.
+
+Volumes are held in memory already preprocessed (normalised, resampled to ``(Z, S, S)``); a batch is
+``x`` ``(B, 2 * context + 1, S, S)`` float32 and ``y`` ``(B, 1, S, S)`` float32 in {0, 1}.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from monai.transforms import Compose
+
+from prokd.data.datalist import LoadedCase
+from prokd.data.preprocess import GridPlan, Preprocessor
+
+
+@dataclass
+class GridCase:
+    """One case on the canonical grid: ``image`` ``(Z, S, S)`` float32, ``label`` ``(Z, S, S)`` uint8 or None."""
+
+    case_id: str
+    site: str
+    image: np.ndarray
+    label: np.ndarray | None
+    plan: GridPlan
+
+    @property
+    def foreground_slices(self) -> np.ndarray:
+        """Indices of slices whose label has any foreground (empty for unlabelled cases)."""
+        if self.label is None:
+            return np.zeros(0, dtype=np.int64)
+        return np.flatnonzero(self.label.reshape(len(self.label), -1).any(axis=1))
+
+
+def to_grid_case(loaded: LoadedCase, preprocessor: Preprocessor) -> GridCase:
+    """Normalise and resample a loaded case onto the preprocessor's grid."""
+    plan = preprocessor.plan(loaded.image.shape, loaded.geometry.spacing)
+    label = None if loaded.label is None else preprocessor.label_to_grid(loaded.label, plan)
+    return GridCase(
+        case_id=loaded.case.case_id,
+        site=loaded.case.site,
+        image=preprocessor.image_to_grid(loaded.image, plan),
+        label=label,
+        plan=plan,
+    )
+
+
+def context_stack(image: np.ndarray, index: int, context: int) -> np.ndarray:
+    """Slice ``index`` of ``image`` ``(Z, H, W)`` with ``context`` neighbours on each side as channels.
+
+    Returns ``(2 * context + 1, H, W)``; slices beyond the volume's ends repeat the end slice.
+    """
+    neighbours = np.clip(np.arange(index - context, index + context + 1), 0, len(image) - 1)
+    return image[neighbours]
+
+
+def volume_inputs(image: np.ndarray, context: int) -> np.ndarray:
+    """Every slice of ``image`` ``(Z, H, W)`` as network input: ``(Z, 2 * context + 1, H, W)``."""
+    return np.stack([context_stack(image, z, context) for z in range(len(image))])
+
+
+class SliceSampler:
+    """Draws random training batches of labelled slices.
+
+    A case is chosen uniformly; with probability ``foreground_fraction`` the slice is one that contains
+    foreground, otherwise any slice of that case. Each sample is then augmented independently.
+
+    Args:
+        cases: labelled cases on the canonical grid.
+        batch_size: slices per batch.
+        context: neighbouring slices on each side stacked as channels.
+        foreground_fraction: probability of drawing a slice with foreground.
+        augmentation: MONAI transform applied to ``{"image": (C, S, S), "label": (1, S, S)}``, or None.
+    """
+
+    def __init__(
+        self,
+        cases: list[GridCase],
+        batch_size: int,
+        context: int = 0,
+        foreground_fraction: float = 0.7,
+        augmentation: Compose | None = None,
+    ) -> None:
+        unlabelled = [c.case_id for c in cases if c.label is None]
+        if not cases or unlabelled:
+            raise ValueError(f"SliceSampler needs labelled cases (unlabelled: {unlabelled or 'no cases given'})")
+        self.cases = cases
+        self.batch_size = batch_size
+        self.context = context
+        self.foreground_fraction = foreground_fraction
+        self.augmentation = augmentation
+        self._foreground = [c.foreground_slices for c in cases]
+
+    def seed(self, seed: int) -> np.random.Generator:
+        """Reseed the augmentation with ``seed`` and return the sampling generator for the same seed."""
+        if self.augmentation is not None:
+            self.augmentation.set_random_state(seed=seed % (2**32))
+        return np.random.default_rng(seed)
+
+    def batch(self, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """Draw one batch: ``x`` ``(B, C, S, S)`` and ``y`` ``(B, 1, S, S)``, both float32."""
+        samples = [self._sample(rng) for _ in range(self.batch_size)]
+        images, labels = zip(*samples)
+        return torch.stack(images), torch.stack(labels)
+
+    def _sample(self, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        index = int(rng.integers(len(self.cases)))
+        case, foreground = self.cases[index], self._foreground[index]
+        if len(foreground) and rng.random() < self.foreground_fraction:
+            z = int(rng.choice(foreground))
+        else:
+            z = int(rng.integers(len(case.image)))
+        item = {
+            "image": context_stack(case.image, z, self.context).astype(np.float32),
+            "label": case.label[z][None].astype(np.float32),
+        }
+        if self.augmentation is not None:
+            item = self.augmentation(item)
+        return torch.as_tensor(np.asarray(item["image"]), dtype=torch.float32), torch.as_tensor(
+            np.asarray(item["label"]), dtype=torch.float32
+        )

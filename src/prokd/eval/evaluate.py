@@ -1,0 +1,101 @@
+"""Evaluate a trained run on a split: per-case 3D metrics, per-site and overall summaries, CSV + JSON.
+
+Outputs go to ``RUN/eval/<split>/cases.csv`` and ``RUN/eval/<split>/summary.json``; they are derived data
+and are replaced when the same split is evaluated again.
+"""
+
+from __future__ import annotations
+
+import csv
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from prokd.data.datalist import load_case, load_cases
+from prokd.eval.metrics import case_metrics, summarize
+from prokd.infer.predict import Predictor
+from prokd.train.checkpoint import load_checkpoint, resolve_checkpoint
+from prokd.train.run_folder import write_json
+
+SPLITS = ("train", "val", "test", "all")
+METRICS = ("dice", "iou", "hd95", "assd")
+
+
+@dataclass
+class Evaluation:
+    """Per-case rows and the ``summarize`` output (per site and ``overall``)."""
+
+    split: str
+    rows: list[dict[str, Any]]
+    summary: dict[str, Any]
+
+
+def evaluate_run(
+    run: str | Path,
+    data: str | Path,
+    split: str = "test",
+    which: str = "best",
+    write: bool = True,
+) -> Evaluation:
+    """Predict every case of ``split`` (case ids stored in the checkpoint) and score it against its label."""
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
+    checkpoint_path = resolve_checkpoint(run, which)
+    payload = load_checkpoint(checkpoint_path)
+    predictor = Predictor.from_checkpoint(checkpoint_path)
+    label_map = payload["config"].get("label_map")
+    index = load_cases(data)
+    case_ids = [c.case_id for c in index.labeled] if split == "all" else payload["split"][split]
+    rows = [_evaluate_case(predictor, load_case(case, label_map)) for case in index.select(case_ids)]
+    evaluation = Evaluation(split, rows, summarize(rows, metrics=METRICS, by="site"))
+    if write and Path(run).is_dir():
+        write_evaluation(evaluation, Path(run) / "eval" / split, checkpoint_path)
+    return evaluation
+
+
+def _evaluate_case(predictor: Predictor, loaded) -> dict[str, Any]:
+    started = time.perf_counter()
+    prediction = predictor.predict(loaded.image, loaded.geometry.spacing)
+    seconds = time.perf_counter() - started
+    metrics = case_metrics(prediction.mask, loaded.label, loaded.geometry.spacing)
+    return {"case": loaded.case.case_id, "site": loaded.case.site, **metrics, "seconds": round(seconds, 3)}
+
+
+def write_evaluation(evaluation: Evaluation, out_dir: Path, checkpoint: Path) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with (out_dir / "cases.csv").open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(evaluation.rows[0]))
+        writer.writeheader()
+        writer.writerows(evaluation.rows)
+    write_json(
+        out_dir / "summary.json",
+        {"split": evaluation.split, "checkpoint": str(checkpoint), "summary": evaluation.summary},
+    )
+
+
+def summary_table(evaluation: Evaluation, title: str | None = None) -> Table:
+    """A rich table: one row per site plus ``overall``, mean ± sd of each metric."""
+    unit = evaluation.rows[0]["distance_unit"] if evaluation.rows else "px"
+    table = Table(title=title or f"{evaluation.split} split")
+    table.add_column("site")
+    table.add_column("n", justify="right")
+    for metric in METRICS:
+        label = f"{metric.upper()} ({unit})" if metric in ("hd95", "assd") else metric.capitalize()
+        table.add_column(label, justify="right")
+    for group, stats in evaluation.summary.items():
+        cells = [f"{stats[m]['mean']:.3f} ± {stats[m]['sd']:.3f}" for m in METRICS]
+        table.add_row(group, str(stats[METRICS[0]]["n"]), *cells, style="bold" if group == "overall" else None)
+    return table
+
+
+def print_cases(evaluation: Evaluation, console: Console) -> None:
+    table = Table(title="per case")
+    for column in ("case", "site", "dice", "iou", "hd95", "assd"):
+        table.add_column(column, justify="left" if column in ("case", "site") else "right")
+    for row in evaluation.rows:
+        table.add_row(row["case"], row["site"], *(f"{row[m]:.3f}" for m in METRICS))
+    console.print(table)

@@ -1,0 +1,122 @@
+"""Whole-volume prediction: volume → canonical grid → slice-wise network → original grid → mask.
+
+A :class:`Predictor` is built from a checkpoint alone (model name, arguments, weights and preprocessing
+travel in it), so a RUN folder is all a user needs to segment new volumes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from prokd.config import PostprocessConfig, PreprocessConfig
+from prokd.data.io import read_volume, volume_suffix, write_volume
+from prokd.data.preprocess import GridPlan, Preprocessor
+from prokd.data.slices import volume_inputs
+from prokd.infer.postprocess import probability_to_mask
+from prokd.losses import probabilities
+from prokd.train.checkpoint import (
+    load_checkpoint,
+    model_from_checkpoint,
+    postprocess_from_checkpoint,
+    preprocess_from_checkpoint,
+    resolve_checkpoint,
+)
+
+
+@dataclass
+class Prediction:
+    """``probability`` ``(Z, Y, X)`` float32 foreground probability and ``mask`` ``(Z, Y, X)`` uint8."""
+
+    probability: np.ndarray
+    mask: np.ndarray
+
+
+class Predictor:
+    """Segments whole volumes with a trained 2D network.
+
+    Args:
+        model: network mapping ``(B, C, S, S)`` to logits ``(B, 1 or 2, S, S)``.
+        preprocess: the preprocessing the model was trained with.
+        postprocess: threshold, largest component and flip test-time augmentation.
+        batch_size: slices per forward pass.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        preprocess: PreprocessConfig,
+        postprocess: PostprocessConfig | None = None,
+        batch_size: int = 16,
+    ) -> None:
+        self.model = model.eval()
+        self.preprocessor = Preprocessor(preprocess)
+        self.context = preprocess.context
+        self.postprocess = postprocess or PostprocessConfig()
+        self.batch_size = batch_size
+
+    @classmethod
+    def from_checkpoint(cls, run_or_file: str | Path, which: str = "best") -> Predictor:
+        payload = load_checkpoint(resolve_checkpoint(run_or_file, which))
+        return cls(
+            model_from_checkpoint(payload),
+            preprocess_from_checkpoint(payload),
+            postprocess_from_checkpoint(payload),
+        )
+
+    @torch.inference_mode()
+    def grid_probability(self, grid_image: np.ndarray) -> np.ndarray:
+        """Foreground probability ``(Z, S, S)`` for a volume already on the canonical grid."""
+        inputs = torch.from_numpy(volume_inputs(grid_image, self.context))
+        chunks = []
+        for start in range(0, len(inputs), self.batch_size):
+            batch = inputs[start : start + self.batch_size]
+            prob = probabilities(self.model(batch))
+            if self.postprocess.flip_tta:
+                flipped = probabilities(self.model(batch.flip(-1))).flip(-1)
+                prob = (prob + flipped) / 2
+            chunks.append(prob[:, 0])
+        return torch.cat(chunks).numpy()
+
+    def predict_grid(self, grid_image: np.ndarray, plan: GridPlan) -> Prediction:
+        """Predict a preprocessed volume and map the result back to its original grid."""
+        probability = self.preprocessor.grid_to_volume(self.grid_probability(grid_image), plan)
+        return Prediction(probability, probability_to_mask(probability, self.postprocess))
+
+    def predict(self, image: np.ndarray, spacing: tuple[float, float, float] | None) -> Prediction:
+        """Segment a raw volume ``(Z, Y, X)`` with the given spacing (or None when unknown)."""
+        plan = self.preprocessor.plan(image.shape, spacing)
+        return self.predict_grid(self.preprocessor.image_to_grid(image, plan), plan)
+
+
+def output_paths(image_path: Path, out_dir: Path, suffix: str | None = None) -> tuple[Path, Path]:
+    """Mask and probability file names for ``image_path`` in ``out_dir``, in the input's format by default."""
+    suffix = suffix or volume_suffix(image_path)
+    stem = image_path.name[: -len(volume_suffix(image_path))]
+    stem = stem[:-5] if stem.endswith("_0000") else stem
+    return out_dir / f"{stem}_mask{suffix}", out_dir / f"{stem}_prob{suffix}"
+
+
+def predict_file(
+    predictor: Predictor,
+    image_path: Path,
+    out_dir: Path,
+    save_probability: bool = False,
+    overwrite: bool = False,
+) -> Path:
+    """Segment one volume file; write its mask (and probability map) with the input's format and geometry."""
+    mask_path, prob_path = output_paths(image_path, out_dir)
+    targets = [mask_path, prob_path] if save_probability else [mask_path]
+    existing = [p for p in targets if p.exists()]
+    if existing and not overwrite:
+        raise FileExistsError(f"{existing[0]}: already exists (use --overwrite to replace it)")
+    image, geometry = read_volume(image_path)
+    prediction = predictor.predict(image.astype(np.float32), geometry.spacing)
+    write_volume(mask_path, prediction.mask, geometry, overwrite=overwrite)
+    if save_probability:
+        write_volume(prob_path, prediction.probability.astype(np.float32), geometry, overwrite=overwrite)
+    return mask_path

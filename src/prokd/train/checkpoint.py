@@ -1,0 +1,94 @@
+"""Checkpoints: written atomically, plain containers only, enough on their own to predict.
+
+A checkpoint is a dict::
+
+    format          int, CHECKPOINT_FORMAT
+    prokd_version   str
+    model           {"name", "in_channels", "out_channels", "kwargs"}  (rebuilt via the model registry)
+    state_dict      model weights
+    preprocess      PreprocessConfig as a dict
+    postprocess     PostprocessConfig as a dict
+    config          the resolved RunConfig as a dict
+    split           {"train": [...], "val": [...], "test": [...]} case ids
+    progress        {"epoch", "step", "elapsed_seconds", "best_val_dice", "best_epoch"}
+    optimizer       optimizer state (absent from exported/pruned checkpoints)
+    extra           objective state (e.g. distillation adapters), a dict of state dicts
+
+Loaded with ``torch.load(..., weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+import prokd
+from prokd.config import PostprocessConfig, PreprocessConfig, from_dict
+from prokd.models import build_model
+
+CHECKPOINT_FORMAT = 1
+
+
+class CheckpointError(ValueError):
+    """A file is not a usable prokd checkpoint; the message names the file."""
+
+
+def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
+    """Write ``payload`` to ``path`` atomically (temporary file in the same folder, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {"format": CHECKPOINT_FORMAT, "prokd_version": prokd.__version__, **payload}
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            torch.save(payload, handle)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Read a checkpoint written by :func:`save_checkpoint` (weights only, no pickled code)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint not found")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises several types for corrupt or foreign files
+        raise CheckpointError(f"{path}: not a readable checkpoint ({type(err).__name__}: {err})") from err
+    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{path}: not a prokd checkpoint of format {CHECKPOINT_FORMAT}")
+    return payload
+
+
+def resolve_checkpoint(run_or_file: str | Path, which: str = "best") -> Path:
+    """A checkpoint file from a RUN folder (``checkpoints/<which>.pt``) or a path to the file itself."""
+    path = Path(run_or_file)
+    if path.is_dir():
+        path = path / "checkpoints" / f"{which}.pt"
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint not found (is {run_or_file} a finished run?)")
+    return path
+
+
+def model_from_checkpoint(payload: dict[str, Any]) -> nn.Module:
+    """Rebuild the network named in ``payload`` and load its weights; returned in eval mode."""
+    spec = payload["model"]
+    model = build_model(spec["name"], spec["in_channels"], spec["out_channels"], **spec["kwargs"])
+    model.load_state_dict(payload["state_dict"])
+    return model.eval()
+
+
+def preprocess_from_checkpoint(payload: dict[str, Any]) -> PreprocessConfig:
+    return from_dict(PreprocessConfig, payload["preprocess"], prefix="preprocess.")
+
+
+def postprocess_from_checkpoint(payload: dict[str, Any]) -> PostprocessConfig:
+    return from_dict(PostprocessConfig, payload["postprocess"], prefix="postprocess.")

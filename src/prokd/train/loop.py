@@ -1,0 +1,223 @@
+"""The one training loop, for supervised and distillation runs alike.
+
+What is optimised is an *objective*: a module that maps ``(model, x, y)`` to ``(loss, terms)``. A supervised
+run uses :class:`SupervisedObjective`; distillation objectives add frozen teachers and trainable adapters,
+whose parameters the loop trains alongside the model and stores in the checkpoint under ``extra``.
+
+Schedule: AdamW with linear warm-up and cosine decay over the run's *progress*, the larger of
+``step / total_steps`` and ``elapsed / time_budget``, so a time-budgeted run still anneals properly.
+Every epoch reseeds torch, the slice sampler and the augmentation from ``(seed, epoch)``, which makes a run
+resumed from its last checkpoint identical to one that was never interrupted.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from torch import nn
+
+from prokd.config import RunConfig
+from prokd.data.slices import GridCase, SliceSampler
+from prokd.eval.metrics import dice_score
+from prokd.infer.predict import Predictor
+from prokd.losses import SegmentationLoss
+from prokd.train.checkpoint import load_checkpoint, save_checkpoint
+
+
+class SupervisedObjective(nn.Module):
+    """Segmentation loss on the labelled batch: ``(model, x (B,C,H,W), y (B,1,H,W)) -> (loss, terms)``."""
+
+    def __init__(self, loss: SegmentationLoss) -> None:
+        super().__init__()
+        self.loss = loss
+
+    def forward(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+        return self.loss(model(x), y)
+
+
+@dataclass
+class ValidationCase:
+    """A validation case: its grid version for the network and its original-grid ``truth`` ``(Z, Y, X)``."""
+
+    grid: GridCase
+    truth: np.ndarray
+
+
+@dataclass
+class RunState:
+    """Where a run stands; stored in every checkpoint under ``progress``."""
+
+    epoch: int = 0
+    step: int = 0
+    elapsed_seconds: float = 0.0
+    best_val_dice: float = -1.0
+    best_epoch: int = -1
+
+
+EpochCallback = Callable[[int, dict[str, Any]], None]
+
+
+def learning_rate(base_lr: float, progress: float, warmup: float) -> float:
+    """Linear warm-up over the first ``warmup`` fraction, then cosine decay to 1 % of ``base_lr``."""
+    if progress < warmup:
+        return base_lr * (progress / warmup)
+    done = min(1.0, (progress - warmup) / max(1e-8, 1.0 - warmup))
+    return base_lr * (0.01 + 0.99 * 0.5 * (1.0 + math.cos(math.pi * done)))
+
+
+def fit(
+    run_dir: Path,
+    config: RunConfig,
+    model: nn.Module,
+    objective: nn.Module,
+    sampler: SliceSampler,
+    val_cases: list[ValidationCase],
+    checkpoint_meta: dict[str, Any],
+    resume: bool = False,
+    on_epoch_end: EpochCallback | None = None,
+    console: Console | None = None,
+) -> RunState:
+    """Train ``model`` on batches from ``sampler`` to minimise ``objective``; validate, log and checkpoint.
+
+    Args:
+        run_dir: the RUN folder; writes ``metrics.jsonl`` and ``checkpoints/{last,best}.pt``.
+        config: the resolved run config (``train`` section drives the schedule).
+        model: the network being trained.
+        objective: maps ``(model, x, y)`` to ``(loss, terms)``; its own trainable parameters are optimised too.
+        sampler: source of training batches.
+        val_cases: cases scored with 3D Dice after every ``val_every`` epochs (best checkpoint by that).
+        checkpoint_meta: what every checkpoint carries besides weights (model spec, preprocessing, config, split).
+        resume: continue from ``checkpoints/last.pt``.
+        on_epoch_end: called with ``(epoch, log_record)`` after each epoch's checkpoint is written.
+        console: where the progress bar goes.
+    """
+    train_cfg = config.train
+    parameters = [p for p in [*model.parameters(), *objective.parameters()] if p.requires_grad]
+    optimizer = torch.optim.AdamW(parameters, lr=train_cfg.lr, weight_decay=train_cfg.weight_decay)
+    state = _restore(run_dir, model, objective, optimizer) if resume else RunState()
+    predictor = Predictor(model, config.preprocess, config.postprocess)
+    budget = None if train_cfg.time_budget_minutes is None else 60.0 * train_cfg.time_budget_minutes
+    total_steps = train_cfg.epochs * train_cfg.steps_per_epoch
+    warmup = train_cfg.warmup_epochs / train_cfg.epochs
+
+    def progress_fraction() -> float:
+        by_steps = state.step / total_steps
+        return max(by_steps, state.elapsed_seconds / budget) if budget else by_steps
+
+    with _progress_bar(console) as bar:
+        task = bar.add_task("train", total=total_steps, completed=state.step)
+        while state.epoch < train_cfg.epochs and progress_fraction() < 1.0:
+            epoch_seed = train_cfg.seed * 100_003 + state.epoch
+            torch.manual_seed(epoch_seed)
+            rng = sampler.seed(epoch_seed)
+            model.train()
+            objective.train()
+            sums: dict[str, float] = defaultdict(float)
+            started = time.perf_counter()
+            steps = 0
+            while steps < train_cfg.steps_per_epoch and progress_fraction() < 1.0:
+                lr = learning_rate(train_cfg.lr, progress_fraction(), warmup)
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
+                x, y = sampler.batch(rng)
+                loss, terms = objective(model, x, y)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                loss_value = loss.item()
+                for name, value in {"loss": loss_value, **terms}.items():
+                    sums[name] += value
+                steps += 1
+                state.step += 1
+                state.elapsed_seconds += time.perf_counter() - started
+                started = time.perf_counter()
+                bar.update(task, completed=state.step, description=f"epoch {state.epoch + 1} loss {loss_value:.3f}")
+            record = {
+                "epoch": state.epoch + 1,
+                "step": state.step,
+                "lr": lr,
+                **{name: total / steps for name, total in sums.items()},
+            }
+            state.epoch += 1
+            finished = state.epoch >= train_cfg.epochs or progress_fraction() >= 1.0
+            if val_cases and (state.epoch % train_cfg.val_every == 0 or finished):
+                record["val_dice"] = validate(predictor, val_cases)
+            record["elapsed_seconds"] = round(state.elapsed_seconds, 2)
+            _write_checkpoints(run_dir, model, objective, optimizer, state, record, checkpoint_meta)
+            with (run_dir / "metrics.jsonl").open("a") as log:
+                log.write(json.dumps(record) + "\n")
+            if on_epoch_end is not None:
+                on_epoch_end(state.epoch, record)
+    return state
+
+
+def validate(predictor: Predictor, cases: list[ValidationCase]) -> float:
+    """Mean 3D Dice of the predictor's masks against the original-grid truth."""
+    predictor.model.eval()
+    scores = [dice_score(predictor.predict_grid(c.grid.image, c.grid.plan).mask, c.truth) for c in cases]
+    return float(np.mean(scores))
+
+
+def _write_checkpoints(
+    run_dir: Path,
+    model: nn.Module,
+    objective: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    state: RunState,
+    record: dict[str, Any],
+    meta: dict[str, Any],
+) -> None:
+    val_dice = record.get("val_dice")
+    improved = val_dice is not None and val_dice > state.best_val_dice
+    if improved:
+        state.best_val_dice, state.best_epoch = val_dice, state.epoch
+    payload = {
+        **meta,
+        "state_dict": model.state_dict(),
+        "extra": {"objective": objective.state_dict()},
+        "optimizer": optimizer.state_dict(),
+        "progress": vars(state).copy(),
+    }
+    save_checkpoint(run_dir / "checkpoints" / "last.pt", payload)
+    if improved or state.best_epoch < 0:
+        save_checkpoint(run_dir / "checkpoints" / "best.pt", payload)
+
+
+def _restore(run_dir: Path, model: nn.Module, objective: nn.Module, optimizer: torch.optim.Optimizer) -> RunState:
+    payload = load_checkpoint(run_dir / "checkpoints" / "last.pt")
+    model.load_state_dict(payload["state_dict"])
+    objective.load_state_dict(payload["extra"]["objective"])
+    optimizer.load_state_dict(payload["optimizer"])
+    state = RunState(**payload["progress"])
+    _truncate_log(run_dir / "metrics.jsonl", state.epoch)
+    return state
+
+
+def _truncate_log(path: Path, epochs: int) -> None:
+    """Drop log lines written after the checkpoint being resumed from (an interrupted epoch's)."""
+    if path.exists():
+        lines = [line for line in path.read_text().splitlines() if json.loads(line)["epoch"] <= epochs]
+        path.write_text("".join(line + "\n" for line in lines))
+
+
+def _progress_bar(console: Console | None) -> Progress:
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        disable=console is None,
+    )

@@ -1,0 +1,142 @@
+"""A supervised training run from a dataset to a self-describing RUN folder.
+
+The same set-up (RUN folder, split, cases on the grid, model from the registry) serves distillation runs,
+which only swap the objective.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from rich.console import Console
+from torch import nn
+
+from prokd.config import ConfigError, RunConfig, load_config, save_config
+from prokd.data.augment import build_augmentation
+from prokd.data.datalist import CaseIndex, load_case, load_cases
+from prokd.data.preprocess import Preprocessor
+from prokd.data.slices import GridCase, SliceSampler, to_grid_case
+from prokd.data.splits import load_split, make_split, restrict, save_split
+from prokd.losses import SegmentationLoss
+from prokd.models import build_model
+from prokd.train.loop import EpochCallback, RunState, SupervisedObjective, ValidationCase, fit
+from prokd.train.run_folder import environment_info, prepare_run_dir, write_json
+
+
+@dataclass
+class PreparedRun:
+    """Everything a training loop needs, set up in a RUN folder."""
+
+    run_dir: Path
+    config: RunConfig
+    split: dict[str, list[str]]
+    train_cases: list[GridCase]
+    val_cases: list[ValidationCase]
+    model: nn.Module
+
+
+def prepare_run(
+    data: str | Path,
+    out: str | Path,
+    config: RunConfig,
+    resume: bool = False,
+    overwrite: bool = False,
+    split: dict[str, list[str]] | None = None,
+) -> PreparedRun:
+    """Create (or reopen, when resuming) the RUN folder, fix the split and load the cases onto the grid.
+
+    On resume the folder's own ``config.yaml`` and ``split.json`` are used, so the run continues unchanged.
+    ``split`` forces given case ids (e.g. a benchmark's saved split) instead of drawing one from the config.
+    """
+    run_dir = prepare_run_dir(out, resume=resume, overwrite=overwrite)
+    index = load_cases(data)
+    if resume:
+        config = load_config(run_dir / "config.yaml")
+        split = load_split(run_dir / "split.json")
+    else:
+        split = split or _draw_split(index, config)
+        save_config(config, run_dir / "config.yaml")
+        save_split(split, run_dir / "split.json", seed=config.train.seed, mode=config.split.mode, data=str(data))
+    torch.set_num_threads(config.train.threads or os.cpu_count() or 1)
+    write_json(run_dir / "env.json", environment_info(config.train.seed))
+    preprocessor = Preprocessor(config.preprocess)
+    train_cases = [to_grid_case(load_case(c, config.label_map), preprocessor) for c in index.select(split["train"])]
+    val_cases = []
+    for case in index.select(split["val"]):
+        loaded = load_case(case, config.label_map)
+        val_cases.append(ValidationCase(to_grid_case(loaded, preprocessor), loaded.label))
+    torch.manual_seed(config.train.seed)
+    model = build_model(config.model.name, config.preprocess.in_channels, config.model.out_channels, **config.model.kwargs)
+    return PreparedRun(run_dir, config, split, train_cases, val_cases, model)
+
+
+def checkpoint_meta(prepared: PreparedRun) -> dict[str, Any]:
+    """What every checkpoint of the run carries besides its weights: enough to rebuild and predict."""
+    config = prepared.config
+    return {
+        "model": {
+            "name": config.model.name,
+            "in_channels": config.preprocess.in_channels,
+            "out_channels": config.model.out_channels,
+            "kwargs": dict(config.model.kwargs),
+        },
+        "preprocess": config.to_dict()["preprocess"],
+        "postprocess": config.to_dict()["postprocess"],
+        "config": config.to_dict(),
+        "split": prepared.split,
+    }
+
+
+def make_sampler(prepared: PreparedRun) -> SliceSampler:
+    config = prepared.config
+    return SliceSampler(
+        prepared.train_cases,
+        batch_size=config.train.batch_size,
+        context=config.preprocess.context,
+        foreground_fraction=config.train.foreground_fraction,
+        augmentation=build_augmentation(config.augment, config.preprocess.size),
+    )
+
+
+def train_supervised(
+    data: str | Path,
+    out: str | Path,
+    config: RunConfig,
+    resume: bool = False,
+    overwrite: bool = False,
+    split: dict[str, list[str]] | None = None,
+    console: Console | None = None,
+    on_epoch_end: EpochCallback | None = None,
+) -> RunState:
+    """Train ``config.model`` on ``data`` with the segmentation loss; results land in the RUN folder ``out``."""
+    prepared = prepare_run(data, out, config, resume=resume, overwrite=overwrite, split=split)
+    objective = SupervisedObjective(SegmentationLoss.from_config(prepared.config.loss, prepared.config.model.out_channels))
+    return fit(
+        prepared.run_dir,
+        prepared.config,
+        prepared.model,
+        objective,
+        make_sampler(prepared),
+        prepared.val_cases,
+        checkpoint_meta(prepared),
+        resume=resume,
+        on_epoch_end=on_epoch_end,
+        console=console,
+    )
+
+
+def _draw_split(index: CaseIndex, config: RunConfig) -> dict[str, list[str]]:
+    """The configured split, with the training part restricted to ``config.sites`` / ``config.max_cases``."""
+    if not index.labeled:
+        raise ConfigError(f"{index.root}: no labelled cases to train on")
+    split = make_split(index.labeled, config.split, config.train.seed)
+    split["train"] = restrict(
+        split["train"], index.labeled, sites=config.sites, max_cases=config.max_cases, seed=config.train.seed
+    )
+    if not split["train"]:
+        raise ConfigError(f"no training cases left after restricting to sites={config.sites} max_cases={config.max_cases}")
+    return split
