@@ -84,3 +84,10 @@ def test_models_lists_registry():
     result = invoke("models")
     assert result.exit_code == 0
     assert "unet-large" in result.output and "unet-small" in result.output
+
+
+def test_data_check_on_promise12(promise12):
+    result = invoke("data", "check", promise12)
+    assert result.exit_code == 0, result.output
+    for site in ("BIDMC", "UCL", "RUNMC", "HK"):
+        assert site in result.output

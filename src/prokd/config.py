@@ -170,7 +170,7 @@ class RunConfig:
     label_map: dict[int, int] | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return _plain(dataclasses.asdict(self))
+        return plain(dataclasses.asdict(self))
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None) -> RunConfig:
@@ -278,10 +278,10 @@ def _require(condition: bool, key: str, message: str) -> None:
         raise ConfigError(f"'{key}' {message}")
 
 
-def _plain(value: Any) -> Any:
-    """Tuples → lists, recursively, so YAML and ``torch.load(weights_only=True)`` see plain containers."""
+def plain(value: Any) -> Any:
+    """Tuples → lists, recursively, so YAML, JSON and ``torch.load(weights_only=True)`` see plain containers."""
     if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
+        return {k: plain(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
+        return [plain(v) for v in value]
     return value

@@ -27,6 +27,8 @@ import nibabel as nib
 import numpy as np
 import SimpleITK as sitk
 
+from prokd.config import plain
+
 SUPPORTED_SUFFIXES = (".nii", ".nii.gz", ".mha", ".mhd", ".nrrd", ".npy", ".npy.gz")
 _NIFTI_SUFFIXES = (".nii", ".nii.gz")
 _ITK_SUFFIXES = (".mha", ".mhd", ".nrrd")
@@ -131,7 +133,7 @@ class Geometry:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON types only (lists, floats, ints, None), e.g. for checkpoints."""
-        return _plain(asdict(self))
+        return plain(asdict(self))
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Geometry:
@@ -338,9 +340,3 @@ def _floats(values: Any) -> tuple[float, ...]:
     return tuple(float(v) for v in values)
 
 
-def _plain(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value

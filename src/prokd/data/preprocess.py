@@ -27,7 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from prokd.config import PreprocessConfig, from_dict
+from prokd.config import PreprocessConfig, from_dict, plain
 
 _STD_FLOOR = 1e-8
 _LABEL_THRESHOLD = 0.5
@@ -92,7 +92,7 @@ class GridPlan:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able form (tuples become lists)."""
-        return _plain_fields(self)
+        return plain(dataclasses.asdict(self))
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> GridPlan:
@@ -171,7 +171,7 @@ class Preprocessor:
 
     def to_dict(self) -> dict[str, Any]:
         """The preprocessing parameters as a plain dict, for checkpoints."""
-        return _plain_fields(self.config)
+        return plain(dataclasses.asdict(self.config))
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Preprocessor:
@@ -208,14 +208,6 @@ def _place(stack: np.ndarray, offset: Sequence[int], shape: Sequence[int], fill:
 def _check_shape(name: str, array: np.ndarray, expected: Sequence[int]) -> None:
     if tuple(np.shape(array)) != tuple(expected):
         raise ValueError(f"{name} has shape {tuple(np.shape(array))}, but the grid plan expects {tuple(expected)}")
-
-
-def _plain_fields(instance: Any) -> dict[str, Any]:
-    """A flat dataclass's fields as a JSON-able dict (tuples become lists)."""
-    return {
-        key: list(value) if isinstance(value, tuple) else value
-        for key, value in dataclasses.asdict(instance).items()
-    }
 
 
 def _round(value: float) -> int:
