@@ -50,6 +50,8 @@ def evaluate_run(
     label_map = payload["config"].get("label_map")
     index = load_cases(data)
     case_ids = [c.case_id for c in index.labeled] if split == "all" else payload["split"][split]
+    if not case_ids:
+        raise ValueError(f"{checkpoint_path}: the run's {split} split has no cases")
     rows = [_evaluate_case(predictor, load_case(case, label_map)) for case in index.select(case_ids)]
     evaluation = Evaluation(split, rows, summarize(rows, metrics=METRICS, by="site"))
     if write and Path(run).is_dir():
