@@ -1,0 +1,35 @@
+"""Distillation from several teachers: aggregating their soft targets into one.
+
+Importing this package registers every aggregation mode (``mean``, ``weighted``, ``adaptive`` from
+:mod:`prokd.distill.aggregate`, ``learned`` from :mod:`prokd.distill.gate`); build one with
+:func:`build_aggregator`.
+"""
+
+from __future__ import annotations
+
+from prokd.distill.aggregate import (
+    AdaptiveAggregator,
+    AggregateResult,
+    Aggregator,
+    MeanAggregator,
+    WeightedAggregator,
+    aggregators,
+    build_aggregator,
+    normalised_entropy,
+    register_aggregator,
+)
+from prokd.distill.gate import LearnedAggregator, gate_loss
+
+__all__ = [
+    "AdaptiveAggregator",
+    "AggregateResult",
+    "Aggregator",
+    "LearnedAggregator",
+    "MeanAggregator",
+    "WeightedAggregator",
+    "aggregators",
+    "build_aggregator",
+    "gate_loss",
+    "normalised_entropy",
+    "register_aggregator",
+]

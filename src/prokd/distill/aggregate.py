@@ -1,0 +1,355 @@
+"""Multi-teacher aggregation: one soft target from the foreground probabilities of K teachers.
+
+Teachers trained on one site each are reliable on their own site and poor elsewhere, so the plain mean
+of their outputs can teach a student less than the label alone. An :class:`Aggregator` weighs the
+teachers per sample and per pixel and returns the weighted mean
+
+.. math::
+
+    q(x) = \\sum_k w_k(x) \\, p_k(x), \\qquad w_k(x) \\ge 0, \\qquad \\sum_k w_k(x) = 1,
+
+of the teachers' foreground probabilities :math:`p_k` at the distillation temperature (1-logit nets:
+``sigmoid(z / T)``, 2-logit nets: ``softmax(z / T)[:, 1]``). Modes, registered by name:
+
+==========  ====================================================================================
+mean        uniform weights :math:`1 / K`
+weighted    fixed per-teacher weights from given scores, e.g. each teacher's Dice on cases it never
+            saw, sharpened by a power
+adaptive    per-sample, per-pixel weights from each teacher's reliability: agreement with the label
+            where there is one, confidence and consensus where there is not; no parameters
+learned     a small gating CNN on the image and the teachers' outputs, trained with the student
+            (:mod:`prokd.distill.gate`)
+==========  ====================================================================================
+
+A new mode is one :class:`Aggregator` subclass decorated with :func:`register_aggregator`.
+"""
+
+from __future__ import annotations
+
+import abc
+import inspect
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = [
+    "AdaptiveAggregator",
+    "AggregateResult",
+    "Aggregator",
+    "MeanAggregator",
+    "WeightedAggregator",
+    "aggregators",
+    "build_aggregator",
+    "normalised_entropy",
+    "register_aggregator",
+]
+
+
+@dataclass(frozen=True)
+class AggregateResult:
+    """The aggregated soft target and the teacher weights that made it.
+
+    Attributes:
+        probs: (B, 1, H, W) aggregated foreground probability, ``(weights * teacher_probs).sum(0)``.
+        weights: (K, B, 1, H, W) teacher weights, >= 0 and summing to 1 over K at every pixel.
+    """
+
+    probs: torch.Tensor
+    weights: torch.Tensor
+
+
+class Aggregator(nn.Module, abc.ABC):
+    """Base class: checks the inputs, detaches the teachers and applies the weights of a subclass.
+
+    Args:
+        n_teachers: number of teachers K.
+    """
+
+    def __init__(self, n_teachers: int) -> None:
+        super().__init__()
+        if n_teachers < 1:
+            raise ValueError(f"{type(self).__name__}: n_teachers must be >= 1, got {n_teachers}")
+        self.n_teachers = n_teachers
+
+    def forward(
+        self,
+        teacher_probs: torch.Tensor,
+        *,
+        label: torch.Tensor | None = None,
+        labelled: torch.Tensor | None = None,
+        image: torch.Tensor | None = None,
+    ) -> AggregateResult:
+        """Weigh the teachers and aggregate their probabilities.
+
+        Args:
+            teacher_probs: (K, B, 1, H, W) foreground probabilities of the K teachers. They are detached:
+                no gradient flows back into the teachers.
+            label: (B, 1, H, W) ground truth in {0, 1} (any dtype), or None when no sample is labelled.
+            labelled: (B,) bool, which samples of ``label`` are real labels; None means all of them when
+                ``label`` is given.
+            image: (B, C, H, W) network input, used by modes that look at the image.
+
+        Returns:
+            :class:`AggregateResult` with probs (B, 1, H, W) and weights (K, B, 1, H, W).
+        """
+        teacher_probs = teacher_probs.detach()
+        self._check_shapes(teacher_probs, label, image)
+        labelled = self._labelled_mask(teacher_probs, label is not None, labelled)
+        if label is not None:
+            label = label.to(teacher_probs.dtype)
+        weights = self.teacher_weights(teacher_probs, label, labelled, image)
+        return AggregateResult(probs=(weights * teacher_probs).sum(dim=0), weights=weights)
+
+    @abc.abstractmethod
+    def teacher_weights(
+        self,
+        teacher_probs: torch.Tensor,
+        label: torch.Tensor | None,
+        labelled: torch.Tensor,
+        image: torch.Tensor | None,
+    ) -> torch.Tensor:
+        """(K, B, 1, H, W) weights summing to 1 over K, from checked inputs.
+
+        Args:
+            teacher_probs: (K, B, 1, H, W) detached teacher probabilities.
+            label: (B, 1, H, W) float label, or None.
+            labelled: (B,) bool, all False when ``label`` is None.
+            image: (B, C, H, W) or None.
+        """
+
+    def _check_shapes(
+        self, teacher_probs: torch.Tensor, label: torch.Tensor | None, image: torch.Tensor | None
+    ) -> None:
+        name = type(self).__name__
+        if teacher_probs.ndim != 5 or teacher_probs.shape[0] != self.n_teachers or teacher_probs.shape[2] != 1:
+            raise ValueError(
+                f"{name}: teacher_probs must be (K={self.n_teachers}, B, 1, H, W), got {tuple(teacher_probs.shape)}"
+            )
+        _, batch, _, height, width = teacher_probs.shape
+        if label is not None and tuple(label.shape) != (batch, 1, height, width):
+            raise ValueError(f"{name}: label must be {(batch, 1, height, width)}, got {tuple(label.shape)}")
+        if image is not None and (image.ndim != 4 or (image.shape[0], *image.shape[2:]) != (batch, height, width)):
+            raise ValueError(f"{name}: image must be ({batch}, C, {height}, {width}), got {tuple(image.shape)}")
+
+    def _labelled_mask(
+        self, teacher_probs: torch.Tensor, has_label: bool, labelled: torch.Tensor | None
+    ) -> torch.Tensor:
+        """(B,) bool mask of the samples with a label."""
+        batch = teacher_probs.shape[1]
+        if labelled is None:
+            return torch.full((batch,), has_label, dtype=torch.bool, device=teacher_probs.device)
+        if tuple(labelled.shape) != (batch,) or labelled.dtype != torch.bool:
+            raise ValueError(
+                f"{type(self).__name__}: labelled must be a bool tensor of shape ({batch},), "
+                f"got {labelled.dtype} {tuple(labelled.shape)}"
+            )
+        if not has_label and bool(labelled.any()):
+            raise ValueError(f"{type(self).__name__}: labelled marks samples as labelled but no label was given")
+        return labelled.to(teacher_probs.device)
+
+
+AggregatorClass = TypeVar("AggregatorClass", bound=type[Aggregator])
+
+_REGISTRY: dict[str, type[Aggregator]] = {}
+
+
+def register_aggregator(name: str) -> Callable[[AggregatorClass], AggregatorClass]:
+    """Class decorator registering an :class:`Aggregator` subclass under ``name``; returns it unchanged.
+
+    Raises:
+        ValueError: ``name`` is already registered.
+    """
+
+    def decorate(cls: AggregatorClass) -> AggregatorClass:
+        if name in _REGISTRY:
+            raise ValueError(f"aggregator '{name}' is already registered")
+        _REGISTRY[name] = cls
+        return cls
+
+    return decorate
+
+
+def aggregators() -> list[str]:
+    """Names of the registered aggregators, sorted."""
+    return sorted(_REGISTRY)
+
+
+def build_aggregator(name: str, n_teachers: int, **kwargs: Any) -> Aggregator:
+    """Build the registered aggregator ``name`` for ``n_teachers`` teachers.
+
+    Args:
+        name: registry name (see :func:`aggregators`).
+        n_teachers: number of teachers K.
+        kwargs: the mode's keyword arguments, e.g. ``scores=[0.8, 0.7]`` for ``"weighted"``.
+
+    Raises:
+        ValueError: unknown name (the message lists the registered names), or an unknown or missing
+            keyword argument (the message lists the accepted ones).
+    """
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown aggregator '{name}'; registered aggregators: {', '.join(aggregators())}")
+    cls = _REGISTRY[name]
+    parameters = list(inspect.signature(cls.__init__).parameters.values())[2:]
+    accepted = {p.name for p in parameters}
+    required = {p.name for p in parameters if p.default is inspect.Parameter.empty}
+    unknown, missing = sorted(set(kwargs) - accepted), sorted(required - set(kwargs))
+    if unknown or missing:
+        raise ValueError(
+            f"aggregator '{name}': unknown arguments {unknown}, missing arguments {missing}; "
+            f"accepted: {', '.join(sorted(accepted)) or 'none'}"
+        )
+    return cls(n_teachers, **kwargs)
+
+
+def normalised_entropy(probs: torch.Tensor) -> torch.Tensor:
+    """Binary entropy of foreground probabilities in bits: 0 for p in {0, 1}, 1 for p = 0.5.
+
+    Args:
+        probs: probabilities of any shape.
+
+    Returns:
+        Same shape, values in [0, 1].
+    """
+    return (torch.special.entr(probs) + torch.special.entr(1 - probs)) / math.log(2)
+
+
+@register_aggregator("weighted")
+class WeightedAggregator(Aggregator):
+    """Fixed per-teacher weights from scores: :math:`w_k = s_k^\\gamma / \\sum_j s_j^\\gamma` at every pixel.
+
+    Args:
+        n_teachers: number of teachers K.
+        scores: K non-negative reliability scores, e.g. each teacher's validation Dice on cases it never
+            saw (not its own site's training cases, which flatter it).
+        power: sharpening exponent :math:`\\gamma \\ge 0`; 1 makes the weights proportional to the scores,
+            0 uniform, and a large power approaches picking the best-scored teacher.
+    """
+
+    def __init__(self, n_teachers: int, scores: Sequence[float], power: float = 1.0) -> None:
+        super().__init__(n_teachers)
+        if len(scores) != n_teachers:
+            raise ValueError(f"{type(self).__name__}: expected {n_teachers} scores, got {len(scores)}")
+        if not all(math.isfinite(score) and score >= 0 for score in scores) or not any(score > 0 for score in scores):
+            raise ValueError(f"{type(self).__name__}: scores must be finite, >= 0, with one > 0; got {list(scores)}")
+        if not (math.isfinite(power) and power >= 0):
+            raise ValueError(f"{type(self).__name__}: power must be finite and >= 0, got {power}")
+        powered = torch.tensor(scores, dtype=torch.float64) ** power
+        self.register_buffer("teacher_share", (powered / powered.sum()).to(torch.float32))
+
+    def teacher_weights(
+        self,
+        teacher_probs: torch.Tensor,
+        label: torch.Tensor | None,
+        labelled: torch.Tensor,
+        image: torch.Tensor | None,
+    ) -> torch.Tensor:
+        share = self.teacher_share.to(teacher_probs.dtype).view(-1, 1, 1, 1, 1)
+        return share.expand_as(teacher_probs)
+
+
+@register_aggregator("mean")
+class MeanAggregator(WeightedAggregator):
+    """Uniform weights :math:`1 / K`: the plain mean of the teachers.
+
+    Args:
+        n_teachers: number of teachers K.
+    """
+
+    def __init__(self, n_teachers: int) -> None:
+        super().__init__(n_teachers, scores=[1.0] * n_teachers)
+
+
+@register_aggregator("adaptive")
+class AdaptiveAggregator(Aggregator):
+    """Per-sample, per-pixel weights from each teacher's reliability, without parameters.
+
+    The weights are a softmax over teachers of a reliability :math:`r_k(x) \\in [0, 1]`,
+    :math:`w_k(x) = \\exp(\\beta r_k(x)) / \\sum_j \\exp(\\beta r_j(x))`. Below, :math:`\\bar{f}` is a map
+    :math:`f` average-pooled over a ``window`` x ``window`` neighbourhood (borders average the pixels
+    inside the image), so that weights vary smoothly instead of flipping from pixel to pixel.
+
+    Labelled sample (label :math:`y`): agreement with the ground truth,
+
+    .. math::
+
+        r_k = \\tfrac12 \\big( \\overline{1 - |p_k - y|} + \\mathrm{Dice}(p_k, y) \\big),
+
+    with the per-sample soft Dice :math:`(2 \\sum p_k y + 1) / (\\sum p_k + \\sum y + 1)` (smoothed by one
+    pixel, so a teacher that predicts nothing on an empty slice scores 1).
+
+    Unlabelled sample: confidence :math:`c_k = 1 - H(p_k)` (binary entropy in bits, as in Kwon et al.,
+    "Adaptive knowledge distillation based on entropy", ICASSP 2020) and consensus with the other teachers
+    :math:`a_k = 1 - |p_k - \\frac{1}{K-1} \\sum_{j \\ne k} p_j|`, plus a per-sample confidence
+    :math:`C_k`,
+
+    .. math::
+
+        r_k = \\tfrac13 \\big( \\bar{c}_k + \\bar{a}_k + C_k \\big), \\qquad
+        C_k = \\frac{\\sum_x m(x) \\, c_k(x)}{\\sum_x m(x) + \\epsilon}, \\quad m(x) = \\max_j p_j(x).
+
+    :math:`C_k` is the teacher's mean confidence over the candidate foreground (where any teacher sees
+    prostate), rather than over the whole image, where background that every teacher gets right would
+    dilute it; a teacher that is confused on this image (typically an image from another site) thus
+    loses weight everywhere on it. A teacher that is uncertain loses :math:`\\bar{c}_k` and
+    :math:`C_k`; one that is confidently wrong against the others loses :math:`\\bar{a}_k`. With one
+    teacher the weights are 1 whatever the reliability.
+
+    Args:
+        n_teachers: number of teachers K.
+        beta: softmax sharpness :math:`\\beta > 0`; reliabilities 0.1 apart give weights in the ratio
+            :math:`e^{0.1 \\beta}` (e.g. 2.7 for the default 10).
+        window: odd side, in pixels, of the smoothing window (1 disables smoothing).
+    """
+
+    def __init__(self, n_teachers: int, beta: float = 10.0, window: int = 7) -> None:
+        super().__init__(n_teachers)
+        if not (math.isfinite(beta) and beta > 0):
+            raise ValueError(f"{type(self).__name__}: beta must be finite and > 0, got {beta}")
+        if window < 1 or window % 2 == 0:
+            raise ValueError(f"{type(self).__name__}: window must be an odd number >= 1, got {window}")
+        self.beta = beta
+        self.window = window
+
+    def teacher_weights(
+        self,
+        teacher_probs: torch.Tensor,
+        label: torch.Tensor | None,
+        labelled: torch.Tensor,
+        image: torch.Tensor | None,
+    ) -> torch.Tensor:
+        reliability = self.unlabelled_reliability(teacher_probs)
+        if label is not None and bool(labelled.any()):
+            supervised = self.labelled_reliability(teacher_probs, label)
+            reliability = torch.where(labelled.view(1, -1, 1, 1, 1), supervised, reliability)
+        return torch.softmax(self.beta * reliability, dim=0)
+
+    def labelled_reliability(self, teacher_probs: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
+        """(K, B, 1, H, W) agreement of each teacher with the label (B, 1, H, W), in [0, 1]."""
+        pixel_agreement = self.local_mean(1 - (teacher_probs - label).abs())
+        overlap = (teacher_probs * label).sum(dim=(2, 3, 4), keepdim=True)
+        mass = teacher_probs.sum(dim=(2, 3, 4), keepdim=True) + label.sum(dim=(1, 2, 3), keepdim=True)
+        dice = (2 * overlap + 1) / (mass + 1)
+        return (pixel_agreement + dice) / 2
+
+    def unlabelled_reliability(self, teacher_probs: torch.Tensor) -> torch.Tensor:
+        """(K, B, 1, H, W) confidence and consensus of each teacher, in [0, 1]."""
+        confidence = 1 - normalised_entropy(teacher_probs)
+        others = (teacher_probs.sum(dim=0, keepdim=True) - teacher_probs) / max(self.n_teachers - 1, 1)
+        consensus = 1 - (teacher_probs - others).abs()
+        candidate = teacher_probs.amax(dim=0, keepdim=True)
+        image_confidence = (candidate * confidence).sum(dim=(2, 3, 4), keepdim=True) / (
+            candidate.sum(dim=(2, 3, 4), keepdim=True) + 1e-6
+        )
+        return (self.local_mean(confidence) + self.local_mean(consensus) + image_confidence) / 3
+
+    def local_mean(self, maps: torch.Tensor) -> torch.Tensor:
+        """(K, B, 1, H, W) maps average-pooled over ``window`` x ``window`` pixels, same shape."""
+        pooled = F.avg_pool2d(
+            maps.flatten(0, 1), self.window, stride=1, padding=self.window // 2, count_include_pad=False
+        )
+        return pooled.view_as(maps)
