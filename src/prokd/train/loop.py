@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from torch import nn
 
 from prokd.config import RunConfig
@@ -116,7 +116,7 @@ def fit(
         return max(by_steps, state.elapsed_seconds / budget) if budget else by_steps
 
     with _progress_bar(console) as bar:
-        task = bar.add_task("train", total=total_steps, completed=state.step)
+        task = bar.add_task("train", total=1.0, completed=progress_fraction())
         while state.epoch < train_cfg.epochs and progress_fraction() < 1.0:
             epoch_seed = train_cfg.seed * 100_003 + state.epoch
             torch.manual_seed(epoch_seed)
@@ -142,7 +142,11 @@ def fit(
                 state.step += 1
                 state.elapsed_seconds += time.perf_counter() - started
                 started = time.perf_counter()
-                bar.update(task, completed=state.step, description=f"epoch {state.epoch + 1} loss {loss_value:.3f}")
+                bar.update(
+                    task,
+                    completed=min(1.0, progress_fraction()),
+                    description=f"epoch {state.epoch + 1} step {state.step} loss {loss_value:.3f}",
+                )
             record = {
                 "epoch": state.epoch + 1,
                 "step": state.step,
@@ -215,7 +219,7 @@ def _progress_bar(console: Console | None) -> Progress:
     return Progress(
         TextColumn("{task.description}"),
         BarColumn(),
-        MofNCompleteColumn(),
+        TaskProgressColumn(),
         TimeElapsedColumn(),
         TimeRemainingColumn(),
         console=console,
