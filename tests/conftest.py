@@ -44,6 +44,6 @@ def make_tiny_config(**train: object) -> RunConfig:
             "preprocess": {"size": 64, "target_spacing": 2.0},
             "augment": {"enabled": False},
             "split": {"val_fraction": 0.2, "test_fraction": 0.2},
-            "train": {"epochs": 3, "steps_per_epoch": 10, "batch_size": 4, "lr": 3e-3, "threads": 2, **train},
+            "train": {"epochs": 3, "steps_per_epoch": 10, "batch_size": 8, "lr": 3e-3, "threads": 2, **train},
         }
     )

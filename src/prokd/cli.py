@@ -73,27 +73,28 @@ def data_check(
         raise typer.Exit(1)
 
 
-@app.command()
-def train(
-    data: Annotated[Path, typer.Option(help="Dataset: datalist JSON, folder with dataset.json, or MSD/nnU-Net folder.")],
-    out: Annotated[Path, typer.Option(help="RUN folder to create.")],
-    model: Annotated[Optional[str], typer.Option(help="Registry model name (see `prokd models`).")] = None,
-    config: Annotated[Optional[Path], typer.Option(help="YAML run config; flags below override it.")] = None,
-    sites: Annotated[Optional[str], typer.Option(help="Train only on these sites, comma-separated.")] = None,
-    cases: Annotated[Optional[int], typer.Option(help="Train on at most K labelled cases.")] = None,
-    epochs: Annotated[Optional[int], typer.Option(help="Number of epochs.")] = None,
-    minutes: Annotated[Optional[float], typer.Option(help="Time budget for training, in minutes.")] = None,
-    seed: Annotated[Optional[int], typer.Option(help="Random seed.")] = None,
-    label_map: Annotated[Optional[str], typer.Option(help="Map label values to {0,1}, e.g. '1:1,2:1'.")] = None,
-    set_: Annotated[list[str], typer.Option("--set", help="Any config key, e.g. --set train.lr=0.001.")] = [],
-    resume: Annotated[bool, typer.Option(help="Continue an interrupted run in OUT.")] = False,
-    overwrite: Annotated[bool, typer.Option(help="Replace an existing RUN folder.")] = False,
-) -> None:
-    """Train a segmentation network with Dice + Lovász loss; writes a self-describing RUN folder."""
-    from prokd.train.supervised import train_supervised
+DataOption = Annotated[Path, typer.Option(help="Dataset: datalist JSON, folder with dataset.json, or MSD/nnU-Net folder.")]
+OutOption = Annotated[Path, typer.Option(help="RUN folder to create.")]
+ConfigOption = Annotated[Optional[Path], typer.Option(help="YAML run config; flags override it.")]
+SitesOption = Annotated[Optional[str], typer.Option(help="Use labels of these sites only, comma-separated.")]
+CasesOption = Annotated[Optional[int], typer.Option(help="Use labels of at most K cases.")]
+EpochsOption = Annotated[Optional[int], typer.Option(help="Number of epochs.")]
+MinutesOption = Annotated[Optional[float], typer.Option(help="Time budget for training, in minutes.")]
+SeedOption = Annotated[Optional[int], typer.Option(help="Random seed.")]
+LabelMapOption = Annotated[Optional[str], typer.Option(help="Map label values to {0,1}, e.g. '1:1,2:1'.")]
+SetOption = Annotated[list[str], typer.Option("--set", help="Any config key, e.g. --set train.lr=0.001.")]
+ResumeOption = Annotated[bool, typer.Option(help="Continue an interrupted run in OUT.")]
+OverwriteOption = Annotated[bool, typer.Option(help="Replace an existing RUN folder.")]
 
-    flags = {
-        "model.name": model,
+
+def resolve_config(config: Path | None, flags: dict[str, Any], set_: list[str]):
+    """The YAML config (or defaults) with the flags that were given and the ``--set`` overrides applied."""
+    overrides = {k: v for k, v in flags.items() if v is not None} | parse_overrides(set_)
+    return load_config(config, overrides)
+
+
+def common_flags(sites, cases, epochs, minutes, seed, label_map) -> dict[str, Any]:
+    return {
         "sites": sites.split(",") if sites else None,
         "max_cases": cases,
         "train.epochs": epochs,
@@ -101,14 +102,72 @@ def train(
         "train.seed": seed,
         "label_map": parse_label_map(label_map),
     }
-    with user_errors():
-        overrides = {k: v for k, v in flags.items() if v is not None} | parse_overrides(set_)
-        run_config = load_config(config, overrides)
-        state = train_supervised(data, out, run_config, resume=resume, overwrite=overwrite, console=console)
+
+
+def report_run(state, out: Path) -> None:
     console.print(
         f"trained {state.epoch} epochs ({state.step} steps, {state.elapsed_seconds / 60:.1f} min); "
         f"best val Dice {state.best_val_dice:.3f} at epoch {state.best_epoch} → {out}"
     )
+
+
+@app.command()
+def train(
+    data: DataOption,
+    out: OutOption,
+    model: Annotated[Optional[str], typer.Option(help="Registry model name (see `prokd models`).")] = None,
+    config: ConfigOption = None,
+    sites: SitesOption = None,
+    cases: CasesOption = None,
+    epochs: EpochsOption = None,
+    minutes: MinutesOption = None,
+    seed: SeedOption = None,
+    label_map: LabelMapOption = None,
+    set_: SetOption = [],
+    resume: ResumeOption = False,
+    overwrite: OverwriteOption = False,
+) -> None:
+    """Train a segmentation network with Dice + Lovász + CE loss; writes a self-describing RUN folder."""
+    from prokd.train.supervised import train_supervised
+
+    with user_errors():
+        flags = {"model.name": model, **common_flags(sites, cases, epochs, minutes, seed, label_map)}
+        run_config = resolve_config(config, flags, set_)
+        state = train_supervised(data, out, run_config, resume=resume, overwrite=overwrite, console=console)
+    report_run(state, out)
+
+
+@app.command()
+def distill(
+    data: DataOption,
+    out: OutOption,
+    teacher: Annotated[list[Path], typer.Option(help="Teacher RUN folder (repeat for several), or a folder of them.")] = [],
+    student: Annotated[Optional[str], typer.Option(help="Registry model name of the student.")] = None,
+    aggregate: Annotated[Optional[str], typer.Option(help="Multi-teacher aggregation: mean, weighted, adaptive, learned.")] = None,
+    config: ConfigOption = None,
+    sites: SitesOption = None,
+    cases: CasesOption = None,
+    epochs: EpochsOption = None,
+    minutes: MinutesOption = None,
+    seed: SeedOption = None,
+    label_map: LabelMapOption = None,
+    set_: SetOption = [],
+    resume: ResumeOption = False,
+    overwrite: OverwriteOption = False,
+) -> None:
+    """Distil frozen teacher(s) into a student: Dice + Lovász + CE on labels, KL + feature terms on teachers."""
+    from prokd.distill.run import train_distilled
+
+    with user_errors():
+        flags = {
+            "model.name": student,
+            "distill.teachers": [str(t) for t in teacher] or None,
+            "distill.aggregate": aggregate,
+            **common_flags(sites, cases, epochs, minutes, seed, label_map),
+        }
+        run_config = resolve_config(config, flags, set_)
+        state = train_distilled(data, out, run_config, resume=resume, overwrite=overwrite, console=console)
+    report_run(state, out)
 
 
 @app.command()

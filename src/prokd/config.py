@@ -155,6 +155,49 @@ class PostprocessConfig:
 
 
 @dataclass
+class DistillConfig:
+    """Knowledge distillation from frozen teachers (see :mod:`prokd.distill`).
+
+    Attributes:
+        teachers: RUN folders (or folders of RUN folders) of the frozen teachers.
+        temperature: softening temperature T of the output KL (the term is scaled by T²).
+        kl: weight of the KL between the student and the aggregated teacher outputs.
+        feature: weight of the feature term (0 disables it).
+        feature_term: registered feature term: ``hint``, ``attention`` or ``affinity``.
+        feature_kwargs: keyword arguments of the feature term.
+        student_taps / teacher_taps: module names of the feature taps; None uses the registry's defaults.
+        restrict: ``none``, ``uncertain`` (pixels where the aggregated teacher is unsure) or ``boundary``
+            (a band around the aggregated teacher mask) for the KL term.
+        boundary_width: half-width in pixels of the boundary band.
+        aggregate: multi-teacher aggregation mode (``mean``, ``weighted``, ``adaptive``, ``learned``).
+        aggregate_kwargs: keyword arguments of the aggregator.
+        gate: weight of the learned gate's own loss on labelled slices (``learned`` only).
+        unlabeled_fraction: share of each batch drawn from unlabelled images (KD terms only).
+    """
+
+    teachers: list[str] = field(default_factory=list)
+    temperature: float = 2.0
+    kl: float = 1.0
+    feature: float = 0.0
+    feature_term: str = "attention"
+    feature_kwargs: dict[str, Any] = field(default_factory=dict)
+    student_taps: list[str] | None = None
+    teacher_taps: list[str] | None = None
+    restrict: str = "none"
+    boundary_width: int = 3
+    aggregate: str = "mean"
+    aggregate_kwargs: dict[str, Any] = field(default_factory=dict)
+    gate: float = 1.0
+    unlabeled_fraction: float = 0.0
+
+    def __post_init__(self) -> None:
+        _require(self.temperature > 0, "distill.temperature", "must be positive")
+        _require(self.kl >= 0 and self.feature >= 0, "distill", "term weights must be >= 0")
+        _require(self.restrict in ("none", "uncertain", "boundary"), "distill.restrict", "must be none, uncertain or boundary")
+        _require(0.0 <= self.unlabeled_fraction < 1.0, "distill.unlabeled_fraction", "must be in [0, 1)")
+
+
+@dataclass
 class RunConfig:
     """Everything that defines one training run."""
 
@@ -165,6 +208,7 @@ class RunConfig:
     split: SplitConfig = field(default_factory=SplitConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     postprocess: PostprocessConfig = field(default_factory=PostprocessConfig)
+    distill: DistillConfig | None = None
     sites: list[str] | None = None
     max_cases: int | None = None
     label_map: dict[int, int] | None = None

@@ -33,7 +33,9 @@ def test_context_stack_repeats_end_slices():
 
 def test_foreground_fraction_one_draws_only_foreground_slices():
     sampler = SliceSampler([grid_case()], batch_size=64, context=1, foreground_fraction=1.0)
-    x, y = sampler.batch(sampler.seed(0))
+    batch = sampler.batch(sampler.seed(0))
+    x, y = batch.x, batch.y
+    assert batch.labelled.all()
     assert x.shape == (64, 3, 32, 32) and y.shape == (64, 1, 32, 32)
     assert set(x[:, 1, 0, 0].tolist()) <= {4.0, 5.0}
     assert (y.flatten(1).sum(1) == 16 * 16).all()
@@ -41,7 +43,7 @@ def test_foreground_fraction_one_draws_only_foreground_slices():
 
 def test_foreground_fraction_zero_draws_every_slice():
     sampler = SliceSampler([grid_case()], batch_size=400, foreground_fraction=0.0)
-    x, _ = sampler.batch(sampler.seed(0))
+    x = sampler.batch(sampler.seed(0)).x
     assert set(x[:, 0, 0, 0].tolist()) == set(range(10))
 
 
@@ -51,9 +53,23 @@ def test_same_seed_same_augmented_batch():
     first = sampler.batch(sampler.seed(7))
     second = sampler.batch(sampler.seed(7))
     other = sampler.batch(sampler.seed(8))
-    assert torch.equal(first[0], second[0]) and torch.equal(first[1], second[1])
-    assert not torch.equal(first[0], other[0])
-    assert set(torch.unique(first[1]).tolist()) <= {0.0, 1.0}
+    assert torch.equal(first.x, second.x) and torch.equal(first.y, second.y)
+    assert not torch.equal(first.x, other.x)
+    assert set(torch.unique(first.y).tolist()) <= {0.0, 1.0}
+
+
+def test_unlabelled_images_are_mixed_in_at_the_given_fraction():
+    unlabelled = grid_case("u0")
+    unlabelled.label = None
+    unlabelled.image = unlabelled.image + 100.0
+    sampler = SliceSampler([grid_case()], batch_size=400, unlabeled=[unlabelled], unlabeled_fraction=0.25)
+    batch = sampler.batch(sampler.seed(0))
+    from_unlabelled = batch.x[:, 0, 0, 0] >= 100.0
+    assert torch.equal(from_unlabelled, ~batch.labelled)
+    assert 0.18 < from_unlabelled.float().mean() < 0.32
+    assert batch.y[~batch.labelled].sum() == 0
+    with pytest.raises(ValueError, match="needs unlabelled cases"):
+        SliceSampler([grid_case()], batch_size=2, unlabeled_fraction=0.5)
 
 
 def test_augmentation_disabled_is_none():

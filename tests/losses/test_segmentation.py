@@ -21,7 +21,7 @@ TARGET = torch.tensor([[1, 1], [0, 0], [1, 0], [0, 0]], dtype=torch.float32).res
 def test_dice_hand_value_uses_the_whole_batch(out_channels):
     # p = 0.5 everywhere, 3 foreground pixels of 8 in the batch: 1 - (2 * 1.5 + s) / (4 + 3 + s)
     logits = torch.zeros(2, out_channels, 2, 2)
-    _, terms = SegmentationLoss(out_channels, dice=1.0, lovasz=0.0)(logits, TARGET)
+    _, terms = SegmentationLoss(out_channels, dice=1.0, lovasz=0.0, ce=0.0)(logits, TARGET)
     assert terms == {"dice": pytest.approx(1 - (3 + 1e-5) / (7 + 1e-5), abs=1e-6)}
 
 
@@ -35,7 +35,7 @@ def test_lovasz_hinge_hand_value():
     # errors 1 - σs = [-1, 1.5, 1.25, -2]; Jaccard increments 1/2, 1/6 -> 1.5/2 + 1.25/6
     logits = torch.tensor([2.0, -0.5, 0.25, -3.0]).reshape(1, 1, 1, 4)
     target = torch.tensor([1, 1, 0, 0]).reshape(1, 1, 1, 4)
-    _, terms = SegmentationLoss(1, dice=0.0, lovasz=1.0)(logits, target)
+    _, terms = SegmentationLoss(1, dice=0.0, lovasz=1.0, ce=0.0)(logits, target)
     assert terms == {"lovasz": pytest.approx(23 / 24, abs=1e-6)}
 
 
@@ -44,7 +44,7 @@ def test_lovasz_softmax_hand_value():
     p = torch.tensor([0.9, 0.4, 0.3, 0.2])
     logits = two_channel(torch.log(p / (1 - p)).reshape(1, 1, 1, 4))
     target = torch.tensor([1, 1, 0, 0]).reshape(1, 1, 1, 4)
-    _, terms = SegmentationLoss(2, dice=0.0, lovasz=1.0)(logits, target)
+    _, terms = SegmentationLoss(2, dice=0.0, lovasz=1.0, ce=0.0)(logits, target)
     assert terms == {"lovasz": pytest.approx(91 / 240, abs=1e-6)}
 
 

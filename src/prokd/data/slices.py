@@ -1,7 +1,8 @@
 """2D (or 2.5D) slice batches drawn from volumes on the canonical grid, with foreground-aware sampling.
 
-Volumes are held in memory already preprocessed (normalised, resampled to ``(Z, S, S)``); a batch is
-``x`` ``(B, 2 * context + 1, S, S)`` float32 and ``y`` ``(B, 1, S, S)`` float32 in {0, 1}.
+Volumes are held in memory already preprocessed (normalised, resampled to ``(Z, S, S)``); a :class:`Batch`
+holds ``x`` ``(B, 2 * context + 1, S, S)`` float32, ``y`` ``(B, 1, S, S)`` float32 in {0, 1} and
+``labelled`` ``(B,)`` bool (slices of unlabelled images, used by distillation, have ``y == 0``).
 """
 
 from __future__ import annotations
@@ -14,6 +15,15 @@ from monai.transforms import Compose
 
 from prokd.data.datalist import LoadedCase
 from prokd.data.preprocess import GridPlan, Preprocessor
+
+
+@dataclass
+class Batch:
+    """Training slices: ``x`` ``(B, C, S, S)``, ``y`` ``(B, 1, S, S)``, ``labelled`` ``(B,)`` bool."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+    labelled: torch.Tensor
 
 
 @dataclass
@@ -62,9 +72,10 @@ def volume_inputs(image: np.ndarray, context: int) -> np.ndarray:
 
 
 class SliceSampler:
-    """Draws random training batches of labelled slices.
+    """Draws random training batches of slices.
 
-    A case is chosen uniformly; with probability ``foreground_fraction`` the slice is one that contains
+    Each sample comes with probability ``unlabeled_fraction`` from an unlabelled image (any slice), otherwise
+    from a labelled case chosen uniformly: with probability ``foreground_fraction`` a slice that contains
     foreground, otherwise any slice of that case. Each sample is then augmented independently.
 
     Args:
@@ -73,6 +84,8 @@ class SliceSampler:
         context: neighbouring slices on each side stacked as channels.
         foreground_fraction: probability of drawing a slice with foreground.
         augmentation: MONAI transform applied to ``{"image": (C, S, S), "label": (1, S, S)}``, or None.
+        unlabeled: cases without labels (images only), for distillation.
+        unlabeled_fraction: probability that a sample is drawn from ``unlabeled``.
     """
 
     def __init__(
@@ -82,16 +95,22 @@ class SliceSampler:
         context: int = 0,
         foreground_fraction: float = 0.7,
         augmentation: Compose | None = None,
+        unlabeled: list[GridCase] | None = None,
+        unlabeled_fraction: float = 0.0,
     ) -> None:
         unlabelled = [c.case_id for c in cases if c.label is None]
         if not cases or unlabelled:
             raise ValueError(f"SliceSampler needs labelled cases (unlabelled: {unlabelled or 'no cases given'})")
+        if unlabeled_fraction > 0 and not unlabeled:
+            raise ValueError("SliceSampler: unlabeled_fraction > 0 needs unlabelled cases")
         self.cases = cases
         self.batch_size = batch_size
         self.context = context
         self.foreground_fraction = foreground_fraction
         self.augmentation = augmentation
         self._foreground = [c.foreground_slices for c in cases]
+        self.unlabeled = unlabeled or []
+        self.unlabeled_fraction = unlabeled_fraction
 
     def seed(self, seed: int) -> np.random.Generator:
         """Reseed the augmentation with ``seed`` and return the sampling generator for the same seed."""
@@ -99,25 +118,27 @@ class SliceSampler:
             self.augmentation.set_random_state(seed=seed % (2**32))
         return np.random.default_rng(seed)
 
-    def batch(self, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        """Draw one batch: ``x`` ``(B, C, S, S)`` and ``y`` ``(B, 1, S, S)``, both float32."""
+    def batch(self, rng: np.random.Generator) -> Batch:
+        """Draw one batch of ``batch_size`` slices."""
         samples = [self._sample(rng) for _ in range(self.batch_size)]
-        images, labels = zip(*samples)
-        return torch.stack(images), torch.stack(labels)
+        images, labels, labelled = zip(*samples)
+        return Batch(torch.stack(images), torch.stack(labels), torch.tensor(labelled, dtype=torch.bool))
 
-    def _sample(self, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        index = int(rng.integers(len(self.cases)))
-        case, foreground = self.cases[index], self._foreground[index]
-        if len(foreground) and rng.random() < self.foreground_fraction:
-            z = int(rng.choice(foreground))
-        else:
+    def _sample(self, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor, bool]:
+        if self.unlabeled_fraction > 0 and rng.random() < self.unlabeled_fraction:
+            case = self.unlabeled[int(rng.integers(len(self.unlabeled)))]
             z = int(rng.integers(len(case.image)))
-        item = {
-            "image": context_stack(case.image, z, self.context).astype(np.float32),
-            "label": case.label[z][None].astype(np.float32),
-        }
+            label = np.zeros((1, *case.image.shape[1:]), dtype=np.float32)
+        else:
+            index = int(rng.integers(len(self.cases)))
+            case, foreground = self.cases[index], self._foreground[index]
+            if len(foreground) and rng.random() < self.foreground_fraction:
+                z = int(rng.choice(foreground))
+            else:
+                z = int(rng.integers(len(case.image)))
+            label = case.label[z][None].astype(np.float32)
+        item = {"image": context_stack(case.image, z, self.context).astype(np.float32), "label": label}
         if self.augmentation is not None:
             item = self.augmentation(item)
-        return torch.as_tensor(np.asarray(item["image"]), dtype=torch.float32), torch.as_tensor(
-            np.asarray(item["label"]), dtype=torch.float32
-        )
+        image = torch.as_tensor(np.asarray(item["image"]), dtype=torch.float32)
+        return image, torch.as_tensor(np.asarray(item["label"]), dtype=torch.float32), case.label is not None

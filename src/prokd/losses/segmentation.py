@@ -47,7 +47,7 @@ class SegmentationLoss(nn.Module):
     Terms with weight 0 are not computed.
     """
 
-    def __init__(self, out_channels: int = 1, dice: float = 1.0, lovasz: float = 1.0, ce: float = 0.0) -> None:
+    def __init__(self, out_channels: int = 1, dice: float = 1.0, lovasz: float = 1.0, ce: float = 1.0) -> None:
         super().__init__()
         if out_channels not in (1, 2):
             raise ValueError(f"SegmentationLoss: out_channels must be 1 or 2, got {out_channels}")

@@ -1,6 +1,6 @@
 """The one training loop, for supervised and distillation runs alike.
 
-What is optimised is an *objective*: a module that maps ``(model, x, y)`` to ``(loss, terms)``. A supervised
+What is optimised is an *objective*: a module that maps ``(model, batch)`` to ``(loss, terms)``. A supervised
 run uses :class:`SupervisedObjective`; distillation objectives add frozen teachers and trainable adapters,
 whose parameters the loop trains alongside the model and stores in the checkpoint under ``extra``.
 
@@ -28,7 +28,7 @@ from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, T
 from torch import nn
 
 from prokd.config import RunConfig
-from prokd.data.slices import GridCase, SliceSampler
+from prokd.data.slices import Batch, GridCase, SliceSampler
 from prokd.eval.metrics import dice_score
 from prokd.infer.predict import Predictor
 from prokd.losses import SegmentationLoss
@@ -36,14 +36,14 @@ from prokd.train.checkpoint import load_checkpoint, save_checkpoint
 
 
 class SupervisedObjective(nn.Module):
-    """Segmentation loss on the labelled batch: ``(model, x (B,C,H,W), y (B,1,H,W)) -> (loss, terms)``."""
+    """Segmentation loss on the labelled slices of a batch: ``(model, batch) -> (loss, terms)``."""
 
     def __init__(self, loss: SegmentationLoss) -> None:
         super().__init__()
         self.loss = loss
 
-    def forward(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
-        return self.loss(model(x), y)
+    def forward(self, model: nn.Module, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
+        return self.loss(model(batch.x[batch.labelled]), batch.y[batch.labelled])
 
 
 @dataclass
@@ -94,7 +94,7 @@ def fit(
         run_dir: the RUN folder; writes ``metrics.jsonl`` and ``checkpoints/{last,best}.pt``.
         config: the resolved run config (``train`` section drives the schedule).
         model: the network being trained.
-        objective: maps ``(model, x, y)`` to ``(loss, terms)``; its own trainable parameters are optimised too.
+        objective: maps ``(model, batch)`` to ``(loss, terms)``; its own trainable parameters are optimised too.
         sampler: source of training batches.
         val_cases: cases scored with 3D Dice after every ``val_every`` epochs (best checkpoint by that).
         checkpoint_meta: what every checkpoint carries besides weights (model spec, preprocessing, config, split).
@@ -130,8 +130,7 @@ def fit(
                 lr = learning_rate(train_cfg.lr, progress_fraction(), warmup)
                 for group in optimizer.param_groups:
                     group["lr"] = lr
-                x, y = sampler.batch(rng)
-                loss, terms = objective(model, x, y)
+                loss, terms = objective(model, sampler.batch(rng))
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()

@@ -7,7 +7,7 @@ which only swap the objective.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +17,7 @@ from torch import nn
 
 from prokd.config import ConfigError, RunConfig, load_config, save_config
 from prokd.data.augment import build_augmentation
-from prokd.data.datalist import CaseIndex, load_case, load_cases
+from prokd.data.datalist import CaseIndex, LoadedCase, load_case, load_cases
 from prokd.data.preprocess import Preprocessor
 from prokd.data.slices import GridCase, SliceSampler, to_grid_case
 from prokd.data.splits import load_split, make_split, restrict, save_split
@@ -33,10 +33,19 @@ class PreparedRun:
 
     run_dir: Path
     config: RunConfig
+    index: CaseIndex
     split: dict[str, list[str]]
     train_cases: list[GridCase]
     val_cases: list[ValidationCase]
     model: nn.Module
+
+    def unlabeled_cases(self) -> list[GridCase]:
+        """Images the run may use without labels: the dataset's unlabelled images plus the labelled cases left
+        out of every split (training cases dropped by ``sites`` / ``max_cases``); never validation or test."""
+        in_split = {case_id for ids in self.split.values() for case_id in ids}
+        cases = self.index.unlabeled + [c for c in self.index.labeled if c.case_id not in in_split]
+        preprocessor = Preprocessor(self.config.preprocess)
+        return [to_grid_case(_without_label(load_case(c, self.config.label_map)), preprocessor) for c in cases]
 
 
 def prepare_run(
@@ -71,7 +80,7 @@ def prepare_run(
         val_cases.append(ValidationCase(to_grid_case(loaded, preprocessor), loaded.label))
     torch.manual_seed(config.train.seed)
     model = build_model(config.model.name, config.preprocess.in_channels, config.model.out_channels, **config.model.kwargs)
-    return PreparedRun(run_dir, config, split, train_cases, val_cases, model)
+    return PreparedRun(run_dir, config, index, split, train_cases, val_cases, model)
 
 
 def checkpoint_meta(prepared: PreparedRun) -> dict[str, Any]:
@@ -91,14 +100,17 @@ def checkpoint_meta(prepared: PreparedRun) -> dict[str, Any]:
     }
 
 
-def make_sampler(prepared: PreparedRun) -> SliceSampler:
+def make_sampler(prepared: PreparedRun, context: int | None = None, unlabeled: list[GridCase] | None = None) -> SliceSampler:
+    """The run's slice sampler; ``context`` may exceed the student's (for teachers that see more slices)."""
     config = prepared.config
     return SliceSampler(
         prepared.train_cases,
         batch_size=config.train.batch_size,
-        context=config.preprocess.context,
+        context=config.preprocess.context if context is None else context,
         foreground_fraction=config.train.foreground_fraction,
         augmentation=build_augmentation(config.augment, config.preprocess.size),
+        unlabeled=unlabeled,
+        unlabeled_fraction=config.distill.unlabeled_fraction if config.distill and unlabeled else 0.0,
     )
 
 
@@ -127,6 +139,10 @@ def train_supervised(
         on_epoch_end=on_epoch_end,
         console=console,
     )
+
+
+def _without_label(loaded: LoadedCase) -> LoadedCase:
+    return replace(loaded, label=None)
 
 
 def _draw_split(index: CaseIndex, config: RunConfig) -> dict[str, list[str]]:

@@ -1,0 +1,175 @@
+"""The distillation objective: segmentation loss on labelled slices + KL to the aggregated teachers + feature
+distillation, for one or several frozen teachers.
+
+    loss = seg(student, y)                              on labelled slices (Dice + Lovász + CE)
+         + kl      · T² · KL(aggregate_T(teachers) ‖ student_T)   on every slice (optionally restricted)
+         + feature · Σ_k w_k · feature_term_k(student taps, teacher k taps)
+         + gate    · gate_loss                          (``learned`` aggregation only)
+
+where ``aggregate_T`` combines the teachers' temperature-softened foreground probabilities with the
+configured :mod:`prokd.distill.aggregate` mode and ``w_k`` is teacher k's mean aggregation weight on the
+batch, so feature distillation, too, listens most to the teacher trusted on these images. Each teacher has
+its own feature term (and so its own adapters). The method follows "Knowledge distillation for adaptive MRI
+prostate segmentation based on limit-trained multi-teacher models" (arXiv 2303.09494): feature-based
+distillation + Kullback-Leibler divergence + Lovász + Dice.
+
+Teachers are kept in a plain list: they are not submodules, so they stay frozen in eval mode and are left
+out of the objective's ``state_dict`` (which holds the adapters and the aggregator).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from prokd.config import DistillConfig, PreprocessConfig
+from prokd.data.slices import Batch
+from prokd.distill.aggregate import AggregateResult, build_aggregator
+from prokd.distill.gate import LearnedAggregator, gate_loss
+from prokd.distill.teachers import Teacher, centre_channels, check_compatible
+from prokd.losses import (
+    SegmentationLoss,
+    boundary_weights,
+    build_feature_term,
+    kl_distillation,
+    pair_features,
+    soft_foreground,
+    uncertainty_weights,
+)
+from prokd.models import FeatureTaps, tap_channels
+
+
+class DistillationObjective(nn.Module):
+    """``(student, batch) -> (loss, terms)`` for distillation from ``teachers``.
+
+    Args:
+        student: the network being trained (used once here to measure its feature taps).
+        student_taps: module names of the student's feature taps.
+        student_preprocess: the student's preprocessing; teachers must be compatible with it.
+        teachers: frozen teachers (at least one).
+        seg_loss: the supervised loss applied to labelled slices.
+        config: term weights, temperature, aggregation and feature-term settings.
+    """
+
+    def __init__(
+        self,
+        student: nn.Module,
+        student_taps: tuple[str, ...],
+        student_preprocess: PreprocessConfig,
+        teachers: list[Teacher],
+        seg_loss: SegmentationLoss,
+        config: DistillConfig,
+    ) -> None:
+        super().__init__()
+        if not teachers:
+            raise ValueError("distillation needs at least one teacher")
+        for teacher in teachers:
+            check_compatible(student_preprocess, teacher)
+        self._teachers = list(teachers)
+        self.config = config
+        self.seg_loss = seg_loss
+        self.student_channels = student_preprocess.in_channels
+        self.context = max(student_preprocess.context, *(t.preprocess.context for t in teachers))
+        self.aggregator = build_aggregator(config.aggregate, len(teachers), **self._aggregator_kwargs(student_preprocess))
+        self.student_taps = tuple(config.student_taps or student_taps)
+        self.pairs: list[list[tuple[int, int]]] = []
+        self.feature_terms = nn.ModuleList()
+        if config.feature > 0:
+            self._build_feature_terms(student, student_preprocess)
+
+    @property
+    def teachers(self) -> list[Teacher]:
+        return self._teachers
+
+    def forward(self, model: nn.Module, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
+        x_student = centre_channels(batch.x, self.student_channels)
+        with FeatureTaps(model, self.student_taps if self.feature_terms else ()) as taps:
+            logits = model(x_student)
+            student_features = taps.outputs()
+        total = logits.new_zeros(())
+        terms: dict[str, float] = {}
+        labelled = batch.labelled
+        if labelled.any():
+            seg, seg_terms = self.seg_loss(logits[labelled], batch.y[labelled])
+            total = total + seg
+            terms.update(seg_terms)
+        outputs = [teacher(batch.x, with_features=bool(self.feature_terms)) for teacher in self._teachers]
+        temperature = self.config.temperature
+        softened = torch.stack([soft_foreground(t_logits, temperature) for t_logits, _ in outputs])
+        result = self.aggregator(softened, label=batch.y, labelled=labelled, image=x_student)
+        if self.config.kl > 0:
+            weight_map = self._kl_weights(outputs, result)
+            kl = kl_distillation(logits, result.probs.detach(), temperature, weight_map)
+            total = total + self.config.kl * kl
+            terms["kl"] = kl.item()
+        if isinstance(self.aggregator, LearnedAggregator) and self.config.gate > 0:
+            gate = gate_loss(result, batch.y, labelled)
+            total = total + self.config.gate * gate
+            terms["gate"] = gate.item()
+        if self.feature_terms:
+            feature = self._feature_loss(student_features, [features for _, features in outputs], result)
+            total = total + self.config.feature * feature
+            terms["feature"] = feature.item()
+        return total, terms
+
+    def train(self, mode: bool = True) -> DistillationObjective:
+        """Set the trainable parts' mode; the teachers always stay in eval mode."""
+        super().train(mode)
+        for teacher in self._teachers:
+            teacher.model.eval()
+        return self
+
+    def _aggregator_kwargs(self, student_preprocess: PreprocessConfig) -> dict:
+        kwargs = dict(self.config.aggregate_kwargs)
+        if self.config.aggregate == "weighted" and "scores" not in kwargs:
+            missing = [t.name for t in self._teachers if t.score is None]
+            if missing:
+                raise ValueError(f"weighted aggregation needs a validation score for every teacher; none for {missing}")
+            kwargs["scores"] = [t.score for t in self._teachers]
+        if self.config.aggregate == "learned":
+            kwargs.setdefault("in_channels", student_preprocess.in_channels)
+        return kwargs
+
+    def _kl_weights(self, outputs: list[tuple[torch.Tensor, dict]], result: AggregateResult) -> torch.Tensor | None:
+        """The pixels the KL is restricted to, from the aggregated teacher at temperature 1 (None: all)."""
+        if self.config.restrict == "none":
+            return None
+        plain = torch.stack([soft_foreground(t_logits, 1.0) for t_logits, _ in outputs])
+        aggregate = (result.weights * plain).sum(dim=0)
+        if self.config.restrict == "uncertain":
+            return uncertainty_weights(aggregate)
+        return boundary_weights(aggregate > 0.5, self.config.boundary_width)
+
+    def _build_feature_terms(self, student: nn.Module, preprocess: PreprocessConfig) -> None:
+        size = preprocess.size
+        student_shapes = list(tap_channels(student, self.student_taps, (preprocess.in_channels, size, size)).values())
+        for teacher in self._teachers:
+            theirs = teacher.preprocess
+            shapes = tap_channels(teacher.model, teacher.taps, (theirs.in_channels, theirs.size, theirs.size))
+            scale = size / theirs.size
+            on_student_grid = [(c, round(h * scale), round(w * scale)) for c, h, w in shapes.values()]
+            pairs = pair_features(student_shapes, on_student_grid)
+            self.pairs.append(pairs)
+            self.feature_terms.append(
+                build_feature_term(
+                    self.config.feature_term,
+                    [student_shapes[i][0] for i, _ in pairs],
+                    [on_student_grid[j][0] for _, j in pairs],
+                    **self.config.feature_kwargs,
+                )
+            )
+
+    def _feature_loss(
+        self,
+        student_features: dict[str, torch.Tensor],
+        teacher_features: list[dict[str, torch.Tensor]],
+        result: AggregateResult,
+    ) -> torch.Tensor:
+        student_maps = list(student_features.values())
+        trust = result.weights.detach().flatten(1).mean(dim=1)
+        losses = []
+        for k, (term, pairs, features) in enumerate(zip(self.feature_terms, self.pairs, teacher_features)):
+            teacher_maps = list(features.values())
+            loss = term([student_maps[i] for i, _ in pairs], [teacher_maps[j] for _, j in pairs])
+            losses.append(trust[k] * loss)
+        return torch.stack(losses).sum()

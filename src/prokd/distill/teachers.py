@@ -1,0 +1,116 @@
+"""Frozen teachers loaded from RUN folders, and the input mapping from the student's grid to theirs.
+
+A teacher may use another grid size or another number of context slices than the student, but it must see
+the same field of view with the same normalisation, so that resizing the student's input is all it takes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from prokd.config import PreprocessConfig
+from prokd.models import forward_with_features, get_spec
+from prokd.train.checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    model_from_checkpoint,
+    preprocess_from_checkpoint,
+    resolve_checkpoint,
+)
+
+
+@dataclass
+class Teacher:
+    """A frozen network with the preprocessing it was trained with.
+
+    Attributes:
+        name: the RUN folder's name.
+        model: the network, in eval mode with ``requires_grad`` off.
+        preprocess: its preprocessing (grid size, context slices).
+        taps: module names of its feature taps.
+        score: its best validation Dice (on cases it never trained on), or None.
+    """
+
+    name: str
+    model: nn.Module
+    preprocess: PreprocessConfig
+    taps: tuple[str, ...]
+    score: float | None
+
+    @torch.no_grad()
+    def __call__(self, x: torch.Tensor, with_features: bool = False) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Logits ``(B, C_out, S, S)`` on the student's grid ``S`` for a student batch ``x`` ``(B, C, S, S)``
+        (``C`` >= the teacher's channels), and the tapped feature maps at the teacher's own resolution."""
+        x_teacher = centre_channels(x, self.preprocess.in_channels)
+        size = x.shape[-1]
+        if self.preprocess.size != size:
+            x_teacher = F.interpolate(x_teacher, size=(self.preprocess.size,) * 2, mode="bilinear", align_corners=False)
+        if with_features:
+            logits, features = forward_with_features(self.model, x_teacher, self.taps)
+        else:
+            logits, features = self.model(x_teacher), {}
+        if logits.shape[-1] != size:
+            logits = F.interpolate(logits, size=(size, size), mode="bilinear", align_corners=False)
+        return logits, features
+
+
+def centre_channels(x: torch.Tensor, channels: int) -> torch.Tensor:
+    """The middle ``channels`` context slices of ``x`` ``(B, C, H, W)`` (C and ``channels`` odd)."""
+    if channels > x.shape[1]:
+        raise ValueError(f"need {channels} context channels, the batch has {x.shape[1]}")
+    start = (x.shape[1] - channels) // 2
+    return x[:, start : start + channels]
+
+
+def load_teacher(run: str | Path, taps: list[str] | None = None) -> Teacher:
+    """Load the best checkpoint of a RUN folder (or a checkpoint file) as a frozen teacher."""
+    path = resolve_checkpoint(run, "best")
+    payload = load_checkpoint(path)
+    model = model_from_checkpoint(payload)
+    model.requires_grad_(False)
+    progress = payload.get("progress", {})
+    score = progress.get("best_val_dice")
+    return Teacher(
+        name=Path(run).name,
+        model=model,
+        preprocess=preprocess_from_checkpoint(payload),
+        taps=tuple(taps or get_spec(payload["model"]["name"]).default_taps),
+        score=None if score is None or score < 0 else float(score),
+    )
+
+
+def teacher_runs(paths: list[str | Path]) -> list[Path]:
+    """RUN folders from the given paths; a folder without checkpoints stands for its sub-folders that have one
+    (the output of ``prokd train-teachers``)."""
+    runs: list[Path] = []
+    for path in map(Path, paths):
+        if (path / "checkpoints" / "best.pt").is_file() or path.is_file():
+            runs.append(path)
+            continue
+        found = sorted(p for p in path.glob("*") if (p / "checkpoints" / "best.pt").is_file()) if path.is_dir() else []
+        if not found:
+            raise CheckpointError(f"{path}: not a RUN folder and holds no RUN folders with checkpoints/best.pt")
+        runs.extend(found)
+    return runs
+
+
+def check_compatible(student: PreprocessConfig, teacher: Teacher) -> None:
+    """Raise ValueError unless ``teacher`` sees the student's field of view with the same normalisation."""
+    theirs = teacher.preprocess
+    same_normalisation = tuple(theirs.clip_percentiles) == tuple(student.clip_percentiles)
+    if student.target_spacing is None and theirs.target_spacing is None:
+        same_view = (student.crop_fraction or 1.0) == (theirs.crop_fraction or 1.0)
+    elif student.target_spacing is not None and theirs.target_spacing is not None:
+        same_view = abs(student.size * student.target_spacing - theirs.size * theirs.target_spacing) < 1e-6
+    else:
+        same_view = False
+    if not (same_normalisation and same_view):
+        raise ValueError(
+            f"teacher {teacher.name}: its preprocessing {theirs} does not see the student's field of view "
+            f"with the same normalisation ({student}); train the teacher with a compatible preprocess section"
+        )

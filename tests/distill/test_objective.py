@@ -1,0 +1,109 @@
+"""The distillation objective: zero when the student is the teacher, gradients only where they belong,
+heterogeneous teacher/student pairs, several teachers, teachers kept out of the state dict."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from prokd.config import DistillConfig, PreprocessConfig
+from prokd.data.slices import Batch
+from prokd.distill.objective import DistillationObjective
+from prokd.distill.teachers import Teacher, centre_channels, check_compatible
+from prokd.losses import SegmentationLoss
+from prokd.models import build_model, get_spec
+
+PRE = PreprocessConfig(size=32)
+
+
+def make_teacher(name: str = "unet-small", seed: int = 0, preprocess: PreprocessConfig = PRE) -> Teacher:
+    torch.manual_seed(seed)
+    model = build_model(name, preprocess.in_channels, 1).eval().requires_grad_(False)
+    return Teacher(name, model, preprocess, get_spec(name).default_taps, score=0.8)
+
+
+def batch(labelled: bool = False, channels: int = 1) -> Batch:
+    torch.manual_seed(1)
+    y = torch.zeros(2, 1, 32, 32)
+    y[:, :, 8:24, 8:24] = 1
+    return Batch(torch.randn(2, channels, 32, 32), y, torch.tensor([labelled, labelled]))
+
+
+def objective_for(student, teachers, **config) -> DistillationObjective:
+    return DistillationObjective(
+        student, get_spec("unet-small").default_taps, PRE, teachers, SegmentationLoss(), DistillConfig(**config)
+    )
+
+
+def test_zero_distillation_loss_when_student_is_the_teacher():
+    teacher = make_teacher()
+    student = copy.deepcopy(teacher.model).train().requires_grad_(True)
+    objective = objective_for(student, [teacher], kl=1.0, feature=1.0, feature_term="attention")
+    loss, terms = objective(student, batch())
+    assert set(terms) == {"kl", "feature"}
+    assert loss.item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_gradients_reach_student_and_adapters_only():
+    teacher = make_teacher("unet-large")
+    student = build_model("unet-small", 1, 1)
+    objective = objective_for(student, [teacher], kl=1.0, feature=1.0, feature_term="hint")
+    loss, terms = objective(student, batch(labelled=True))
+    assert {"dice", "lovasz", "ce", "kl", "feature"} <= set(terms)
+    loss.backward()
+    assert all(p.grad is None for p in teacher.model.parameters())
+    assert all(p.grad is not None for p in student.parameters())
+    adapters = list(objective.feature_terms.parameters())
+    assert adapters and all(p.grad is not None and p.grad.abs().sum() > 0 for p in adapters)
+    assert not any(key.startswith("_teachers") for key in objective.state_dict())
+    assert all(not t.model.training for t in objective.teachers)
+    objective.train()
+    assert all(not t.model.training for t in objective.teachers)
+
+
+@pytest.mark.parametrize("teacher_name", ["attention-unet", "segresnet"])
+def test_non_unet_teacher_to_unet_student(teacher_name):
+    student = build_model("unet-small", 1, 1)
+    objective = objective_for(student, [make_teacher(teacher_name)], feature=1.0, feature_term="hint")
+    loss, _ = objective(student, batch())
+    assert torch.isfinite(loss) and loss.item() > 0
+
+
+def test_teacher_with_other_size_and_context():
+    big = PreprocessConfig(size=64, context=1)
+    teacher = make_teacher("unet-small", preprocess=big)
+    student = build_model("unet-small", 1, 1)
+    objective = objective_for(student, [teacher], feature=1.0, feature_term="attention")
+    assert objective.context == 1
+    loss, terms = objective(student, batch(channels=3))
+    assert torch.isfinite(loss) and {"kl", "feature"} <= set(terms)
+
+
+@pytest.mark.parametrize("mode", ["mean", "weighted", "adaptive", "learned"])
+def test_several_teachers_every_aggregation(mode):
+    teachers = [make_teacher(seed=s) for s in range(3)]
+    student = build_model("unet-tiny", 1, 1)
+    objective = objective_for(student, teachers, aggregate=mode, feature=0.5, feature_term="affinity")
+    loss, terms = objective(student, batch(labelled=True))
+    loss.backward()
+    assert ("gate" in terms) == (mode == "learned")
+    assert len(objective.feature_terms) == 3
+
+
+def test_restriction_to_uncertain_pixels_changes_the_kl():
+    teacher = make_teacher()
+    student = build_model("unet-tiny", 1, 1)
+    everywhere = objective_for(student, [teacher])(student, batch())[1]["kl"]
+    uncertain = objective_for(student, [teacher], restrict="uncertain")(student, batch())[1]["kl"]
+    boundary = objective_for(student, [teacher], restrict="boundary")(student, batch())[1]["kl"]
+    assert everywhere > 0 and uncertain != everywhere and boundary >= 0
+
+
+def test_incompatible_teacher_is_rejected():
+    teacher = make_teacher(preprocess=PreprocessConfig(size=32, crop_fraction=0.5))
+    with pytest.raises(ValueError, match="field of view"):
+        check_compatible(PRE, teacher)
+    with pytest.raises(ValueError, match="need 3 context channels"):
+        centre_channels(torch.zeros(1, 1, 4, 4), 3)
