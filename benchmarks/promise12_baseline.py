@@ -24,7 +24,7 @@ from prokd.data.datalist import load_cases
 from prokd.data.splits import holdout_split, load_split, save_split
 from prokd.eval.evaluate import evaluate_run, summary_table
 from prokd.train.checkpoint import load_checkpoint
-from prokd.train.supervised import train_supervised
+from prokd.train.runner import train_run
 
 SPLIT_FILE = ROOT / "benchmarks" / "splits" / "promise12_holdout.json"
 RESULTS = ROOT / "benchmarks" / "results" / "promise12_baseline.json"
@@ -57,9 +57,9 @@ def train_or_resume(data: Path, run_dir: Path, model: str, minutes: float, seed:
     config = load_config(CONFIG, {"model.name": model, "train.time_budget_minutes": minutes, "train.seed": seed})
     last = run_dir / "checkpoints" / "last.pt"
     if last.exists() and not _finished(last):
-        train_supervised(data, run_dir, config, resume=True, console=console)
+        train_run(data, run_dir, config, resume=True, console=console)
     elif not last.exists():
-        train_supervised(data, run_dir, config, split=split, overwrite=True, console=console)
+        train_run(data, run_dir, config, split=split, overwrite=True, console=console)
     evaluation = evaluate_run(run_dir, data, split="test")
     console.print(summary_table(evaluation, title=f"{run_dir.name} ({model})"))
     progress = load_checkpoint(last)["progress"]

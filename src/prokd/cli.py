@@ -100,11 +100,19 @@ def common_flags(sites, cases, epochs, minutes, seed, label_map) -> dict[str, An
         "train.epochs": epochs,
         "train.time_budget_minutes": minutes,
         "train.seed": seed,
-        "label_map": parse_label_map(label_map),
+        "label_map": label_map,
     }
 
 
-def report_run(state, out: Path) -> None:
+def run_training(
+    data: Path, out: Path, config: Path | None, flags: dict[str, Any], set_: list[str], resume: bool, overwrite: bool
+) -> None:
+    """Resolve the config, train (supervised or distilled) into ``out`` and print where it ended."""
+    from prokd.train.runner import train_run
+
+    with user_errors():
+        run_config = resolve_config(config, flags | {"label_map": parse_label_map(flags.get("label_map"))}, set_)
+        state = train_run(data, out, run_config, resume=resume, overwrite=overwrite, console=console)
     console.print(
         f"trained {state.epoch} epochs ({state.step} steps, {state.elapsed_seconds / 60:.1f} min); "
         f"best val Dice {state.best_val_dice:.3f} at epoch {state.best_epoch} → {out}"
@@ -128,13 +136,8 @@ def train(
     overwrite: OverwriteOption = False,
 ) -> None:
     """Train a segmentation network with Dice + Lovász + CE loss; writes a self-describing RUN folder."""
-    from prokd.train.supervised import train_supervised
-
-    with user_errors():
-        flags = {"model.name": model, **common_flags(sites, cases, epochs, minutes, seed, label_map)}
-        run_config = resolve_config(config, flags, set_)
-        state = train_supervised(data, out, run_config, resume=resume, overwrite=overwrite, console=console)
-    report_run(state, out)
+    flags = {"model.name": model, **common_flags(sites, cases, epochs, minutes, seed, label_map)}
+    run_training(data, out, config, flags, set_, resume, overwrite)
 
 
 @app.command()
@@ -156,18 +159,13 @@ def distill(
     overwrite: OverwriteOption = False,
 ) -> None:
     """Distil frozen teacher(s) into a student: Dice + Lovász + CE on labels, KL + feature terms on teachers."""
-    from prokd.distill.run import train_distilled
-
-    with user_errors():
-        flags = {
-            "model.name": student,
-            "distill.teachers": [str(t) for t in teacher] or None,
-            "distill.aggregate": aggregate,
-            **common_flags(sites, cases, epochs, minutes, seed, label_map),
-        }
-        run_config = resolve_config(config, flags, set_)
-        state = train_distilled(data, out, run_config, resume=resume, overwrite=overwrite, console=console)
-    report_run(state, out)
+    flags = {
+        "model.name": student,
+        "distill.teachers": [str(t) for t in teacher] or None,
+        "distill.aggregate": aggregate,
+        **common_flags(sites, cases, epochs, minutes, seed, label_map),
+    }
+    run_training(data, out, config, flags, set_, resume, overwrite)
 
 
 @app.command()

@@ -20,7 +20,7 @@ from prokd.eval.efficiency import count_parameters, measure_latency
 from prokd.eval.evaluate import Evaluation, evaluate_run, summary_table
 from prokd.infer.predict import Predictor, predict_file
 from prokd.train.run_folder import RunDirError
-from prokd.train.supervised import train_supervised
+from prokd.train.runner import train_run
 
 
 @dataclass(frozen=True)
@@ -74,7 +74,7 @@ def run_demo(
     for entry in models:
         console.rule(f"{entry.role}: {entry.name} ({entry.minutes:.1f} min budget)")
         run_dir = out / entry.role
-        train_supervised(data, run_dir, demo_config(entry.name, entry.minutes), console=console)
+        train_run(data, run_dir, demo_config(entry.name, entry.minutes), console=console)
         evaluations[entry.role] = evaluate_run(run_dir, data, split="test")
         console.print(summary_table(evaluations[entry.role], title=f"{entry.role} ({entry.name}) — test split"))
     console.print(comparison_table(out, models, evaluations))

@@ -9,14 +9,13 @@ from typer.testing import CliRunner
 
 from prokd.cli import app
 from prokd.config import ConfigError, DistillConfig
-from prokd.distill.run import train_distilled
-from prokd.train.supervised import train_supervised
+from prokd.train.runner import train_run
 
 
 @pytest.fixture(scope="module")
 def teacher_run(phantom_data, tmp_path_factory, tiny_config):
     run = tmp_path_factory.mktemp("teacher") / "run"
-    train_supervised(phantom_data, run, tiny_config(epochs=6, steps_per_epoch=15))
+    train_run(phantom_data, run, tiny_config(epochs=6, steps_per_epoch=15))
     return run
 
 
@@ -24,7 +23,7 @@ def test_distilled_student_improves_and_uses_unlabelled_images(phantom_data, tea
     config = tiny_config(epochs=6, steps_per_epoch=15)
     config.max_cases = 4
     config.distill = DistillConfig(teachers=[str(teacher_run)], feature=1.0, unlabeled_fraction=0.25)
-    train_distilled(phantom_data, tmp_path / "student", config)
+    train_run(phantom_data, tmp_path / "student", config)
     log = [json.loads(line) for line in (tmp_path / "student" / "metrics.jsonl").read_text().splitlines()]
     assert {"kl", "feature", "dice"} <= set(log[0])
     assert max(r["val_dice"] for r in log[1:]) > log[0]["val_dice"] + 0.1
@@ -35,8 +34,10 @@ def test_distilled_student_improves_and_uses_unlabelled_images(phantom_data, tea
 
 
 def test_distill_needs_teachers(phantom_data, tmp_path, tiny_config):
+    config = tiny_config()
+    config.distill = DistillConfig()
     with pytest.raises(ConfigError, match="distill.teachers"):
-        train_distilled(phantom_data, tmp_path / "student", tiny_config())
+        train_run(phantom_data, tmp_path / "student", config)
     assert not (tmp_path / "student").exists()
 
 

@@ -10,7 +10,7 @@ import torch
 from prokd.train.checkpoint import load_checkpoint
 from prokd.train.loop import learning_rate
 from prokd.train.run_folder import RunDirError
-from prokd.train.supervised import train_supervised
+from prokd.train.runner import train_run
 
 
 def read_log(run_dir):
@@ -27,7 +27,7 @@ def test_learning_rate_warmup_then_cosine():
 
 def test_tiny_training_raises_dice_and_writes_run_folder(phantom_data, tmp_path, tiny_config):
     run = tmp_path / "run"
-    state = train_supervised(phantom_data, run, tiny_config(epochs=6, steps_per_epoch=15))
+    state = train_run(phantom_data, run, tiny_config(epochs=6, steps_per_epoch=15))
     log = read_log(run)
     assert [r["epoch"] for r in log] == list(range(1, 7))
     assert {"loss", "dice", "lovasz", "lr", "val_dice", "elapsed_seconds"} <= set(log[0])
@@ -47,15 +47,15 @@ def test_tiny_training_raises_dice_and_writes_run_folder(phantom_data, tmp_path,
 def test_resume_is_identical_to_uninterrupted_run(phantom_data, tmp_path, tiny_config):
     config = tiny_config(epochs=3, steps_per_epoch=4)
     config.augment.enabled = True
-    train_supervised(phantom_data, tmp_path / "straight", config)
+    train_run(phantom_data, tmp_path / "straight", config)
 
     def interrupt(epoch, record):
         if epoch == 2:
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        train_supervised(phantom_data, tmp_path / "resumed", config, on_epoch_end=interrupt)
-    train_supervised(phantom_data, tmp_path / "resumed", config, resume=True)
+        train_run(phantom_data, tmp_path / "resumed", config, on_epoch_end=interrupt)
+    train_run(phantom_data, tmp_path / "resumed", config, resume=True)
 
     straight = load_checkpoint(tmp_path / "straight" / "checkpoints" / "last.pt")["state_dict"]
     resumed = load_checkpoint(tmp_path / "resumed" / "checkpoints" / "last.pt")["state_dict"]
@@ -70,13 +70,13 @@ def test_refuses_to_overwrite_existing_run(phantom_data, tmp_path, tiny_config):
     run.mkdir()
     (run / "keep.txt").write_text("user data")
     with pytest.raises(RunDirError, match="not empty"):
-        train_supervised(phantom_data, run, tiny_config(epochs=1, steps_per_epoch=1))
+        train_run(phantom_data, run, tiny_config(epochs=1, steps_per_epoch=1))
     assert (run / "keep.txt").read_text() == "user data"
     with pytest.raises(RunDirError, match="nothing to resume"):
-        train_supervised(phantom_data, tmp_path / "new", tiny_config(), resume=True)
+        train_run(phantom_data, tmp_path / "new", tiny_config(), resume=True)
 
 
 def test_time_budget_stops_training(phantom_data, tmp_path, tiny_config):
-    state = train_supervised(phantom_data, tmp_path / "run", tiny_config(epochs=50, time_budget_minutes=0.05))
+    state = train_run(phantom_data, tmp_path / "run", tiny_config(epochs=50, time_budget_minutes=0.05))
     assert state.epoch < 50
     assert state.elapsed_seconds >= 3.0

@@ -1,7 +1,7 @@
-"""A supervised training run from a dataset to a self-describing RUN folder.
+"""A training run from a dataset to a self-describing RUN folder: supervised, or distilled from teachers.
 
-The same set-up (RUN folder, split, cases on the grid, model from the registry) serves distillation runs,
-which only swap the objective.
+One set-up (RUN folder, split, cases on the grid, model from the registry) and one loop serve both; a
+supervised run is a distillation run with no teacher.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from prokd.data.datalist import CaseIndex, LoadedCase, load_case, load_cases
 from prokd.data.preprocess import Preprocessor
 from prokd.data.slices import GridCase, SliceSampler, to_grid_case
 from prokd.data.splits import load_split, make_split, restrict, save_split
+from prokd.distill.setup import build_distillation, check_teachers
 from prokd.losses import SegmentationLoss
 from prokd.models import build_model
 from prokd.train.loop import EpochCallback, RunState, SupervisedObjective, ValidationCase, fit
@@ -114,7 +115,7 @@ def make_sampler(prepared: PreparedRun, context: int | None = None, unlabeled: l
     )
 
 
-def train_supervised(
+def train_run(
     data: str | Path,
     out: str | Path,
     config: RunConfig,
@@ -124,15 +125,29 @@ def train_supervised(
     console: Console | None = None,
     on_epoch_end: EpochCallback | None = None,
 ) -> RunState:
-    """Train ``config.model`` on ``data`` with the segmentation loss; results land in the RUN folder ``out``."""
+    """Train ``config.model`` on ``data`` into the RUN folder ``out``.
+
+    Without a ``distill`` section this is supervised training (segmentation loss on labelled slices); with
+    one, the frozen teachers it names are distilled into the model (:mod:`prokd.distill`). Both use the
+    same RUN folder, loop and checkpoints.
+    """
+    if config.distill is not None and not resume:
+        check_teachers(config)
     prepared = prepare_run(data, out, config, resume=resume, overwrite=overwrite, split=split)
-    objective = SupervisedObjective(SegmentationLoss.from_config(prepared.config.loss, prepared.config.model.out_channels))
+    config = prepared.config
+    seg_loss = SegmentationLoss.from_config(config.loss, config.model.out_channels)
+    if config.distill is None:
+        objective, sampler = SupervisedObjective(seg_loss), make_sampler(prepared)
+    else:
+        objective = build_distillation(prepared, seg_loss)
+        unlabeled = prepared.unlabeled_cases() if config.distill.unlabeled_fraction > 0 else None
+        sampler = make_sampler(prepared, context=objective.context, unlabeled=unlabeled)
     return fit(
         prepared.run_dir,
-        prepared.config,
+        config,
         prepared.model,
         objective,
-        make_sampler(prepared),
+        sampler,
         prepared.val_cases,
         checkpoint_meta(prepared),
         resume=resume,
