@@ -105,14 +105,23 @@ def common_flags(sites, cases, epochs, minutes, seed, label_map) -> dict[str, An
 
 
 def run_training(
-    data: Path, out: Path, config: Path | None, flags: dict[str, Any], set_: list[str], resume: bool, overwrite: bool
+    data: Path,
+    out: Path,
+    config: Path | None,
+    flags: dict[str, Any],
+    set_: list[str],
+    resume: bool,
+    overwrite: bool,
+    split: Path | None = None,
 ) -> None:
     """Resolve the config, train (supervised or distilled) into ``out`` and print where it ended."""
+    from prokd.data.splits import load_split
     from prokd.train.runner import train_run
 
     with user_errors():
         run_config = resolve_config(config, flags | {"label_map": parse_label_map(flags.get("label_map"))}, set_)
-        state = train_run(data, out, run_config, resume=resume, overwrite=overwrite, console=console)
+        fixed_split = load_split(split) if split else None
+        state = train_run(data, out, run_config, resume=resume, overwrite=overwrite, split=fixed_split, console=console)
     console.print(
         f"trained {state.epoch} epochs ({state.step} steps, {state.elapsed_seconds / 60:.1f} min); "
         f"best val Dice {state.best_val_dice:.3f} at epoch {state.best_epoch} → {out}"
@@ -132,12 +141,44 @@ def train(
     seed: SeedOption = None,
     label_map: LabelMapOption = None,
     set_: SetOption = [],
+    split: Annotated[Optional[Path], typer.Option(help="Use this split JSON (train/val/test case ids).")] = None,
     resume: ResumeOption = False,
     overwrite: OverwriteOption = False,
 ) -> None:
     """Train a segmentation network with Dice + Lovász + CE loss; writes a self-describing RUN folder."""
     flags = {"model.name": model, **common_flags(sites, cases, epochs, minutes, seed, label_map)}
-    run_training(data, out, config, flags, set_, resume, overwrite)
+    run_training(data, out, config, flags, set_, resume, overwrite, split)
+
+
+@app.command("train-teachers")
+def train_teachers(
+    data: DataOption,
+    out: Annotated[Path, typer.Option(help="Folder for the teachers' RUN folders and teachers.json.")],
+    by: Annotated[str, typer.Option(help="'site' (one teacher per site) or 'cases:K' (disjoint K-case subsets).")],
+    model: Annotated[Optional[str], typer.Option(help="Registry model name of the teachers.")] = None,
+    config: ConfigOption = None,
+    minutes: MinutesOption = None,
+    epochs: EpochsOption = None,
+    seed: SeedOption = None,
+    jobs: Annotated[int, typer.Option(help="Teachers trained in parallel (threads are shared).")] = 1,
+    set_: SetOption = [],
+    overwrite: OverwriteOption = False,
+) -> None:
+    """Train limit-trained teachers, each on one small subset of the training cases."""
+    from rich.table import Table
+
+    from prokd.train.teachers import train_teachers as train_all
+
+    flags = {"model.name": model, **common_flags(None, None, epochs, minutes, seed, None)}
+    with user_errors():
+        run_config = resolve_config(config, flags, set_)
+        records = train_all(data, out, run_config, by, jobs=jobs, overwrite=overwrite)
+    table = Table(title=f"teachers by {by} (validation on cases none of them saw)")
+    for column in ("teacher", "train cases", "val Dice", "minutes"):
+        table.add_column(column)
+    for record in records:
+        table.add_row(record["name"], str(len(record["train_cases"])), f"{record['val_dice']:.3f}", str(record["train_minutes"]))
+    console.print(table)
 
 
 @app.command()

@@ -51,3 +51,37 @@ def test_cli_distill_from_a_folder_of_teachers(phantom_data, teacher_run, tmp_pa
     )
     assert result.exit_code == 0, result.output
     assert "best val Dice" in result.output
+
+
+def test_train_teachers_by_site_records_subsets_and_scores(phantom_data, tmp_path, tiny_config):
+    from prokd.train.teachers import parse_by, train_teachers
+
+    config = tiny_config(epochs=1, steps_per_epoch=2)
+    records = train_teachers(phantom_data, tmp_path / "teachers", config, by="site")
+    assert [r["name"] for r in records] == ["SiteA", "SiteB", "SiteC", "SiteD"]
+    summary = json.loads((tmp_path / "teachers" / "teachers.json").read_text())
+    val = set(summary["split"]["val"])
+    for record in records:
+        assert record["train_cases"] and all(c.startswith(record["name"]) for c in record["train_cases"])
+        assert not val & set(record["train_cases"])
+        assert 0.0 <= record["val_dice"] <= 1.0
+        run_split = json.loads((tmp_path / "teachers" / record["name"] / "split.json").read_text())
+        assert run_split["train"] == record["train_cases"]
+    assert parse_by("cases:3") == ("cases", 3)
+    with pytest.raises(ConfigError, match="--by"):
+        parse_by("cases:x")
+
+
+def test_cli_train_teachers_in_parallel(phantom_data, tmp_path):
+    result = CliRunner().invoke(
+        app,
+        ["train-teachers", "--data", str(phantom_data), "--out", str(tmp_path / "t"), "--by", "cases:2",
+         "--model", "unet-tiny", "--epochs", "1", "--jobs", "2", "--set", "train.steps_per_epoch=2",
+         "--set", "preprocess.size=64", "--set", "preprocess.target_spacing=2.0", "--set", "augment.enabled=false"],
+        catch_exceptions=False,
+    )
+    assert result.exit_code == 0, result.output
+    summary = json.loads((tmp_path / "t" / "teachers.json").read_text())
+    subsets = [set(r["train_cases"]) for r in summary["teachers"]]
+    assert len(subsets) >= 2 and all(len(s) == 2 for s in subsets)
+    assert not set.intersection(*subsets)

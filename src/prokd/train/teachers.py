@@ -1,0 +1,100 @@
+"""Limit-trained teachers: one supervised run per small subset of the training cases (one site, or k cases).
+
+Every teacher shares the base split's validation and test cases, so its validation Dice is measured on
+cases it never saw. ``DIR/teachers.json`` records each teacher's subset and score; ``DIR/<name>/`` is an
+ordinary RUN folder. Teachers are independent runs: with ``jobs > 1`` they train in parallel processes
+(``prokd train --split``), the CPU threads shared between them.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from prokd.config import ConfigError, RunConfig, save_config
+from prokd.data.datalist import load_cases
+from prokd.data.splits import load_split, make_split, save_split, subsets_by_site, subsets_of_k
+from prokd.train.checkpoint import load_checkpoint
+from prokd.train.run_folder import RunDirError, prepare_run_dir, write_json
+from prokd.train.runner import train_run
+
+
+def parse_by(by: str) -> tuple[str, int | None]:
+    """``"site"`` → ``("site", None)``; ``"cases:K"`` → ``("cases", K)``."""
+    kind, _, k = by.partition(":")
+    if kind == "site" and not k:
+        return "site", None
+    if kind == "cases" and k.isdigit() and int(k) > 0:
+        return "cases", int(k)
+    raise ConfigError(f"--by must be 'site' or 'cases:K' with K > 0, got {by!r}")
+
+
+def teacher_subsets(data: str | Path, config: RunConfig, by: str) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
+    """The base split and ``{teacher name: training case ids}`` drawn from its training cases."""
+    cases = load_cases(data).labeled
+    split = make_split(cases, config.split, config.train.seed)
+    kind, k = parse_by(by)
+    if kind == "site":
+        return split, subsets_by_site(cases, split["train"])
+    subsets = subsets_of_k(split["train"], k, seed=config.train.seed)
+    return split, {f"cases{k}-{i}": subset for i, subset in enumerate(subsets)}
+
+
+def train_teachers(
+    data: str | Path,
+    out: str | Path,
+    config: RunConfig,
+    by: str,
+    jobs: int = 1,
+    overwrite: bool = False,
+) -> list[dict[str, Any]]:
+    """Train one teacher per subset into ``out/<name>``; returns (and writes) the ``teachers.json`` records."""
+    out_dir = prepare_run_dir(out, overwrite=overwrite)
+    split, subsets = teacher_subsets(data, config, by)
+    save_config(config, out_dir / "config.yaml")
+    jobs = max(1, min(jobs, len(subsets)))
+    threads = max(1, (config.train.threads or os.cpu_count() or 1) // jobs)
+    commands = {}
+    for name, subset in subsets.items():
+        split_file = out_dir / "splits" / f"{name}.json"
+        split_file.parent.mkdir(exist_ok=True)
+        save_split({**split, "train": subset}, split_file, by=by, teacher=name)
+        commands[name] = [
+            sys.executable, "-m", "prokd", "train", "--data", str(data), "--out", str(out_dir / name),
+            "--config", str(out_dir / "config.yaml"), "--split", str(split_file), "--set", f"train.threads={threads}",
+        ]
+    if jobs == 1:
+        for name in subsets:
+            train_run(data, out_dir / name, config, split=load_split(out_dir / "splits" / f"{name}.json"))
+    else:
+        _run_parallel(commands, jobs)
+    records = [_record(out_dir, name, subset) for name, subset in subsets.items()]
+    write_json(out_dir / "teachers.json", {"by": by, "split": split, "teachers": records})
+    return records
+
+
+def _run_parallel(commands: dict[str, list[str]], jobs: int) -> None:
+    pending, running = list(commands.items()), []
+    while pending or running:
+        while pending and len(running) < jobs:
+            name, command = pending.pop(0)
+            running.append((name, subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)))
+        name, process = running.pop(0)
+        _, stderr = process.communicate()
+        if process.returncode != 0:
+            raise RunDirError(f"teacher {name} failed (exit {process.returncode}): {stderr.strip().splitlines()[-1:]}")
+
+
+def _record(out_dir: Path, name: str, subset: list[str]) -> dict[str, Any]:
+    progress = load_checkpoint(out_dir / name / "checkpoints" / "last.pt")["progress"]
+    return {
+        "name": name,
+        "run": str(out_dir / name),
+        "train_cases": subset,
+        "val_dice": progress["best_val_dice"],
+        "best_epoch": progress["best_epoch"],
+        "train_minutes": round(progress["elapsed_seconds"] / 60, 2),
+    }
