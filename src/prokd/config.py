@@ -173,6 +173,8 @@ class DistillConfig:
         aggregate_kwargs: keyword arguments of the aggregator.
         gate: weight of the learned gate's own loss on labelled slices (``learned`` only).
         unlabeled_fraction: share of each batch drawn from unlabelled images (KD terms only).
+        cache_teachers: keep each teacher's outputs per slice in memory and reuse them (the teacher forward pass
+            dominates a KD step on a CPU); only valid without augmentation, when a slice's input never changes.
     """
 
     teachers: list[str] = field(default_factory=list)
@@ -189,6 +191,7 @@ class DistillConfig:
     aggregate_kwargs: dict[str, Any] = field(default_factory=dict)
     gate: float = 1.0
     unlabeled_fraction: float = 0.0
+    cache_teachers: bool = False
 
     def __post_init__(self) -> None:
         _require(self.temperature > 0, "distill.temperature", "must be positive")
@@ -212,6 +215,10 @@ class RunConfig:
     sites: list[str] | None = None
     max_cases: int | None = None
     label_map: dict[int, int] | None = None
+
+    def __post_init__(self) -> None:
+        if self.distill is not None and self.distill.cache_teachers:
+            _require(not self.augment.enabled, "distill.cache_teachers", "needs augment.enabled: false")
 
     def to_dict(self) -> dict[str, Any]:
         return plain(dataclasses.asdict(self))

@@ -107,3 +107,19 @@ def test_incompatible_teacher_is_rejected():
         check_compatible(PRE, teacher)
     with pytest.raises(ValueError, match="need 3 context channels"):
         centre_channels(torch.zeros(1, 1, 4, 4), 3)
+
+
+def test_cached_teacher_outputs_equal_fresh_ones():
+    teacher = make_teacher()
+    student = build_model("unet-tiny", 1, 1)
+    fresh = objective_for(student, [teacher], feature=1.0)
+    cached = objective_for(student, [teacher], feature=1.0, cache_teachers=True)
+    first = batch()
+    first.keys = (("c0", 3), ("c1", 5))
+    calls = []
+    teacher.model.register_forward_hook(lambda module, args, output: calls.append(args[0].shape[0]))
+    expected, _ = fresh(student, first)
+    assert cached(student, first)[0].item() == pytest.approx(expected.item(), rel=1e-6)
+    again = Batch(first.x.flip(0), first.y, first.labelled, (("c1", 5), ("c0", 3)))
+    assert cached(student, again)[0].item() == pytest.approx(fresh(student, again)[0].item(), rel=1e-6)
+    assert calls == [2, 2, 2]

@@ -19,11 +19,13 @@ from prokd.data.preprocess import GridPlan, Preprocessor
 
 @dataclass
 class Batch:
-    """Training slices: ``x`` ``(B, C, S, S)``, ``y`` ``(B, 1, S, S)``, ``labelled`` ``(B,)`` bool."""
+    """Training slices: ``x`` ``(B, C, S, S)``, ``y`` ``(B, 1, S, S)``, ``labelled`` ``(B,)`` bool, and
+    ``keys``: the ``(case_id, slice index)`` each sample was drawn from."""
 
     x: torch.Tensor
     y: torch.Tensor
     labelled: torch.Tensor
+    keys: tuple[tuple[str, int], ...] = ()
 
 
 @dataclass
@@ -121,10 +123,10 @@ class SliceSampler:
     def batch(self, rng: np.random.Generator) -> Batch:
         """Draw one batch of ``batch_size`` slices."""
         samples = [self._sample(rng) for _ in range(self.batch_size)]
-        images, labels, labelled = zip(*samples)
-        return Batch(torch.stack(images), torch.stack(labels), torch.tensor(labelled, dtype=torch.bool))
+        images, labels, labelled, keys = zip(*samples)
+        return Batch(torch.stack(images), torch.stack(labels), torch.tensor(labelled, dtype=torch.bool), keys)
 
-    def _sample(self, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor, bool]:
+    def _sample(self, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor, bool, tuple[str, int]]:
         if self.unlabeled_fraction > 0 and rng.random() < self.unlabeled_fraction:
             case = self.unlabeled[int(rng.integers(len(self.unlabeled)))]
             z = int(rng.integers(len(case.image)))
@@ -141,4 +143,5 @@ class SliceSampler:
         if self.augmentation is not None:
             item = self.augmentation(item)
         image = torch.as_tensor(np.asarray(item["image"]), dtype=torch.float32)
-        return image, torch.as_tensor(np.asarray(item["label"]), dtype=torch.float32), case.label is not None
+        label_tensor = torch.as_tensor(np.asarray(item["label"]), dtype=torch.float32)
+        return image, label_tensor, case.label is not None, (case.case_id, z)

@@ -72,6 +72,7 @@ class DistillationObjective(nn.Module):
         self.context = max(student_preprocess.context, *(t.preprocess.context for t in teachers))
         self.aggregator = build_aggregator(config.aggregate, len(teachers), **self._aggregator_kwargs(student_preprocess))
         self.student_taps = tuple(config.student_taps or student_taps)
+        self._cache: dict[tuple[int, str, int], tuple[torch.Tensor, dict[str, torch.Tensor]]] = {}
         self.pairs: list[list[tuple[int, int]]] = []
         self.feature_terms = nn.ModuleList()
         if config.feature > 0:
@@ -93,7 +94,7 @@ class DistillationObjective(nn.Module):
             seg, seg_terms = self.seg_loss(logits[labelled], batch.y[labelled])
             total = total + seg
             terms.update(seg_terms)
-        outputs = [teacher(batch.x, with_features=bool(self.feature_terms)) for teacher in self._teachers]
+        outputs = [self._teacher_outputs(k, batch) for k in range(len(self._teachers))]
         temperature = self.config.temperature
         softened = torch.stack([soft_foreground(t_logits, temperature) for t_logits, _ in outputs])
         result = self.aggregator(softened, label=batch.y, labelled=labelled, image=x_student)
@@ -118,6 +119,22 @@ class DistillationObjective(nn.Module):
         for teacher in self._teachers:
             teacher.model.eval()
         return self
+
+    def _teacher_outputs(self, k: int, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Teacher ``k``'s logits and feature maps for the batch, from the cache where allowed."""
+        teacher = self._teachers[k]
+        with_features = bool(self.feature_terms)
+        if not self.config.cache_teachers:
+            return teacher(batch.x, with_features=with_features)
+        missing = [i for i, key in enumerate(batch.keys) if (k, *key) not in self._cache]
+        if missing:
+            logits, features = teacher(batch.x[missing], with_features=with_features)
+            for row, i in enumerate(missing):
+                self._cache[(k, *batch.keys[i])] = (logits[row], {n: f[row] for n, f in features.items()})
+        cached = [self._cache[(k, *key)] for key in batch.keys]
+        logits = torch.stack([c[0] for c in cached])
+        names = cached[0][1].keys()
+        return logits, {n: torch.stack([c[1][n] for c in cached]) for n in names}
 
     def _aggregator_kwargs(self, student_preprocess: PreprocessConfig) -> dict:
         kwargs = dict(self.config.aggregate_kwargs)

@@ -1,0 +1,64 @@
+"""Run configuration: defaults round-trip, YAML loading, overrides, and errors that name the key."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from prokd.config import ConfigError, DistillConfig, RunConfig, load_config, save_config
+
+
+def test_defaults_round_trip_through_yaml(tmp_path):
+    config = RunConfig.from_dict({"distill": {"teachers": ["a"], "aggregate": "adaptive"}, "label_map": {2: 1}})
+    save_config(config, tmp_path / "config.yaml")
+    assert load_config(tmp_path / "config.yaml") == config
+    assert config.preprocess.clip_percentiles == (0.5, 99.5)
+
+
+def test_overrides_and_type_coercion(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump({"train": {"lr": 1, "epochs": 5}, "preprocess": {"clip_percentiles": [1, 99]}}))
+    config = load_config(path, {"train.epochs": 7, "model.name": "unet-large", "preprocess.context": 1})
+    assert config.train.lr == 1.0 and isinstance(config.train.lr, float)
+    assert config.train.epochs == 7 and config.model.name == "unet-large"
+    assert config.preprocess.in_channels == 3
+    assert config.preprocess.clip_percentiles == (1.0, 99.0)
+
+
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        ({"train": {"lrr": 1}}, "unknown key 'train.lrr'"),
+        ({"train": {"lr": "fast"}}, "'train.lr' must be float"),
+        ({"train": {"epochs": True}}, "'train.epochs' must be int"),
+        ({"preprocess": {"clip_percentiles": [99, 1]}}, "preprocess.clip_percentiles"),
+        ({"model": {"out_channels": 3}}, "model.out_channels"),
+        ({"split": {"mode": "loso"}}, "split.test_site"),
+        ({"distill": {"restrict": "edges"}}, "distill.restrict"),
+        ({"distill": {"cache_teachers": True}}, "distill.cache_teachers"),
+        ({"augment": []}, "augment: expected a mapping"),
+    ],
+)
+def test_errors_name_the_key(data, message):
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
+        RunConfig.from_dict(data)
+
+
+def test_file_errors_name_the_file(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train: [unclosed")
+    with pytest.raises(ConfigError, match="bad.yaml"):
+        load_config(bad)
+    listed = tmp_path / "list.yaml"
+    listed.write_text("- a\n- b\n")
+    with pytest.raises(ConfigError, match="list.yaml: top level must be a mapping"):
+        load_config(listed)
+    wrong = tmp_path / "wrong.yaml"
+    wrong.write_text("train:\n  seed: x\n")
+    with pytest.raises(ConfigError, match="wrong.yaml: 'train.seed' must be int"):
+        load_config(wrong)
+
+
+def test_teacher_cache_allowed_without_augmentation():
+    config = RunConfig.from_dict({"augment": {"enabled": False}, "distill": {"cache_teachers": True}})
+    assert config.distill == DistillConfig(cache_teachers=True)
