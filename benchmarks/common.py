@@ -7,9 +7,15 @@ import re
 from pathlib import Path
 from typing import Any
 
+from rich.console import Console
+
+from prokd.config import RunConfig
 from prokd.eval.efficiency import count_macs, count_parameters, measure_latency
+from prokd.eval.evaluate import evaluate_run, summary_table
 from prokd.infer.predict import Predictor
+from prokd.train.checkpoint import load_checkpoint
 from prokd.train.run_folder import environment_info
+from prokd.train.runner import train_run
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCHMARKS_MD = ROOT / "BENCHMARKS.md"
@@ -55,3 +61,38 @@ def mean_sd(values: list[float]) -> str:
         return "–"
     sd = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
     return f"{np.mean(values):.3f} ± {sd:.3f}"
+
+
+def finished(run_dir: Path) -> bool:
+    """Whether the run in ``run_dir`` has used up its epochs or its time budget."""
+    last = run_dir / "checkpoints" / "last.pt"
+    if not last.exists():
+        return False
+    payload = load_checkpoint(last)
+    train, progress = payload["config"]["train"], payload["progress"]
+    budget = train["time_budget_minutes"]
+    return progress["epoch"] >= train["epochs"] or (budget is not None and progress["elapsed_seconds"] >= 60 * budget)
+
+
+def train_or_resume(data: Path, run_dir: Path, config: RunConfig, split: dict, console: Console) -> dict[str, Any]:
+    """Train ``config`` into ``run_dir`` (resume an unfinished run, reuse a finished one); return its test
+    evaluation, efficiency and training facts."""
+    if (run_dir / "checkpoints" / "last.pt").exists():
+        if not finished(run_dir):
+            train_run(data, run_dir, config, resume=True, console=console)
+    else:
+        train_run(data, run_dir, config, split=split, overwrite=True, console=console)
+    evaluation = evaluate_run(run_dir, data, split="test")
+    console.print(summary_table(evaluation, title=run_dir.name))
+    progress = load_checkpoint(run_dir / "checkpoints" / "last.pt")["progress"]
+    return {
+        "run": str(run_dir),
+        "minutes_budget": config.train.time_budget_minutes,
+        "train_minutes": round(progress["elapsed_seconds"] / 60, 1),
+        "steps": progress["step"],
+        "best_epoch": progress["best_epoch"],
+        "best_val_dice": progress["best_val_dice"],
+        "summary": evaluation.summary,
+        "cases": evaluation.rows,
+        **efficiency(run_dir),
+    }

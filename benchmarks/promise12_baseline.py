@@ -16,15 +16,12 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from common import DEFAULT_PROMISE12, ROOT, efficiency, mean_sd, update_section, write_results
+from common import DEFAULT_PROMISE12, ROOT, mean_sd, train_or_resume, update_section, write_results
 from rich.console import Console
 
 from prokd.config import load_config
 from prokd.data.datalist import load_cases
 from prokd.data.splits import holdout_split, load_split, save_split
-from prokd.eval.evaluate import evaluate_run, summary_table
-from prokd.train.checkpoint import load_checkpoint
-from prokd.train.runner import train_run
 
 SPLIT_FILE = ROOT / "benchmarks" / "splits" / "promise12_holdout.json"
 RESULTS = ROOT / "benchmarks" / "results" / "promise12_baseline.json"
@@ -52,37 +49,10 @@ def loso_split(data: Path, base: dict[str, list[str]], site: str) -> dict[str, l
     }
 
 
-def train_or_resume(data: Path, run_dir: Path, model: str, minutes: float, seed: int, split: dict) -> dict[str, Any]:
-    """Train (or finish) one run and return its test evaluation, efficiency and training facts."""
+def train_model(data: Path, run_dir: Path, model: str, minutes: float, seed: int, split: dict) -> dict[str, Any]:
+    """Train (or finish) one run of ``model`` with the benchmark config; its test evaluation and efficiency."""
     config = load_config(CONFIG, {"model.name": model, "train.time_budget_minutes": minutes, "train.seed": seed})
-    last = run_dir / "checkpoints" / "last.pt"
-    if last.exists() and not _finished(last):
-        train_run(data, run_dir, config, resume=True, console=console)
-    elif not last.exists():
-        train_run(data, run_dir, config, split=split, overwrite=True, console=console)
-    evaluation = evaluate_run(run_dir, data, split="test")
-    console.print(summary_table(evaluation, title=f"{run_dir.name} ({model})"))
-    progress = load_checkpoint(last)["progress"]
-    return {
-        "model": model,
-        "run": str(run_dir),
-        "minutes_budget": minutes,
-        "train_minutes": round(progress["elapsed_seconds"] / 60, 1),
-        "steps": progress["step"],
-        "best_epoch": progress["best_epoch"],
-        "best_val_dice": progress["best_val_dice"],
-        "summary": evaluation.summary,
-        "cases": evaluation.rows,
-        **efficiency(run_dir),
-    }
-
-
-def _finished(last: Path) -> bool:
-    payload = load_checkpoint(last)
-    train = payload["config"]["train"]
-    progress = payload["progress"]
-    budget = train["time_budget_minutes"]
-    return progress["epoch"] >= train["epochs"] or (budget is not None and progress["elapsed_seconds"] >= 60 * budget)
+    return {"model": model, **train_or_resume(data, run_dir, config, split, console)}
 
 
 def markdown(results: dict[str, Any]) -> str:
@@ -149,11 +119,11 @@ def main() -> None:
         "loso": {},
     }
     for role, model, minutes in (("teacher", "unet-large", args.teacher_minutes), ("student", "unet-small", args.student_minutes)):
-        results["holdout"][role] = train_or_resume(args.data, args.out / role, model, minutes, args.seed, split)
+        results["holdout"][role] = train_model(args.data, args.out / role, model, minutes, args.seed, split)
     if not args.skip_loso:
         for site in load_cases(args.data).sites():
             run_dir = args.out / f"loso-{site}"
-            results["loso"][site] = train_or_resume(
+            results["loso"][site] = train_model(
                 args.data, run_dir, "unet-large", args.loso_minutes, args.seed, loso_split(args.data, split, site)
             )
     write_results(RESULTS, results, args.seed)
