@@ -32,7 +32,7 @@ class DemoModel:
     minutes: float
 
 
-DEMO_MODELS = (DemoModel("teacher", "unet-large", 1.8), DemoModel("student", "unet-small", 1.4))
+DEMO_MODELS = (DemoModel("teacher", "unet-large", 2.5), DemoModel("student", "unet-small", 1.4))
 
 
 def demo_config(model_name: str, minutes: float, seed: int = 0) -> RunConfig:
