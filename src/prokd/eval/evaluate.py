@@ -46,7 +46,7 @@ def evaluate_run(
         raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
     checkpoint_path = resolve_checkpoint(run, which)
     payload = load_checkpoint(checkpoint_path)
-    predictor = Predictor.from_checkpoint(checkpoint_path)
+    predictor = Predictor.from_payload(payload)
     label_map = payload["config"].get("label_map")
     index = load_cases(data)
     case_ids = [c.case_id for c in index.labeled] if split == "all" else payload["split"][split]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -61,7 +62,11 @@ class Predictor:
 
     @classmethod
     def from_checkpoint(cls, run_or_file: str | Path, which: str = "best") -> Predictor:
-        payload = load_checkpoint(resolve_checkpoint(run_or_file, which))
+        return cls.from_payload(load_checkpoint(resolve_checkpoint(run_or_file, which)))
+
+    @classmethod
+    def from_payload(cls, payload: dict[str, Any]) -> Predictor:
+        """A predictor from an already loaded checkpoint dict."""
         return cls(
             model_from_checkpoint(payload),
             preprocess_from_checkpoint(payload),

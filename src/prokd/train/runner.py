@@ -87,6 +87,7 @@ def prepare_run(
 def checkpoint_meta(prepared: PreparedRun) -> dict[str, Any]:
     """What every checkpoint of the run carries besides its weights: enough to rebuild and predict."""
     config = prepared.config
+    resolved = config.to_dict()
     return {
         "model": {
             "name": config.model.name,
@@ -94,9 +95,9 @@ def checkpoint_meta(prepared: PreparedRun) -> dict[str, Any]:
             "out_channels": config.model.out_channels,
             "kwargs": dict(config.model.kwargs),
         },
-        "preprocess": config.to_dict()["preprocess"],
-        "postprocess": config.to_dict()["postprocess"],
-        "config": config.to_dict(),
+        "preprocess": resolved["preprocess"],
+        "postprocess": resolved["postprocess"],
+        "config": resolved,
         "split": prepared.split,
     }
 
