@@ -37,20 +37,21 @@ from prokd.data.splits import restrict, subsets_by_site
 
 console = Console()
 AGGREGATIONS = ("adaptive", "mean", "weighted", "learned")
-MAIN_AGGREGATIONS = ("adaptive", "mean")  # run with every seed; the others with --ablation-seeds
+MAIN_AGGREGATIONS = ("adaptive",)  # run with every seed; the others with --ablation-seeds
 STEPS_PER_EPOCH = 100
 
 
 @dataclass
 class Run:
-    """One benchmark run: a name, config overrides, its split, the group it is reported in and how many of the
-    seeds it runs (None: all)."""
+    """One benchmark run: a name, config overrides, its split, the group it is reported in, how many of the seeds
+    it runs (None: all) and whether it is an ablation (run after every main run has all its seeds)."""
 
     name: str
     group: str
     overrides: dict[str, Any]
     split: dict[str, list[str]]
     max_seeds: int | None = None
+    ablation: bool = False
     results: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -71,9 +72,9 @@ def regime_a(split: dict, out: Path, args: argparse.Namespace) -> list[Run]:
         teacher,
         Run("scratch", "student from scratch", student, split),
         Run("kd-all", "KD: KL + feature", {**kd, "distill.kl": 1.0, "distill.feature": args.feature_weight}, split),
-        Run("kd-kl", "KD: KL only", {**kd, "distill.kl": 1.0, "distill.feature": 0.0}, split, ablation),
+        Run("kd-kl", "KD: KL only", {**kd, "distill.kl": 1.0, "distill.feature": 0.0}, split, ablation, True),
         Run("kd-feature", "KD: feature only", {**kd, "distill.kl": 0.0, "distill.feature": args.feature_weight}, split,
-            ablation),
+            ablation, True),
     ]
 
 
@@ -95,23 +96,27 @@ def regime_b(data: Path, split: dict, out: Path, args: argparse.Namespace) -> li
     runs.append(Run("scratch", f"student from scratch ({args.labelled} labels)", student, labelled))
     runs += [
         Run(f"mkd-{mode}", f"multi-teacher KD ({mode})", {**kd, "distill.aggregate": mode}, labelled,
-            None if mode in MAIN_AGGREGATIONS else args.ablation_seeds)
+            *((None, False) if mode in MAIN_AGGREGATIONS else (args.ablation_seeds, True)))
         for mode in AGGREGATIONS
     ]
     return runs
 
 
 def execute(data: Path, out: Path, runs: list[Run], seeds: list[int], threads: int, report: Callable[[], None]) -> None:
-    """Train and evaluate every run, seed by seed (all runs of the first seed first, so that a partial benchmark
-    already compares every method)."""
-    for index, seed in enumerate(seeds):
-        for run in runs:
-            if run.max_seeds is not None and index >= run.max_seeds:
-                continue
-            run_dir = out / f"{run.name}-seed{seed}"
-            config = load_config(CONFIG, {**run.overrides, "train.seed": seed, "train.threads": threads})
-            run.results.append({"seed": seed, **train_or_resume(data, run_dir, config, run.split, console)})
-            report()
+    """Train and evaluate every run, seed by seed: first the main runs (all of them for the first seed, then the
+    next seed), then the ablations, so that a partial benchmark already has the main comparison."""
+    order = [
+        (seed, run)
+        for ablation in (False, True)
+        for index, seed in enumerate(seeds)
+        for run in runs
+        if run.ablation == ablation and (run.max_seeds is None or index < run.max_seeds)
+    ]
+    for seed, run in order:
+        run_dir = out / f"{run.name}-seed{seed}"
+        config = load_config(CONFIG, {**run.overrides, "train.seed": seed, "train.threads": threads})
+        run.results.append({"seed": seed, **train_or_resume(data, run_dir, config, run.split, console)})
+        report()
 
 
 def dice_per_seed(run: Run) -> list[float]:
