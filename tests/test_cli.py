@@ -58,6 +58,20 @@ def test_predict_folder_and_refuse_overwrite(trained_run, phantom_data, tmp_path
     assert again.exit_code == 1 and "already exists" in again.output
 
 
+def test_export_then_predict_with_onnx(trained_run, phantom_data, tmp_path):
+    pytest.importorskip("onnxruntime")
+    model = tmp_path / "student.onnx"
+    result = invoke("export", trained_run, "--out", model)
+    assert result.exit_code == 0, result.output
+    assert "ONNX Runtime" in result.output and model.is_file()
+    image = sorted((phantom_data.parent / "imagesTr").glob("*.nii.gz"))[0]
+    predicted = invoke("predict", model, image, "--out", tmp_path / "pred")
+    assert predicted.exit_code == 0, predicted.output
+    assert len(list((tmp_path / "pred").glob("*_mask.nii.gz"))) == 1
+    again = invoke("export", trained_run, "--out", model)
+    assert again.exit_code == 1 and "already exists" in again.output
+
+
 def test_train_refuses_existing_run(trained_run, phantom_data):
     result = invoke("train", "--data", phantom_data, "--out", trained_run, "--epochs", "1")
     assert result.exit_code == 1

@@ -14,6 +14,7 @@ from rich.console import Console
 from prokd.config import ConfigError, load_config
 from prokd.data.datalist import DatasetError
 from prokd.data.io import VolumeError
+from prokd.report.browser import BrowserError
 from prokd.train.checkpoint import CheckpointError
 from prokd.train.run_folder import RunDirError
 
@@ -22,7 +23,7 @@ data_app = typer.Typer(no_args_is_help=True, help="Inspect and validate datasets
 app.add_typer(data_app, name="data")
 console = Console()
 
-USER_ERRORS = (ConfigError, DatasetError, VolumeError, CheckpointError, RunDirError, FileExistsError, FileNotFoundError, KeyError, ValueError)
+USER_ERRORS = (ConfigError, DatasetError, VolumeError, CheckpointError, RunDirError, BrowserError, FileExistsError, FileNotFoundError, KeyError, ValueError)
 
 
 @contextmanager
@@ -229,7 +230,7 @@ def evaluate(
 
 @app.command()
 def predict(
-    run: Annotated[Path, typer.Argument(help="RUN folder or checkpoint file.")],
+    run: Annotated[Path, typer.Argument(help="RUN folder, checkpoint file or .onnx file from `prokd export`.")],
     inputs: Annotated[list[Path], typer.Argument(help="Volume files or folders of volumes.")],
     out: Annotated[Path, typer.Option(help="Folder for the masks.")],
     probability: Annotated[bool, typer.Option(help="Also write the foreground probability map.")] = False,
@@ -241,11 +242,35 @@ def predict(
 
     with user_errors():
         files = expand_inputs(inputs)
-        predictor = Predictor.from_checkpoint(run, which)
+        if run.suffix == ".onnx":
+            from prokd.infer.export import load_onnx_predictor
+
+            predictor = load_onnx_predictor(run)
+        else:
+            predictor = Predictor.from_checkpoint(run, which)
         out.mkdir(parents=True, exist_ok=True)
         for path in files:
             written = predict_file(predictor, path, out, save_probability=probability, overwrite=overwrite)
             console.print(f"{path} → {written}")
+
+
+@app.command()
+def export(
+    run: Annotated[Path, typer.Argument(help="RUN folder or checkpoint file.")],
+    out: Annotated[Path, typer.Option(help="Target .onnx file.")],
+    which: Annotated[str, typer.Option(help="Checkpoint: best or last.")] = "best",
+    opset: Annotated[int, typer.Option(help="ONNX opset version.")] = 17,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing file.")] = False,
+) -> None:
+    """Export the network to ONNX (preprocessing kept as metadata) and check it against PyTorch with ONNX Runtime."""
+    from prokd.infer.export import export_onnx
+
+    with user_errors():
+        result = export_onnx(run, out, which=which, opset=opset, overwrite=overwrite)
+    console.print(
+        f"{result.path}: max |ONNX − PyTorch| = {result.max_abs_diff:.1e}; one slice: "
+        f"PyTorch {result.torch_ms:.1f} ms, ONNX Runtime {result.onnx_ms:.1f} ms (2 threads)"
+    )
 
 
 def expand_inputs(inputs: list[Path]) -> list[Path]:
@@ -285,11 +310,63 @@ def models() -> None:
 
 
 @app.command()
+def experiment(
+    config: Annotated[Path, typer.Argument(help="Experiment YAML (see configs/experiment_phantom.yaml).")],
+    out: Annotated[Path, typer.Option(help="Experiment folder: runs/, plan.json, results/.")],
+    dry_run: Annotated[bool, typer.Option(help="Print the plan and each stage's status; train nothing.")] = False,
+    overwrite: Annotated[bool, typer.Option(help="Delete OUT first (e.g. when it holds a different experiment).")] = False,
+) -> None:
+    """Teachers, students from scratch, single- and multi-teacher KD over seeds: accuracy against size and speed.
+
+    Rerunning the same command skips finished stages and resumes an interrupted one.
+    """
+    from prokd.experiment import load_experiment, run_experiment
+
+    with user_errors():
+        run_experiment(load_experiment(config), out, dry_run=dry_run, overwrite=overwrite, console=console)
+    if not dry_run:
+        console.print(f"results → {out / 'results'} (results.md, results.csv, results.json)")
+
+
+def import_report_writer():
+    """:func:`prokd.report.page.write_report`, or one red line and exit 1 when matplotlib (the optional 'report'
+    extra) is missing."""
+    try:
+        from prokd.report.page import write_report
+    except ModuleNotFoundError as err:
+        console.print(f"[red]error:[/red] {err.name} is not installed; pip install 'prokd[report]'", highlight=False)
+        raise typer.Exit(1) from None
+    return write_report
+
+
+@app.command()
+def report(
+    directory: Annotated[Path, typer.Argument(help="Experiment folder written by `prokd experiment`.")],
+    check: Annotated[bool, typer.Option(help="Open the page in headless chromium: broken images, screenshot.")] = False,
+) -> None:
+    """Write DIR/report/: a self-contained index.html, report.md and figures/*.png; print the page's path."""
+    from prokd.report.browser import check_page
+
+    write_report = import_report_writer()
+    with user_errors():
+        index = write_report(directory)
+        checked = check_page(index, index.parent / "screenshot.png") if check else None
+    console.print(str(index), highlight=False, soft_wrap=True)
+    if checked is not None:
+        summary = f"{checked.images} images, {checked.broken} broken; screenshot: {checked.screenshot}"
+        console.print(summary, highlight=False, soft_wrap=True)
+        if checked.broken:
+            raise typer.Exit(1)
+
+
+@app.command()
 def demo(
-    out: Annotated[Path, typer.Option(help="Folder for the phantom, runs and predictions.")] = Path("prokd-demo"),
+    out: Annotated[Path, typer.Option(help="Folder for the phantom and the experiment.")] = Path("prokd-demo"),
     overwrite: Annotated[bool, typer.Option(help="Replace an existing demo folder.")] = False,
 ) -> None:
-    """Phantom data → teacher → student from scratch → evaluate → predict one volume, in a few minutes."""
+    """Phantom → teachers (full, one per site) → students (from scratch, KD, multi-teacher KD) → results and
+    report, in about 5 minutes."""
+    import_report_writer()  # fails before anything trains when matplotlib is missing
     from prokd.demo import run_demo
 
     with user_errors():

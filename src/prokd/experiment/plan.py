@@ -1,0 +1,218 @@
+"""The stages of an experiment in run order: teachers first, then the students seed by seed.
+
+A stage is one trained model and seed: a RunConfig, the case ids it trains, validates and is tested on, and
+its RUN folder ``runs/<stage>`` inside the experiment folder. Stage names (shared with ``prokd report``):
+
+* teachers ``teacher-<name>-seed<S>``; limit-trained teachers ``teacher-<name>-<subset>-seed<S>`` with the
+  subset a site name or ``k<i>`` for the i-th disjoint K-case subset;
+* students ``student-<name>-seed<S>``.
+
+Every stage shares the experiment's validation and test cases. A student distils from the stages of its
+teacher entries at the teacher's first seed (all subsets of a limit-trained teacher).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from prokd.config import ConfigError, RunConfig
+from prokd.data.datalist import CaseIndex
+from prokd.data.splits import load_split, make_split, restrict, subsets_by_site, subsets_of_k
+from prokd.experiment.config import Entry, ExperimentConfig, StudentEntry, TeacherEntry, compose_run
+from prokd.train.teachers import parse_by
+
+SUBSET_SEED = 0
+"""Seed of the disjoint ``cases:K`` teacher subsets and of a student's ``labelled`` cases."""
+
+
+@dataclass
+class Stage:
+    """One model and seed to train, evaluate and measure.
+
+    Attributes:
+        entry: the name of the teacher or student entry it comes from.
+        config: the stage's RunConfig; ``distill.teachers`` are the teachers' run folders relative to the
+            experiment folder (:meth:`run_config` makes them absolute).
+        split: ``{"train", "val", "test"}`` case ids.
+        teachers: stage names of the teachers a student distils from.
+        budget: ``{"steps", "minutes"}``, one of them None.
+    """
+
+    name: str
+    entry: str
+    kind: str
+    group: str
+    model: str
+    seed: int
+    config: RunConfig
+    split: dict[str, list[str]]
+    teachers: list[str]
+    aggregate: str | None
+    labelled: int | None
+    budget: dict[str, int | float | None]
+
+    @property
+    def run(self) -> str:
+        """The RUN folder, relative to the experiment folder."""
+        return f"runs/{self.name}"
+
+    def run_config(self, out: Path) -> RunConfig:
+        """The RunConfig with the teachers' run folders inside the experiment folder ``out``."""
+        if self.config.distill is None:
+            return self.config
+        teachers = [str(Path(out).resolve() / run) for run in self.config.distill.teachers]
+        return dataclasses.replace(self.config, distill=dataclasses.replace(self.config.distill, teachers=teachers))
+
+    def to_json(self) -> dict[str, Any]:
+        """The stage's ``plan.json`` entry."""
+        return {
+            "stage": self.name,
+            "kind": self.kind,
+            "group": self.group,
+            "model": self.model,
+            "seed": self.seed,
+            "run": self.run,
+            "teachers": list(self.teachers),
+            "aggregate": self.aggregate,
+            "labelled": self.labelled,
+            "budget": dict(self.budget),
+        }
+
+
+def make_plan(config: ExperimentConfig, index: CaseIndex) -> list[Stage]:
+    """Every stage of ``config`` on the dataset ``index``, in run order.
+
+    Raises:
+        ConfigError: naming the experiment key whose expansion fails on this dataset (split ids, subsets,
+            ``labelled``), or a stage name produced twice.
+    """
+    split = experiment_split(config, index)
+    by_teacher = {entry.name: teacher_stages(config, entry, i, split, index) for i, entry in enumerate(config.teachers)}
+    stages = [stage for stages in by_teacher.values() for stage in stages]
+    seeds = list(dict.fromkeys(seed for entry in config.students for seed in config.student_seeds(entry)))
+    for seed in seeds:
+        for i, entry in enumerate(config.students):
+            if seed in config.student_seeds(entry):
+                stages.append(student_stage(config, entry, i, seed, split, index, by_teacher))
+    names = [stage.name for stage in stages]
+    for name in names:
+        if names.count(name) > 1:
+            raise config.error("teachers", f"two stages are named '{name}'; rename a teacher entry")
+    return stages
+
+
+def experiment_split(config: ExperimentConfig, index: CaseIndex) -> dict[str, list[str]]:
+    """The split every stage shares: the saved split file, or one drawn from the split settings."""
+    labelled = {case.case_id for case in index.labeled}
+    if config.split_file is not None:
+        split = load_split(config.split_file)
+        unknown = sorted({case_id for ids in split.values() for case_id in ids} - labelled)
+        if unknown:
+            raise config.error("split.file", f"case '{unknown[0]}' is not a labelled case of {config.data}")
+    else:
+        settings, seed = config.split_settings()
+        try:
+            split = make_split(index.labeled, settings, seed)
+        except ValueError as err:
+            raise config.error("split", str(err)) from None
+    for part in ("train", "test"):
+        if not split[part]:
+            raise config.error("split", f"has no {part} cases")
+    return split
+
+
+def teacher_stages(
+    config: ExperimentConfig, entry: TeacherEntry, i: int, split: dict[str, list[str]], index: CaseIndex
+) -> list[Stage]:
+    """One stage per seed and training subset (the whole training set, each site, or each K-case subset)."""
+    subsets = teacher_subsets(config, entry, f"teachers[{i}].by", split["train"], index)
+    return [
+        _stage(config, entry, f"teachers[{i}]", "teacher", _join("teacher", entry.name, subset), seed,
+               {**split, "train": ids}, [])
+        for seed in config.teacher_seeds(entry)
+        for subset, ids in subsets.items()
+    ]
+
+
+def teacher_subsets(
+    config: ExperimentConfig, entry: TeacherEntry, key: str, train: list[str], index: CaseIndex
+) -> dict[str | None, list[str]]:
+    """``{subset name: training case ids}``; ``{None: train}`` for a teacher on all training cases."""
+    if entry.by is None:
+        return {None: train}
+    kind, k = parse_by(entry.by)
+    try:
+        if kind == "site":
+            return {_slug(site): ids for site, ids in subsets_by_site(index.labeled, train).items()}
+        return {f"k{i}": ids for i, ids in enumerate(subsets_of_k(train, k, seed=SUBSET_SEED))}
+    except ValueError as err:
+        raise config.error(key, str(err)) from None
+
+
+def student_stage(
+    config: ExperimentConfig,
+    entry: StudentEntry,
+    i: int,
+    seed: int,
+    split: dict[str, list[str]],
+    index: CaseIndex,
+    by_teacher: dict[str, list[Stage]],
+) -> Stage:
+    """The student's stage for ``seed``; its teachers are the named entries' stages at their first seed."""
+    teachers = [
+        stage.name
+        for name in entry.teachers
+        for stage in by_teacher[name]
+        if stage.seed == config.teacher_seeds(config.teacher(name))[0]
+    ]
+    train = split["train"]
+    if entry.labelled is not None:
+        try:
+            train = restrict(train, index.labeled, max_cases=entry.labelled, seed=SUBSET_SEED)
+        except ValueError as err:
+            raise config.error(f"students[{i}].labelled", str(err)) from None
+    return _stage(config, entry, f"students[{i}]", "student", _join("student", entry.name), seed,
+                  {**split, "train": train}, teachers)
+
+
+def _stage(
+    config: ExperimentConfig,
+    entry: Entry,
+    where: str,
+    kind: str,
+    group: str,
+    seed: int,
+    split: dict[str, list[str]],
+    teachers: list[str],
+) -> Stage:
+    try:
+        run_config = compose_run(config, entry, seed, [f"runs/{name}" for name in teachers])
+    except ConfigError as err:
+        raise config.error(where, str(err)) from None
+    return Stage(
+        name=f"{group}-seed{seed}",
+        entry=entry.name,
+        kind=kind,
+        group=group,
+        model=entry.model,
+        seed=seed,
+        config=run_config,
+        split=split,
+        teachers=teachers,
+        aggregate=run_config.distill.aggregate if run_config.distill else None,
+        labelled=getattr(entry, "labelled", None),
+        budget={"steps": entry.steps, "minutes": entry.minutes},
+    )
+
+
+def _join(*parts: str | None) -> str:
+    return "-".join(part for part in parts if part)
+
+
+def _slug(text: str) -> str:
+    """A site name as it appears in a stage name (characters other than letters, digits, - and _ become -)."""
+    return re.sub(r"[^A-Za-z0-9_-]+", "-", text).strip("-") or "site"

@@ -1,0 +1,157 @@
+"""``prokd experiment``: every stage of an experiment into one folder, resumable, then the results tables.
+
+The folder (the contract with ``prokd report``, see ``docs/architecture.md``)::
+
+    DIR/experiment.yaml  plan.json  runs/<stage>/ (RUN folder + efficiency.json)  results/results.{json,csv,md}
+
+A stage whose training is finished is skipped, an interrupted one resumed from ``checkpoints/last.pt``; its
+test evaluation and efficiency are recomputed only when older than its best checkpoint. So an experiment can
+be stopped at any time and continued with the same command. A folder holding a different experiment is
+refused (naming the first differing key) unless ``overwrite`` deletes it first.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import yaml
+from rich.console import Console
+from rich.table import Table
+
+from prokd.data.datalist import load_cases
+from prokd.experiment.config import ExperimentConfig
+from prokd.experiment.plan import Stage, make_plan
+from prokd.experiment.results import collect_results, format_mean_sd, write_results
+from prokd.experiment.stages import evaluate_stage, is_fresh, stage_efficiency, stage_status, train_stage
+from prokd.train.run_folder import RunDirError, write_json
+
+STATUS_TEXT = {"done": "trained, reused", "resume": "resuming", "new": "training"}
+_MISSING = "<missing>"
+
+
+def run_experiment(
+    config: ExperimentConfig,
+    out: str | Path,
+    dry_run: bool = False,
+    overwrite: bool = False,
+    console: Console | None = None,
+) -> dict[str, Any] | None:
+    """Train, evaluate and measure every stage of ``config`` into the experiment folder ``out``.
+
+    Args:
+        dry_run: print the plan with each stage's status (done / resume / new) and touch nothing.
+        overwrite: delete ``out`` first (a dry run only reports every stage as new).
+
+    Returns:
+        the collected results (:func:`~prokd.experiment.results.collect_results`), or None for a dry run.
+
+    Raises:
+        RunDirError: ``out`` is not empty and holds no experiment, or a different one, and ``overwrite`` is off.
+    """
+    out = Path(out)
+    console = console or Console()
+    check_out_dir(config, out, overwrite)
+    index = load_cases(config.data)
+    plan = make_plan(config, index)
+    if dry_run:
+        statuses = {stage.name: "new" if overwrite else stage_status(out / stage.run) for stage in plan}
+        console.print(plan_table(plan, statuses, title=f"experiment {config.name} → {out}"))
+        return None
+    if overwrite and out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "experiment.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+    write_json(out / "plan.json", [stage.to_json() for stage in plan])
+    for number, stage in enumerate(plan, start=1):
+        volume = index.case(stage.split["test"][0]).image
+        run_stage(config, stage, out, volume, console, f"[{number}/{len(plan)}]")
+        results = collect_results(out)
+        write_results(out, results)
+    console.print(groups_table(results))
+    return results
+
+
+def run_stage(
+    config: ExperimentConfig, stage: Stage, out: Path, volume: Path, console: Console, label: str = ""
+) -> str:
+    """Train (or resume, or reuse) one stage, evaluate it on the test split and measure its efficiency on the
+    ``volume`` image; the last two only when older than the stage's best checkpoint. Returns its prior status."""
+    run_dir = out / stage.run
+    status = stage_status(run_dir)
+    console.rule(f"{label} {stage.name}: {STATUS_TEXT[status]}".strip())
+    train_stage(config.data, run_dir, stage.run_config(out), stage.split, console)
+    evaluate_stage(run_dir, config.data, console)
+    if not is_fresh(run_dir / "efficiency.json", run_dir):
+        facts = stage_efficiency(run_dir, volume, config.efficiency.threads, config.efficiency.repeats)
+        write_json(run_dir / "efficiency.json", facts)
+    return status
+
+
+def check_out_dir(config: ExperimentConfig, out: Path, overwrite: bool) -> None:
+    """Refuse a non-empty ``out`` that holds no ``experiment.yaml`` or a different experiment (unless overwriting)."""
+    if overwrite or not out.exists() or not any(out.iterdir()):
+        return
+    stored = out / "experiment.yaml"
+    if not stored.is_file():
+        raise RunDirError(
+            f"{out}: folder exists, is not empty and holds no experiment.yaml (use --overwrite or another --out)"
+        )
+    difference = first_difference(yaml.safe_load(stored.read_text()), config.to_dict())
+    if difference is not None:
+        key, there, here = difference
+        raise RunDirError(
+            f"{out}: holds a different experiment: {key} is {there!r} there but {here!r} in "
+            f"{config.source or 'the config'} (use --overwrite to start over, or another --out)"
+        )
+
+
+def first_difference(old: Any, new: Any, key: str = "") -> tuple[str, Any, Any] | None:
+    """The first dotted key (``students[1].steps``) where ``old`` and ``new`` differ, with both values."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        for name in [*new, *(k for k in old if k not in new)]:
+            child = f"{key}.{name}" if key else str(name)
+            found = first_difference(old.get(name, _MISSING), new.get(name, _MISSING), child)
+            if found is not None:
+                return found
+        return None
+    if isinstance(old, list) and isinstance(new, list):
+        for i in range(max(len(old), len(new))):
+            before, after = (items[i] if i < len(items) else _MISSING for items in (old, new))
+            found = first_difference(before, after, f"{key}[{i}]")
+            if found is not None:
+                return found
+        return None
+    return None if old == new else (key or "experiment", old, new)
+
+
+def plan_table(plan: list[Stage], statuses: dict[str, str], title: str) -> Table:
+    """The plan as a rich table: stage, kind, model, seed, teachers, budget, status."""
+    by_name = {stage.name: stage for stage in plan}
+    table = Table(title=title)
+    for column in ("stage", "kind", "model", "seed", "teachers", "budget", "status"):
+        table.add_column(column, justify="right" if column == "seed" else "left", no_wrap=True)
+    for stage in plan:
+        steps, minutes = stage.budget["steps"], stage.budget["minutes"]
+        budget = f"{steps} steps" if steps is not None else f"{minutes:g} min"
+        counts = Counter(by_name[name].entry for name in stage.teachers)
+        teachers = ", ".join(entry if n == 1 else f"{entry} ×{n}" for entry, n in counts.items()) or "–"
+        table.add_row(stage.name, stage.kind, stage.model, str(stage.seed), teachers, budget, statuses[stage.name])
+    return table
+
+
+def groups_table(results: dict[str, Any]) -> Table:
+    """The groups in brief (``results/results.md`` has every column): size, latency, Dice and HD95, mean ± sd."""
+    unit = "/".join(sorted({row["distance_unit"] for row in results["rows"]}))
+    table = Table(title=f"experiment {results['experiment']} — test split",
+                  caption="± over seeds, or over test cases for one seed")
+    for column in ("group", "seeds", "params", "ms / slice", "Dice", f"HD95 ({unit})"):
+        table.add_column(column, justify="left" if column == "group" else "right")
+    for group in results["groups"]:
+        dice, hd95 = group["overall"]["dice"], group["overall"]["hd95"]
+        table.add_row(group["group"], ", ".join(map(str, group["seeds"])), f"{group['params'] / 1e6:.2f} M",
+                      f"{group['latency_slice_ms']:.1f}", format_mean_sd(dice["mean"], dice["sd"]),
+                      format_mean_sd(hd95["mean"], hd95["sd"], 1))
+    return table

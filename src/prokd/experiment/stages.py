@@ -1,0 +1,159 @@
+"""One stage's RUN folder: train it fresh, resume it or leave it finished; test evaluation; efficiency.
+
+Used by ``prokd experiment`` and by the benchmark scripts (``benchmarks/common.py``), so that a study can be
+spread over several sessions: finished runs are reused and interrupted ones resumed from ``last.pt``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from rich.console import Console
+from torch import nn
+
+from prokd.config import RunConfig
+from prokd.data.io import read_volume
+from prokd.eval.efficiency import count_macs, count_parameters, measure_latency
+from prokd.eval.evaluate import Evaluation, evaluate_run, summary_table
+from prokd.infer.predict import Predictor
+from prokd.train.checkpoint import load_checkpoint
+from prokd.train.runner import train_run
+
+VOLUME_REPEATS = 3
+"""Timed whole-volume predictions per stage (the median is reported)."""
+
+
+def finished(run_dir: Path) -> bool:
+    """Whether the run in ``run_dir`` has used up its epochs or its time budget."""
+    last = run_dir / "checkpoints" / "last.pt"
+    if not last.exists():
+        return False
+    payload = load_checkpoint(last)
+    train, progress = payload["config"]["train"], payload["progress"]
+    budget = train["time_budget_minutes"]
+    return progress["epoch"] >= train["epochs"] or (budget is not None and progress["elapsed_seconds"] >= 60 * budget)
+
+
+def stage_status(run_dir: Path) -> str:
+    """``"done"`` (training finished), ``"resume"`` (``checkpoints/last.pt`` of an unfinished run) or ``"new"``."""
+    if finished(run_dir):
+        return "done"
+    return "resume" if (run_dir / "checkpoints" / "last.pt").exists() else "new"
+
+
+def train_stage(
+    data: Path, run_dir: Path, config: RunConfig, split: dict[str, list[str]], console: Console | None = None
+) -> str:
+    """Train ``config`` into ``run_dir`` on ``split``: resume an unfinished run, leave a finished one alone.
+
+    A folder without ``last.pt`` (a run that stopped before its first epoch ended) is started afresh.
+
+    Returns:
+        the status the stage had (:func:`stage_status`).
+    """
+    status = stage_status(run_dir)
+    if status == "resume":
+        train_run(data, run_dir, config, resume=True, console=console)
+    elif status == "new":
+        train_run(data, run_dir, config, split=split, overwrite=True, console=console)
+    return status
+
+
+def is_fresh(path: Path, run_dir: Path) -> bool:
+    """Whether ``path`` exists and was written after the run's ``checkpoints/best.pt``."""
+    best = run_dir / "checkpoints" / "best.pt"
+    return path.is_file() and best.is_file() and path.stat().st_mtime_ns > best.stat().st_mtime_ns
+
+
+def evaluate_stage(run_dir: Path, data: Path, console: Console | None = None) -> Evaluation | None:
+    """Evaluate the best checkpoint on the test split, unless ``eval/test/summary.json`` is newer than it.
+
+    Returns:
+        the new evaluation, or None when the existing one is up to date.
+    """
+    if is_fresh(run_dir / "eval" / "test" / "summary.json", run_dir):
+        return None
+    evaluation = evaluate_run(run_dir, data, split="test")
+    if console is not None:
+        console.print(summary_table(evaluation, title=f"{run_dir.name} — test split"))
+    return evaluation
+
+
+def model_efficiency(model: nn.Module, input_shape: Sequence[int], threads: int, repeats: int = 30) -> dict[str, Any]:
+    """Parameters, MACs and median CPU latency (ms, ``threads`` threads) of one forward pass on ``input_shape``."""
+    return {
+        "params": count_parameters(model),
+        "macs": count_macs(model, input_shape),
+        "latency_ms": measure_latency(model, input_shape, threads=threads, repeats=repeats)["median_ms"],
+    }
+
+
+def efficiency(run_dir: Path, size: int = 256, threads: int = 2) -> dict[str, Any]:
+    """Parameters, MACs and median CPU latency for one ``1 x C x size x size`` slice (``threads`` threads)."""
+    predictor = Predictor.from_checkpoint(run_dir)
+    shape = (1, predictor.preprocessor.config.in_channels, size, size)
+    return {**model_efficiency(predictor.model, shape, threads), "latency_input": list(shape), "threads": threads}
+
+
+def volume_latency(
+    predictor: Predictor, image_path: Path, threads: int, repeats: int = VOLUME_REPEATS
+) -> tuple[float, int]:
+    """Median wall-clock ms of :meth:`Predictor.predict` on the volume ``image_path`` (pre- and post-processing
+    included) with ``threads`` threads, and its number of slices."""
+    image, geometry = read_volume(image_path)
+    image = image.astype(np.float32)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        timings = []
+        for _ in range(repeats):
+            started = time.perf_counter()
+            predictor.predict(image, geometry.spacing)
+            timings.append((time.perf_counter() - started) * 1000.0)
+    finally:
+        torch.set_num_threads(previous)
+    return float(np.median(timings)), int(image.shape[0])
+
+
+def stage_efficiency(run_dir: Path, volume: Path, threads: int, repeats: int = 30) -> dict[str, Any]:
+    """The stage's ``efficiency.json``: parameters, MACs and latency of one ``1 x C x S x S`` slice on the model's
+    own grid, and of the whole prediction of ``volume``."""
+    predictor = Predictor.from_checkpoint(run_dir)
+    config = predictor.preprocessor.config
+    shape = (1, config.in_channels, config.size, config.size)
+    facts = model_efficiency(predictor.model, shape, threads, repeats)
+    volume_ms, slices = volume_latency(predictor, volume, threads)
+    return {
+        "params": facts["params"],
+        "macs": facts["macs"],
+        "latency_slice_ms": facts["latency_ms"],
+        "latency_volume_ms": volume_ms,
+        "slice_input": list(shape),
+        "volume_slices": slices,
+        "threads": threads,
+    }
+
+
+def train_or_resume(data: Path, run_dir: Path, config: RunConfig, split: dict, console: Console) -> dict[str, Any]:
+    """Train ``config`` into ``run_dir`` (resume an unfinished run, reuse a finished one); return its test
+    evaluation, efficiency and training facts (the benchmark scripts' record)."""
+    train_stage(data, run_dir, config, split, console)
+    evaluation = evaluate_run(run_dir, data, split="test")
+    console.print(summary_table(evaluation, title=run_dir.name))
+    progress = load_checkpoint(run_dir / "checkpoints" / "last.pt")["progress"]
+    return {
+        "run": str(run_dir),
+        "minutes_budget": config.train.time_budget_minutes,
+        "train_minutes": round(progress["elapsed_seconds"] / 60, 1),
+        "steps": progress["step"],
+        "best_epoch": progress["best_epoch"],
+        "best_val_dice": progress["best_val_dice"],
+        "summary": evaluation.summary,
+        "cases": evaluation.rows,
+        **efficiency(run_dir),
+    }

@@ -1,0 +1,175 @@
+"""A tiny experiment on the phantom end to end; a rerun trains nothing; an interrupted stage resumes exactly."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import shutil
+
+import pytest
+import torch
+import yaml
+from rich.console import Console
+from typer.testing import CliRunner
+
+from prokd.cli import app
+from prokd.data.datalist import load_cases
+from prokd.data.io import read_volume
+from prokd.eval.efficiency import count_parameters
+from prokd.experiment import stages
+from prokd.experiment.config import load_experiment
+from prokd.experiment.plan import make_plan
+from prokd.experiment.runner import run_experiment
+from prokd.models import build_model
+from prokd.train.checkpoint import load_checkpoint
+from prokd.train.run_folder import RunDirError
+from prokd.train.runner import train_run
+
+STAGES = ["teacher-full-seed0", "teacher-site-k0-seed0", "teacher-site-k1-seed0", "student-scratch-seed0",
+          "student-kd-seed0", "student-scratch-seed1"]
+EFFICIENCY_KEYS = {"params", "macs", "latency_slice_ms", "latency_volume_ms", "slice_input", "volume_slices", "threads"}
+
+
+def quiet() -> Console:
+    return Console(file=io.StringIO(), width=200)
+
+
+def output(console: Console) -> str:
+    return console.file.getvalue()
+
+
+@pytest.fixture(scope="module")
+def experiment(phantom_data, tmp_path_factory, write_experiment):
+    """The tiny experiment (3 teachers, 3 students, 20 steps each) run once into ``out``."""
+    folder = tmp_path_factory.mktemp("experiment")
+    path = write_experiment(folder / "experiment.yaml", phantom_data)
+    config = load_experiment(path)
+    results = run_experiment(config, folder / "out", console=quiet())
+    return path, folder / "out", results
+
+
+def run_files(out):
+    """``{file: mtime_ns}`` of everything under ``runs/``."""
+    return {p: p.stat().st_mtime_ns for p in sorted((out / "runs").rglob("*")) if p.is_file()}
+
+
+def test_experiment_writes_the_folder_contract(experiment, phantom_data):
+    path, out, results = experiment
+    stored = yaml.safe_load((out / "experiment.yaml").read_text())
+    assert stored == load_experiment(path).to_dict() and stored["data"] == str(phantom_data.resolve())
+    plan = json.loads((out / "plan.json").read_text())
+    assert [entry["stage"] for entry in plan] == STAGES
+    assert plan[4]["teachers"] == STAGES[:3] and plan[4]["aggregate"] == "adaptive"
+    index = load_cases(phantom_data)
+    first_test_case = index.case(json.loads((out / "runs" / STAGES[0] / "split.json").read_text())["test"][0])
+    slices = read_volume(first_test_case.image)[0].shape[0]
+    for entry in plan:
+        run = out / entry["run"]
+        assert (run / "checkpoints" / "best.pt").is_file() and (run / "eval" / "test" / "cases.csv").is_file()
+        progress = load_checkpoint(run / "checkpoints" / "last.pt")["progress"]
+        assert (progress["epoch"], progress["step"]) == (2, 20)
+        facts = json.loads((run / "efficiency.json").read_text())
+        assert set(facts) == EFFICIENCY_KEYS
+        assert facts["params"] == count_parameters(build_model(entry["model"]))
+        assert facts["slice_input"] == [1, 1, 64, 64] and facts["volume_slices"] == slices and facts["threads"] == 1
+        assert facts["macs"] > 0 and 0 < facts["latency_slice_ms"] < facts["latency_volume_ms"]
+    teachers = json.loads((out / "runs" / "student-kd-seed0" / "teachers.json").read_text())
+    assert [t["run"] for t in teachers] == [str(out.resolve() / "runs" / name) for name in STAGES[:3]]
+
+    # results: one row per stage, groups over seeds
+    assert results == json.loads((out / "results" / "results.json").read_text())
+    assert results["experiment"] == "tiny" and [r["stage"] for r in results["rows"]] == STAGES
+    rows = {row["stage"]: row for row in results["rows"]}
+    summary = json.loads((out / "runs" / "student-kd-seed0" / "eval" / "test" / "summary.json").read_text())["summary"]
+    kd = rows["student-kd-seed0"]
+    assert kd["overall"]["dice"]["mean"] == summary["overall"]["dice"]["mean"]
+    assert set(kd["sites"]) == {"SiteA", "SiteB", "SiteC", "SiteD"} and kd["distance_unit"] == "mm"
+    assert kd["steps"] == 20 and kd["train_minutes"] >= 0
+    groups = {group["group"]: group for group in results["groups"]}
+    assert list(groups) == ["teacher-full", "teacher-site-k0", "teacher-site-k1", "student-scratch", "student-kd"]
+    scratch = groups["student-scratch"]
+    seed_dice = [rows[f"student-scratch-seed{s}"]["overall"]["dice"]["mean"] for s in (0, 1)]
+    assert scratch["seeds"] == [0, 1] and scratch["sd_over"] == "seeds"
+    assert scratch["overall"]["dice"]["mean"] == pytest.approx(sum(seed_dice) / 2)
+    assert scratch["overall"]["dice"]["sd"] == pytest.approx(abs(seed_dice[0] - seed_dice[1]) / 2**0.5)
+    assert groups["student-kd"]["sd_over"] == "cases" and groups["student-kd"]["overall"]["dice"]["n"] == 4
+    with (out / "results" / "results.csv").open() as handle:
+        table = list(csv.DictReader(handle))
+    assert [line["stage"] for line in table] == STAGES and "dice_SiteD" in table[0]
+    assert "| student-scratch |" in (out / "results" / "results.md").read_text()
+
+
+def test_rerun_trains_evaluates_and_measures_nothing(experiment, monkeypatch):
+    path, out, _ = experiment
+    before = run_files(out)
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a finished stage was trained again")
+
+    monkeypatch.setattr(stages, "train_run", no_training)
+    console = quiet()
+    run_experiment(load_experiment(path), out, console=console)
+    assert run_files(out) == before
+    assert output(console).count("trained, reused") == len(STAGES)
+
+
+def test_interrupted_stage_resumes_exactly(experiment, tmp_path):
+    path, original, _ = experiment
+    out = tmp_path / "out"
+    shutil.copytree(original, out)
+    config = load_experiment(path)
+    stage = make_plan(config, load_cases(config.data))[-1]  # student-scratch-seed1, no teachers
+    shutil.rmtree(out / stage.run)
+
+    def interrupt(epoch, record):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train_run(config.data, out / stage.run, stage.run_config(out), split=stage.split, on_epoch_end=interrupt)
+    assert load_checkpoint(out / stage.run / "checkpoints" / "last.pt")["progress"]["epoch"] == 1
+    console = quiet()
+    run_experiment(config, out, dry_run=True, console=console)
+    statuses = {line.split("│")[1].strip(): line.split("│")[-2].strip() for line in output(console).splitlines()
+                if line.startswith("│")}
+    assert statuses == {**{name: "done" for name in STAGES[:-1]}, stage.name: "resume"}
+
+    results = run_experiment(config, out, console=quiet())
+    log = [json.loads(line) for line in (out / stage.run / "metrics.jsonl").read_text().splitlines()]
+    assert [record["epoch"] for record in log] == [1, 2]
+    resumed = load_checkpoint(out / stage.run / "checkpoints" / "last.pt")["state_dict"]
+    straight = load_checkpoint(original / stage.run / "checkpoints" / "last.pt")["state_dict"]
+    assert all(torch.equal(resumed[name], tensor) for name, tensor in straight.items())
+    row = next(row for row in results["rows"] if row["stage"] == stage.name)
+    original_summary = json.loads((original / stage.run / "eval" / "test" / "summary.json").read_text())["summary"]
+    assert row["overall"]["dice"]["mean"] == pytest.approx(original_summary["overall"]["dice"]["mean"])
+
+
+def test_refuses_a_folder_holding_something_else(experiment, tmp_path, phantom_data, write_experiment):
+    path, out, _ = experiment
+    raw = yaml.safe_load(path.read_text())
+    raw["students"][0]["steps"] = 30
+    changed = write_experiment(tmp_path / "changed.yaml", phantom_data, students=raw["students"])
+    with pytest.raises(RunDirError, match=r"students\[0\]\.steps is 20 there but 30 in .*changed\.yaml.*--overwrite"):
+        run_experiment(load_experiment(changed), out, dry_run=True, console=quiet())
+    console = quiet()
+    run_experiment(load_experiment(changed), out, dry_run=True, overwrite=True, console=console)
+    assert "resume" not in output(console) and (out / "plan.json").is_file()  # a dry run deletes nothing
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "notes.txt").write_text("mine")
+    with pytest.raises(RunDirError, match="holds no experiment.yaml"):
+        run_experiment(load_experiment(path), other, console=quiet())
+
+
+def test_cli_dry_run_and_one_line_errors(experiment, tmp_path):
+    path, out, _ = experiment
+    result = CliRunner().invoke(app, ["experiment", str(path), "--out", str(out), "--dry-run"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert "student-kd-seed0" in result.output and "new" not in result.output
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(path.read_text().replace("name: scratch", "name: scratch\n  teachers: [fulll]", 1))
+    result = CliRunner().invoke(app, ["experiment", str(bad), "--out", str(tmp_path / "x")], catch_exceptions=False)
+    assert result.exit_code == 1
+    assert "students[0].teachers: unknown teacher 'fulll' (known: full, site)" in result.output.replace("\n", "")
+    assert not (tmp_path / "x").exists()

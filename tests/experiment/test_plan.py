@@ -1,0 +1,112 @@
+"""Plan expansion on the phantom: teachers first, subsets by site / of K cases, students seed by seed."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from prokd.config import ConfigError
+from prokd.data.datalist import load_cases
+from prokd.experiment.config import load_experiment
+from prokd.experiment.plan import make_plan
+
+PLAN_KEYS = {"stage", "kind", "group", "model", "seed", "run", "teachers", "aggregate", "labelled", "budget"}
+
+
+@pytest.fixture(scope="module")
+def index(phantom_data):
+    return load_cases(phantom_data)
+
+
+def plan_for(tmp_path, phantom_data, index, write_experiment, **changes):
+    return make_plan(load_experiment(write_experiment(tmp_path / "e.yaml", phantom_data, **changes)), index)
+
+
+def test_site_teachers_and_students_seed_by_seed(tmp_path, phantom_data, index, write_experiment):
+    teachers = [{"name": "full", "model": "unet-small", "steps": 20},
+                {"name": "site", "model": "unet-tiny", "minutes": 0.5, "by": "site"}]
+    students = [
+        {"name": "scratch", "model": "unet-tiny", "steps": 20},
+        {"name": "kd", "model": "unet-tiny", "steps": 30, "teachers": ["full"]},
+        {"name": "mkd", "model": "unet-tiny", "steps": 20, "seeds": [1], "teachers": ["site"], "labelled": 2,
+         "distill": {"aggregate": "weighted"}},
+    ]
+    plan = plan_for(tmp_path, phantom_data, index, write_experiment, seeds=[0, 1], teachers=teachers, students=students)
+    sites = ["SiteA", "SiteB", "SiteC", "SiteD"]
+    assert [s.name for s in plan] == [
+        "teacher-full-seed0", *(f"teacher-site-{site}-seed0" for site in sites),
+        "student-scratch-seed0", "student-kd-seed0", "student-scratch-seed1", "student-kd-seed1", "student-mkd-seed1",
+    ]
+    by_name = {s.name: s for s in plan}
+    full, mkd = by_name["teacher-full-seed0"], by_name["student-mkd-seed1"]
+    # every stage shares validation and test cases; a site teacher trains on its site's training cases only
+    for stage in plan:
+        assert (stage.split["val"], stage.split["test"]) == (full.split["val"], full.split["test"])
+    for site in sites:
+        stage = by_name[f"teacher-site-{site}-seed0"]
+        site_train = [c.case_id for c in index.labeled if c.site == site and c.case_id in full.split["train"]]
+        assert stage.split["train"] == site_train and stage.group == f"teacher-site-{site}"
+        assert stage.config.train.time_budget_minutes == 0.5 and stage.budget == {"steps": None, "minutes": 0.5}
+    assert len(full.split["train"]) == 4
+    # the multi-teacher student distils from all four site teachers and keeps the labels of 2 training cases
+    assert mkd.teachers == [f"teacher-site-{site}-seed0" for site in sites]
+    assert (mkd.aggregate, mkd.labelled, mkd.group, mkd.seed) == ("weighted", 2, "student-mkd", 1)
+    assert len(mkd.split["train"]) == 2 and set(mkd.split["train"]) <= set(full.split["train"])
+    assert mkd.config.distill.teachers == [f"runs/{name}" for name in mkd.teachers]
+    out = tmp_path / "exp"
+    assert mkd.run_config(out).distill.teachers == [str(out.resolve() / "runs" / n) for n in mkd.teachers]
+    kd = by_name["student-kd-seed1"]
+    assert (kd.config.train.seed, kd.config.train.epochs, kd.config.train.time_budget_minutes) == (1, 3, None)
+    assert kd.teachers == ["teacher-full-seed0"] and kd.aggregate == "mean"
+    assert by_name["student-scratch-seed0"].aggregate is None
+    entry = kd.to_json()
+    assert set(entry) == PLAN_KEYS and entry["run"] == "runs/student-kd-seed1"
+    assert entry["budget"] == {"steps": 30, "minutes": None}
+    json.dumps([s.to_json() for s in plan])
+
+
+def test_k_case_subsets_and_teacher_seeds(tmp_path, phantom_data, index, write_experiment):
+    teachers = [{"name": "site", "model": "unet-tiny", "steps": 20, "by": "cases:2", "seeds": [3, 4]}]
+    students = [{"name": "kd", "model": "unet-tiny", "steps": 20, "teachers": ["site"]}]
+    plan = plan_for(tmp_path, phantom_data, index, write_experiment, teachers=teachers, students=students)
+    assert [s.name for s in plan] == ["teacher-site-k0-seed3", "teacher-site-k1-seed3", "teacher-site-k0-seed4",
+                                      "teacher-site-k1-seed4", "student-kd-seed0"]
+    k0, k1 = plan[0].split["train"], plan[1].split["train"]
+    assert len(k0) == len(k1) == 2 and not set(k0) & set(k1)
+    assert plan[2].split["train"] == k0  # the subsets do not depend on the teacher's seed
+    assert plan[-1].teachers == ["teacher-site-k0-seed3", "teacher-site-k1-seed3"]  # the teacher's first seed
+
+
+def test_saved_split_file_is_used(tmp_path, phantom_data, index, write_experiment):
+    ids = [c.case_id for c in index.labeled]
+    split = {"train": ids[:6], "val": ids[6:8], "test": ids[8:]}
+    (tmp_path / "split.json").write_text(json.dumps(split))
+    plan = plan_for(tmp_path, phantom_data, index, write_experiment, split={"file": "split.json"})
+    assert plan[0].split == split
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"students": [{"name": "s", "model": "unet-tiny", "steps": 5, "labelled": 10}]},
+         "students[0].labelled: cannot choose 10 cases"),
+        ({"teachers": [{"name": "t", "model": "unet-tiny", "steps": 5, "by": "cases:5"}], "students": []},
+         "teachers[0].by: cannot draw"),
+        ({"teachers": [{"name": "full", "model": "unet-tiny", "steps": 5, "by": "site"},
+                       {"name": "full-SiteA", "model": "unet-tiny", "steps": 5}], "students": []},
+         "two stages are named 'teacher-full-SiteA-seed0'"),
+        ({"split": {"mode": "loso", "test_site": "SiteX"}}, "split: unknown test site 'SiteX'"),
+    ],
+)
+def test_expansion_errors_name_the_key(tmp_path, phantom_data, index, write_experiment, changes, message):
+    with pytest.raises(ConfigError, match=rf"e\.yaml: .*{re.escape(message)}"):
+        plan_for(tmp_path, phantom_data, index, write_experiment, **changes)
+
+
+def test_split_file_with_unknown_case(tmp_path, phantom_data, index, write_experiment):
+    (tmp_path / "split.json").write_text(json.dumps({"train": ["nope"], "val": [], "test": ["SiteA_000"]}))
+    with pytest.raises(ConfigError, match=r"split.file: case 'nope' is not a labelled case"):
+        plan_for(tmp_path, phantom_data, index, write_experiment, split={"file": str(Path(tmp_path / "split.json"))})

@@ -1,0 +1,145 @@
+"""Results from hand-made stage outputs: rows, mean ± sd over seeds, stale or missing evaluations, CSV and Markdown."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from prokd.experiment.results import collect_results, group_rows, mean_sd, stage_row, write_results
+
+ROW_KEYS = {"stage", "group", "kind", "model", "seed", "run", "teachers", "aggregate", "params", "macs",
+            "latency_slice_ms", "latency_volume_ms", "train_minutes", "steps", "distance_unit", "overall", "sites"}
+GROUP_KEYS = {"group", "kind", "model", "seeds", "params", "macs", "latency_slice_ms", "latency_volume_ms",
+              "train_minutes", "overall", "sites", "sd_over"}
+
+
+def stats(dice: float, n: int) -> dict[str, dict[str, float]]:
+    """One summary entry: IoU, HD95 and ASSD derived from the Dice so that each is checkable."""
+    values = {"dice": dice, "iou": dice - 0.1, "hd95": 10 * dice, "assd": dice / 2}
+    return {metric: {"mean": value, "sd": 0.05, "n": n} for metric, value in values.items()}
+
+
+def summary(overall: float, site_a: float, site_b: float) -> dict[str, Any]:
+    return {"SiteA": stats(site_a, 2), "SiteB": stats(site_b, 2), "overall": stats(overall, 4)}
+
+
+STAGES = [  # (plan entry, summary, efficiency, last metrics.jsonl record)
+    ({"stage": "teacher-full-seed0", "group": "teacher-full", "kind": "teacher", "model": "unet-large", "seed": 0},
+     summary(0.90, 0.85, 0.95), {"params": 6_500_000, "macs": 2_000_000_000, "latency_slice_ms": 30.0,
+                                 "latency_volume_ms": 900.0}, {"step": 100, "elapsed_seconds": 120.0}),
+    ({"stage": "student-kd-seed0", "group": "student-kd", "kind": "student", "model": "unet-small", "seed": 0,
+      "teachers": ["teacher-full-seed0"], "aggregate": "mean"},
+     summary(0.80, 0.70, 0.90), {"params": 400_000, "macs": 48_000_000, "latency_slice_ms": 10.0,
+                                 "latency_volume_ms": 300.0}, {"step": 50, "elapsed_seconds": 60.0}),
+    ({"stage": "student-kd-seed1", "group": "student-kd", "kind": "student", "model": "unet-small", "seed": 1,
+      "teachers": ["teacher-full-seed0"], "aggregate": "mean"},
+     summary(0.86, 0.80, 0.92), {"params": 400_000, "macs": 48_000_000, "latency_slice_ms": 12.0,
+                                 "latency_volume_ms": 500.0}, {"step": 50, "elapsed_seconds": 90.0}),
+]
+
+
+def plan_entry(partial: dict[str, Any]) -> dict[str, Any]:
+    return {"teachers": [], "aggregate": None, "labelled": None, "budget": {"steps": 50, "minutes": None},
+            "run": f"runs/{partial['stage']}", **partial}
+
+
+def make_rows() -> list[dict[str, Any]]:
+    return [stage_row(plan_entry(stage), summary_, facts, log, "px") for stage, summary_, facts, log in STAGES]
+
+
+def test_rows_and_groups_against_hand_computed_values():
+    rows = make_rows()
+    assert all(set(row) == ROW_KEYS for row in rows)
+    assert (rows[0]["train_minutes"], rows[0]["steps"], rows[0]["distance_unit"]) == (2.0, 100, "px")
+    assert rows[1]["overall"]["dice"] == {"mean": 0.80, "sd": 0.05, "n": 4}
+    assert rows[1]["teachers"] == ["teacher-full-seed0"]
+    assert rows[2]["sites"]["SiteB"]["hd95"]["mean"] == pytest.approx(9.2)
+
+    teacher, kd = group_rows(rows)
+    assert all(set(group) == GROUP_KEYS for group in (teacher, kd))
+    # one seed: the row's own mean ± sd over its test cases
+    assert teacher["sd_over"] == "cases" and teacher["seeds"] == [0]
+    assert teacher["overall"]["dice"] == {"mean": 0.90, "sd": 0.05, "n": 4}
+    assert teacher["sites"]["SiteA"]["dice"] == {"mean": 0.85, "sd": 0.05, "n": 2}
+    # two seeds: mean and sample sd (ddof=1) of the two seeds' case means
+    assert kd["sd_over"] == "seeds" and kd["seeds"] == [0, 1] and (kd["kind"], kd["model"]) == ("student", "unet-small")
+    assert kd["overall"]["dice"] == pytest.approx({"mean": 0.83, "sd": 0.06 / 2**0.5, "n": 2})
+    assert kd["overall"]["iou"]["mean"] == pytest.approx(0.73) and kd["overall"]["hd95"]["mean"] == pytest.approx(8.3)
+    assert kd["sites"]["SiteA"]["dice"] == pytest.approx({"mean": 0.75, "sd": 0.1 / 2**0.5, "n": 2})
+    assert kd["sites"]["SiteB"]["dice"] == pytest.approx({"mean": 0.91, "sd": 0.02 / 2**0.5, "n": 2})
+    assert (kd["params"], kd["macs"]) == (400_000, 48_000_000)
+    assert (kd["latency_slice_ms"], kd["latency_volume_ms"], kd["train_minutes"]) == pytest.approx((11.0, 400.0, 1.25))
+
+
+def test_mean_sd_formatting():
+    assert mean_sd([0.8, 0.9]) == "0.850 ± 0.071"
+    assert mean_sd([0.5]) == "0.500 ± 0.000"
+    assert mean_sd([]) == "–"
+
+
+def write_stage(out: Path, stage: dict[str, Any], summary_: dict, facts: dict, log: dict, evaluated_at: int) -> None:
+    """A stage's files as the runner leaves them; ``best.pt`` is dated 1000 s, the evaluation ``evaluated_at``."""
+    run = out / stage["run"]
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "eval" / "test").mkdir(parents=True)
+    (run / "checkpoints" / "best.pt").write_bytes(b"")
+    first = {"epoch": 1, "step": 1, "elapsed_seconds": 1.0}
+    (run / "metrics.jsonl").write_text(json.dumps(first) + "\n" + json.dumps(log) + "\n")
+    (run / "eval" / "test" / "cases.csv").write_text("case,site,dice,distance_unit\nc1,SiteA,0.8,px\n")
+    (run / "eval" / "test" / "summary.json").write_text(json.dumps({"split": "test", "summary": summary_}))
+    facts = {**facts, "slice_input": [1, 3, 160, 160], "volume_slices": 20, "threads": 2}
+    (run / "efficiency.json").write_text(json.dumps(facts))
+    os.utime(run / "checkpoints" / "best.pt", (1000, 1000))
+    for name in ("eval/test/summary.json", "efficiency.json"):
+        os.utime(run / name, (evaluated_at, evaluated_at))
+
+
+def test_collect_and_write_results_from_a_folder(tmp_path):
+    out = tmp_path / "exp"
+    plan = [plan_entry(stage) for stage, *_ in STAGES]
+    stale = plan_entry({"stage": "student-scratch-seed0", "group": "student-scratch", "kind": "student",
+                        "model": "unet-small", "seed": 0})
+    pending = {**stale, "stage": "student-scratch-seed1", "seed": 1, "run": "runs/student-scratch-seed1"}
+    out.mkdir()
+    (out / "experiment.yaml").write_text(yaml.safe_dump({"name": "hand"}))
+    (out / "plan.json").write_text(json.dumps([*plan, stale, pending]))
+    for entry, (_, summary_, facts, log) in zip(plan, STAGES):
+        write_stage(out, entry, summary_, facts, log, evaluated_at=2000)
+    write_stage(out, stale, *STAGES[1][1:], evaluated_at=500)  # evaluated before its best checkpoint was replaced
+
+    results = collect_results(out)
+    assert results["experiment"] == "hand" and "torch" in results["env"]
+    assert results["rows"] == make_rows()  # the stale and the pending stage are left out
+    assert [group["group"] for group in results["groups"]] == ["teacher-full", "student-kd"]
+
+    markdown = write_results(out, results)
+    assert json.loads((out / "results" / "results.json").read_text()) == results
+    with (out / "results" / "results.csv").open() as handle:
+        lines = list(csv.reader(handle))
+    assert lines[0] == ["stage", "group", "kind", "model", "seed", "params", "macs", "latency_slice_ms",
+                        "latency_volume_ms", "train_minutes", "dice", "dice_sd", "iou", "hd95", "assd",
+                        "dice_SiteA", "dice_SiteB"]
+    assert lines[2] == ["student-kd-seed0", "student-kd", "student", "unet-small", "0", "400000", "48000000", "10.0",
+                        "300.0", "1.0", "0.8", "0.05", str(0.8 - 0.1), "8.0", "0.4", "0.7", "0.9"]
+    text = markdown.read_text()
+    kd = "| student-kd | student | `unet-small` | 0, 1 | 0.40 M | 48.0 M | 11.0 ms | 400 ms | 1.2 | 0.830 ± 0.042 |"
+    teacher = "| teacher-full | teacher | `unet-large` | 0 | 6.50 M | 2.00 G | 30.0 ms | 900 ms | 2.0 | 0.900 ± 0.050 |"
+    assert kd in text and teacher in text
+    assert "HD95 (px)" in text and text.count("| cases |\n") == 1 and text.count("| seeds |\n") == 1
+    assert "| group | SiteA | SiteB |" in text and "| student-kd | 0.750 ± 0.071 | 0.910 ± 0.014 |" in text
+
+
+def test_markdown_before_any_stage_is_evaluated(tmp_path):
+    out = tmp_path / "exp"
+    out.mkdir()
+    (out / "experiment.yaml").write_text(yaml.safe_dump({"name": "empty"}))
+    (out / "plan.json").write_text(json.dumps([plan_entry(STAGES[0][0])]))
+    results = collect_results(out)
+    assert results["rows"] == [] and results["groups"] == []
+    assert "No stage has been evaluated yet." in write_results(out, results).read_text()

@@ -1,0 +1,71 @@
+"""The report page: written, self-contained, every group and figure in it; Markdown twin; the CLI."""
+
+from __future__ import annotations
+
+import re
+
+from typer.testing import CliRunner
+
+from prokd.cli import app
+from prokd.report.blocks import Facts, Plot, Table
+from prokd.report.folder import Experiment
+
+GROUPS = ("teacher-a", "teacher-b", "student-multi")
+
+
+def test_html_is_self_contained_with_every_group_and_figure(report_index, figure_count):
+    html = report_index.read_text()
+    for group in GROUPS:
+        assert group in html
+    assert 'src="figures/' not in html
+    sources = re.findall(r'<img src="([^"]*)"', html)
+    assert len(sources) == html.count("<img") == figure_count
+    assert all(src.startswith("data:image/png;base64,iVBOR") for src in sources)
+    assert not re.search(r"""(?:src|href)=["']?(?:https?:)?//""", html)  # nothing fetched from elsewhere
+    assert "Pareto-optimal groups (fastest first): student-multi" in html
+    assert "4 cases (SiteA 1, SiteB 1, SiteC 1, SiteD 1)" in html
+    assert "seeds (n=2)" in html  # teacher-a has two seeds; the others state that their sd is over cases
+    assert "prostate, SiteA" in html  # the multi-teacher student's weight table
+
+
+def test_markdown_references_the_written_figures(report_index, figure_count):
+    report = report_index.parent
+    markdown = (report / "report.md").read_text()
+    links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", markdown)
+    assert len(links) == figure_count
+    assert all((report / link).is_file() and (report / link).read_bytes().startswith(b"\x89PNG") for link in links)
+    assert sorted(p.name for p in (report / "figures").glob("*.png")) == sorted(link.split("/")[-1] for link in links)
+    for group in GROUPS:
+        assert f"| {group} |" in markdown
+
+
+def test_blocks_escape_html_and_markdown():
+    table = Table(["a|b", "<c>"], [["1 | 2", "x<y"]])
+    assert "&lt;c&gt;" in table.html() and "x&lt;y" in table.html()
+    assert table.markdown().splitlines()[0] == "| a\\|b | <c> |"
+    assert Facts([("git", "abc")]).markdown() == "- **git**: abc"
+    plot = Plot("fig", b"\x89PNG", "a <caption>")
+    assert plot.markdown() == "![fig](figures/fig.png)\n\n*a <caption>*"
+    assert 'src="data:image/png;base64,iVBORw==' in plot.html() and "a &lt;caption&gt;" in plot.html()
+
+
+def test_experiment_folder_best_group_and_rows(experiment_dir):
+    experiment = Experiment.load(experiment_dir)
+    assert experiment.best_group()["group"] == "student-multi"  # the only student group
+    assert [r["seed"] for r in experiment.group_rows("teacher-a")] == [0, 1]
+    assert experiment.sites() == ["SiteA", "SiteB", "SiteC", "SiteD"]
+
+
+def test_cli_report_prints_the_page_and_replaces_stale_figures(experiment_dir, report_index):
+    stale = experiment_dir / "report" / "figures" / "stale.png"
+    stale.write_bytes(b"old")
+    result = CliRunner().invoke(app, ["report", str(experiment_dir)], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert result.output.strip().replace("\n", "") == str(report_index)
+    assert not stale.exists()
+
+
+def test_cli_report_on_a_folder_without_results_is_one_error_line(tmp_path):
+    result = CliRunner().invoke(app, ["report", str(tmp_path)])
+    assert result.exit_code == 1
+    assert "results.json: not found" in result.output and "Traceback" not in result.output
