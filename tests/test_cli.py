@@ -105,3 +105,13 @@ def test_data_check_on_promise12(promise12):
     assert result.exit_code == 0, result.output
     for site in ("BIDMC", "UCL", "RUNMC", "HK"):
         assert site in result.output
+
+
+def test_data_phantom_writes_a_dataset_and_refuses_to_overwrite_it(tmp_path):
+    out = tmp_path / "phantom"
+    result = runner.invoke(app, ["data", "phantom", str(out), "--cases-per-site", "2", "--unlabeled-per-site", "1"])
+    assert result.exit_code == 0, result.output
+    datalist = json.loads((out / "dataset.json").read_text())
+    assert len(datalist["training"]) == 8 and len(datalist["unlabeled"]) == 4
+    again = runner.invoke(app, ["data", "phantom", str(out)])
+    assert again.exit_code == 1 and "dataset.json exists" in again.output

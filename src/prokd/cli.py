@@ -129,6 +129,23 @@ def run_training(
     )
 
 
+@data_app.command("phantom")
+def data_phantom(
+    out: Annotated[Path, typer.Argument(help="Folder to write (imagesTr/, labelsTr/, imagesTs/, dataset.json).")],
+    cases_per_site: Annotated[int, typer.Option(help="Labelled cases per site (4 sites).")] = 6,
+    unlabeled_per_site: Annotated[int, typer.Option(help="Unlabelled cases per site.")] = 2,
+    seed: Annotated[int, typer.Option(help="Seed of the phantom's anatomy and noise.")] = 0,
+) -> None:
+    """Write the synthetic multi-site prostate phantom as NIfTI files and a datalist (offline test data)."""
+    from prokd.data.phantom import write_phantom
+
+    with user_errors():
+        if (out / "dataset.json").exists():
+            raise RunDirError(f"{out / 'dataset.json'} exists; choose another folder")
+        datalist = write_phantom(out, cases_per_site, unlabeled_per_site, seed)
+    console.print(f"phantom written: {datalist}", highlight=False, soft_wrap=True)
+
+
 @app.command()
 def train(
     data: DataOption,
