@@ -35,7 +35,7 @@ def test_overrides_and_type_coercion(tmp_path):
         ({"model": {"out_channels": 3}}, "model.out_channels"),
         ({"split": {"mode": "loso"}}, "split.test_site"),
         ({"distill": {"restrict": "edges"}}, "distill.restrict"),
-        ({"distill": {"cache_teachers": True}}, "distill.cache_teachers"),
+        ({"distill": {"cache_teachers": True, "feature": 1.0}}, "distill.cache_teachers"),
         ({"augment": []}, "augment: expected a mapping"),
     ],
 )
@@ -59,6 +59,6 @@ def test_file_errors_name_the_file(tmp_path):
         load_config(wrong)
 
 
-def test_teacher_cache_allowed_without_augmentation():
-    config = RunConfig.from_dict({"augment": {"enabled": False}, "distill": {"cache_teachers": True}})
-    assert config.distill == DistillConfig(cache_teachers=True)
+def test_teacher_cache_allowed_with_augmentation():
+    config = RunConfig.from_dict({"distill": {"cache_teachers": True}})
+    assert config.augment.enabled and config.distill == DistillConfig(cache_teachers=True)

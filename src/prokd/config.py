@@ -173,8 +173,9 @@ class DistillConfig:
         aggregate_kwargs: keyword arguments of the aggregator.
         gate: weight of the learned gate's own loss on labelled slices (``learned`` only).
         unlabeled_fraction: share of each batch drawn from unlabelled images (KD terms only).
-        cache_teachers: keep each teacher's outputs per slice in memory and reuse them (the teacher forward pass
-            dominates a KD step on a CPU); only valid without augmentation, when a slice's input never changes.
+        cache_teachers: compute each teacher's logits once per (un-augmented) slice, keep them in memory and move
+            them with the slice through the spatial augmentation (the teacher forward pass dominates a KD step on
+            a CPU); logits only, so the feature term must be off.
     """
 
     teachers: list[str] = field(default_factory=list)
@@ -198,6 +199,8 @@ class DistillConfig:
         _require(self.kl >= 0 and self.feature >= 0, "distill", "term weights must be >= 0")
         _require(self.restrict in ("none", "uncertain", "boundary"), "distill.restrict", "must be none, uncertain or boundary")
         _require(0.0 <= self.unlabeled_fraction < 1.0, "distill.unlabeled_fraction", "must be in [0, 1)")
+        _require(not (self.cache_teachers and self.feature > 0), "distill.cache_teachers",
+                 "caches the teachers' logits only; the feature term needs their forward pass (set distill.feature: 0)")
 
 
 @dataclass
@@ -215,10 +218,6 @@ class RunConfig:
     sites: list[str] | None = None
     max_cases: int | None = None
     label_map: dict[int, int] | None = None
-
-    def __post_init__(self) -> None:
-        if self.distill is not None and self.distill.cache_teachers:
-            _require(not self.augment.enabled, "distill.cache_teachers", "needs augment.enabled: false")
 
     def to_dict(self) -> dict[str, Any]:
         return plain(dataclasses.asdict(self))

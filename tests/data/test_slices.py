@@ -81,3 +81,37 @@ def test_unlabelled_cases_are_rejected():
     case.label = None
     with pytest.raises(ValueError, match="c0"):
         SliceSampler([case], batch_size=2)
+
+
+def label_as_teacher_map(case: GridCase, z: int) -> np.ndarray:
+    """A stand-in for cached teacher logits: the slice's label scaled, as one (1, S, S) channel."""
+    return 5.0 * case.label[z][None].astype(np.float32)
+
+
+def test_teacher_maps_move_with_the_spatial_augmentation_only():
+    spatial_only = AugmentConfig(flip_prob=0.5, affine_prob=1.0, intensity_prob=0.0, bias_field_prob=0.0,
+                                 noise_prob=0.0, contrast_prob=0.0)
+    sampler = SliceSampler([grid_case(foreground=(3, 4, 5))], batch_size=16, foreground_fraction=1.0,
+                           augmentation=build_augmentation(spatial_only, size=32), teacher_maps=label_as_teacher_map)
+    batch = sampler.batch(sampler.seed(3))
+    assert batch.teacher.shape == (16, 1, 32, 32)
+    moved = (batch.teacher / 5.0 > 0.5).float()
+    unmoved = torch.from_numpy(label_as_teacher_map(grid_case(), 4)) / 5.0  # slices 3-5 share one box
+
+    def dice(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return 2 * (a * b).sum(dim=(1, 2, 3)) / (a.sum(dim=(1, 2, 3)) + b.sum(dim=(1, 2, 3)))
+
+    assert dice(moved, batch.y).min() > 0.85, "the teacher map was not moved like the label"
+    assert dice(unmoved.expand_as(batch.y), batch.y).min() < 0.7, "the augmentation barely moved anything"
+
+    intensity_only = AugmentConfig(flip_prob=0.0, affine_prob=0.0, intensity_prob=1.0, noise_prob=1.0)
+    sampler = SliceSampler([grid_case()], batch_size=8, foreground_fraction=1.0,
+                           augmentation=build_augmentation(intensity_only, size=32), teacher_maps=label_as_teacher_map)
+    batch = sampler.batch(sampler.seed(0))
+    assert torch.equal(batch.teacher, 5.0 * batch.y), "intensity transforms must leave the teacher map alone"
+    assert not torch.equal(batch.x[:, :, 0, 0], batch.x.round()[:, :, 0, 0]), "the image was augmented"
+
+
+def test_no_teacher_maps_no_batch_teacher():
+    sampler = SliceSampler([grid_case()], batch_size=2)
+    assert sampler.batch(sampler.seed(0)).teacher is None

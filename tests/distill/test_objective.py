@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import copy
 
+import numpy as np
 import pytest
 import torch
 
 from prokd.config import DistillConfig, PreprocessConfig
-from prokd.data.slices import Batch
+from prokd.data.preprocess import GridPlan
+from prokd.data.slices import Batch, GridCase, SliceSampler
 from prokd.distill.objective import DistillationObjective
 from prokd.distill.teachers import Teacher, centre_channels, check_compatible
 from prokd.losses import SegmentationLoss
@@ -109,17 +111,24 @@ def test_incompatible_teacher_is_rejected():
         centre_channels(torch.zeros(1, 1, 4, 4), 3)
 
 
-def test_cached_teacher_outputs_equal_fresh_ones():
-    teacher = make_teacher()
+def test_cached_teacher_logits_equal_fresh_ones_and_run_once_per_slice():
+    plan = GridPlan(volume_shape=(6, 32, 32), crop_box=(0, 32, 0, 32), resampled_shape=(32, 32), offset=(0, 0), size=32)
+    torch.manual_seed(2)
+    label = np.zeros((6, 32, 32), dtype=np.uint8)
+    label[:, 8:24, 8:24] = 1
+    case = GridCase("c0", "SiteA", torch.randn(6, 32, 32).numpy(), label, plan)
+    teachers = [make_teacher(), make_teacher("unet-tiny", seed=1)]
     student = build_model("unet-tiny", 1, 1)
-    fresh = objective_for(student, [teacher], feature=1.0)
-    cached = objective_for(student, [teacher], feature=1.0, cache_teachers=True)
-    first = batch()
-    first.keys = (("c0", 3), ("c1", 5))
+    fresh = objective_for(student, teachers)
+    cached = objective_for(student, teachers, cache_teachers=True)
     calls = []
-    teacher.model.register_forward_hook(lambda module, args, output: calls.append(args[0].shape[0]))
-    expected, _ = fresh(student, first)
-    assert cached(student, first)[0].item() == pytest.approx(expected.item(), rel=1e-6)
-    again = Batch(first.x.flip(0), first.y, first.labelled, (("c1", 5), ("c0", 3)))
-    assert cached(student, again)[0].item() == pytest.approx(fresh(student, again)[0].item(), rel=1e-6)
-    assert calls == [2, 2, 2]
+    teachers[0].model.register_forward_hook(lambda module, args, output: calls.append(args[0].shape[0]))
+    sampler = SliceSampler([case], batch_size=16, teacher_maps=cached.teacher_logits)
+    slices = set()
+    for seed in (0, 1):
+        drawn = sampler.batch(sampler.seed(seed))
+        slices |= set(drawn.keys)
+        assert drawn.teacher.shape == (16, 2, 32, 32)
+        plain = Batch(drawn.x, drawn.y, drawn.labelled, drawn.keys)
+        assert cached(student, drawn)[0].item() == pytest.approx(fresh(student, plain)[0].item(), rel=1e-5)
+    assert calls.count(1) == len(slices), "one teacher forward pass per distinct slice"

@@ -5,7 +5,10 @@ important transform here; the intensity transforms imitate scanner differences (
 field, noise, contrast).
 
 Inputs are dictionaries with ``"image"`` ``(C, H, W)`` float32 (normalised intensities; C = 2.5D context
-channels) and ``"label"`` ``(1, H, W)``; spatial transforms move both, intensity transforms touch the image.
+channels), ``"label"`` ``(1, H, W)`` and optionally ``"teacher"`` ``(K, H, W)``, cached teacher logits of the
+un-augmented slice (distillation with ``distill.cache_teachers``). Spatial transforms move all three (the
+label with nearest-neighbour, the others bilinearly); intensity transforms touch the image only, so a
+cached teacher keeps its view of the clean slice.
 """
 
 from __future__ import annotations
@@ -26,7 +29,8 @@ from monai.transforms import (
 
 from prokd.config import AugmentConfig
 
-KEYS = ("image", "label")
+KEYS = ("image", "label", "teacher")
+SPATIAL_MODES = ("bilinear", "nearest", "bilinear")
 
 
 def build_augmentation(config: AugmentConfig, size: int) -> Compose | None:
@@ -38,23 +42,25 @@ def build_augmentation(config: AugmentConfig, size: int) -> Compose | None:
     if not config.enabled:
         return None
     spatial = [
-        RandFlipd(KEYS, prob=config.flip_prob, spatial_axis=1),
+        RandFlipd(KEYS, prob=config.flip_prob, spatial_axis=1, allow_missing_keys=True),
         RandZoomd(
             KEYS,
             prob=config.affine_prob,
             min_zoom=config.zoom_range[0],
             max_zoom=config.zoom_range[1],
-            mode=("bilinear", "nearest"),
+            mode=SPATIAL_MODES,
             padding_mode="edge",
             keep_size=True,
+            allow_missing_keys=True,
         ),
         RandAffined(
             KEYS,
             prob=config.affine_prob,
             rotate_range=math.radians(config.rotate_degrees),
             translate_range=config.translate_fraction * size,
-            mode=("bilinear", "nearest"),
+            mode=SPATIAL_MODES,
             padding_mode="border",
+            allow_missing_keys=True,
         ),
     ]
     intensity = [

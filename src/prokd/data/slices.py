@@ -7,7 +7,9 @@ holds ``x`` ``(B, 2 * context + 1, S, S)`` float32, ``y`` ``(B, 1, S, S)`` float
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -19,13 +21,15 @@ from prokd.data.preprocess import GridPlan, Preprocessor
 
 @dataclass
 class Batch:
-    """Training slices: ``x`` ``(B, C, S, S)``, ``y`` ``(B, 1, S, S)``, ``labelled`` ``(B,)`` bool, and
-    ``keys``: the ``(case_id, slice index)`` each sample was drawn from."""
+    """Training slices: ``x`` ``(B, C, S, S)``, ``y`` ``(B, 1, S, S)``, ``labelled`` ``(B,)`` bool,
+    ``keys``: the ``(case_id, slice index)`` each sample was drawn from, and ``teacher`` ``(B, K, S, S)``: the
+    teachers' cached logits, augmented with the slice (None unless the sampler has ``teacher_maps``)."""
 
     x: torch.Tensor
     y: torch.Tensor
     labelled: torch.Tensor
     keys: tuple[tuple[str, int], ...] = ()
+    teacher: torch.Tensor | None = None
 
 
 @dataclass
@@ -88,6 +92,8 @@ class SliceSampler:
         augmentation: MONAI transform applied to ``{"image": (C, S, S), "label": (1, S, S)}``, or None.
         unlabeled: cases without labels (images only), for distillation.
         unlabeled_fraction: probability that a sample is drawn from ``unlabeled``.
+        teacher_maps: ``(case, slice index) -> (K, S, S)`` teacher logits of the un-augmented slice; they are
+            augmented with the slice (spatial transforms only) and returned as ``Batch.teacher``.
     """
 
     def __init__(
@@ -99,6 +105,7 @@ class SliceSampler:
         augmentation: Compose | None = None,
         unlabeled: list[GridCase] | None = None,
         unlabeled_fraction: float = 0.0,
+        teacher_maps: Callable[[GridCase, int], np.ndarray] | None = None,
     ) -> None:
         unlabelled = [c.case_id for c in cases if c.label is None]
         if not cases or unlabelled:
@@ -113,6 +120,7 @@ class SliceSampler:
         self._foreground = [c.foreground_slices for c in cases]
         self.unlabeled = unlabeled or []
         self.unlabeled_fraction = unlabeled_fraction
+        self.teacher_maps = teacher_maps
 
     def seed(self, seed: int) -> np.random.Generator:
         """Reseed the augmentation with ``seed`` and return the sampling generator for the same seed."""
@@ -123,10 +131,16 @@ class SliceSampler:
     def batch(self, rng: np.random.Generator) -> Batch:
         """Draw one batch of ``batch_size`` slices."""
         samples = [self._sample(rng) for _ in range(self.batch_size)]
-        images, labels, labelled, keys = zip(*samples)
-        return Batch(torch.stack(images), torch.stack(labels), torch.tensor(labelled, dtype=torch.bool), keys)
+        images, labels, labelled, keys, teacher = zip(*samples)
+        return Batch(
+            torch.stack(images),
+            torch.stack(labels),
+            torch.tensor(labelled, dtype=torch.bool),
+            keys,
+            None if self.teacher_maps is None else torch.stack(teacher),
+        )
 
-    def _sample(self, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor, bool, tuple[str, int]]:
+    def _sample(self, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor, bool, tuple[str, int], Any]:
         if self.unlabeled_fraction > 0 and rng.random() < self.unlabeled_fraction:
             case = self.unlabeled[int(rng.integers(len(self.unlabeled)))]
             z = int(rng.integers(len(case.image)))
@@ -140,8 +154,9 @@ class SliceSampler:
                 z = int(rng.integers(len(case.image)))
             label = case.label[z][None].astype(np.float32)
         item = {"image": context_stack(case.image, z, self.context).astype(np.float32), "label": label}
+        if self.teacher_maps is not None:
+            item["teacher"] = self.teacher_maps(case, z)
         if self.augmentation is not None:
             item = self.augmentation(item)
-        image = torch.as_tensor(np.asarray(item["image"]), dtype=torch.float32)
-        label_tensor = torch.as_tensor(np.asarray(item["label"]), dtype=torch.float32)
-        return image, label_tensor, case.label is not None, (case.case_id, z)
+        tensors = {key: torch.as_tensor(np.asarray(value), dtype=torch.float32) for key, value in item.items()}
+        return tensors["image"], tensors["label"], case.label is not None, (case.case_id, z), tensors.get("teacher")

@@ -15,15 +15,21 @@ distillation + Kullback-Leibler divergence + Lovász + Dice.
 
 Teachers are kept in a plain list: they are not submodules, so they stay frozen in eval mode and are left
 out of the objective's ``state_dict`` (which holds the adapters and the aggregator).
+
+With ``cache_teachers`` the teachers' logits of each slice are computed once, on the un-augmented slice
+(:meth:`DistillationObjective.teacher_logits`, the sampler's ``teacher_maps``), and travel with the slice
+through the spatial augmentation (``Batch.teacher``): the teacher forward pass, which dominates a KD step on a
+CPU, then runs once per slice instead of once per step.
 """
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import nn
 
 from prokd.config import DistillConfig, PreprocessConfig
-from prokd.data.slices import Batch
+from prokd.data.slices import Batch, GridCase, context_stack
 from prokd.distill.aggregate import AggregateResult, build_aggregator
 from prokd.distill.gate import LearnedAggregator, gate_loss
 from prokd.distill.teachers import Teacher, centre_channels, check_compatible
@@ -72,7 +78,8 @@ class DistillationObjective(nn.Module):
         self.context = max(student_preprocess.context, *(t.preprocess.context for t in teachers))
         self.aggregator = build_aggregator(config.aggregate, len(teachers), **self._aggregator_kwargs(student_preprocess))
         self.student_taps = tuple(config.student_taps or student_taps)
-        self._cache: dict[tuple[int, str, int], tuple[torch.Tensor, dict[str, torch.Tensor]]] = {}
+        self._cache: dict[tuple[str, int], np.ndarray] = {}
+        self._teacher_channels: list[int] = []
         self.pairs: list[list[tuple[int, int]]] = []
         self.feature_terms = nn.ModuleList()
         if config.feature > 0:
@@ -120,21 +127,25 @@ class DistillationObjective(nn.Module):
             teacher.model.eval()
         return self
 
+    @torch.no_grad()
+    def teacher_logits(self, case: GridCase, z: int) -> np.ndarray:
+        """Every teacher's logits for slice ``z`` of ``case`` (un-augmented), stacked as ``(K, S, S)`` channels
+        (``K`` = the sum of the teachers' output channels); computed once per slice, then served from memory."""
+        key = (case.case_id, z)
+        if key not in self._cache:
+            x = torch.from_numpy(context_stack(case.image, z, self.context).astype(np.float32))[None]
+            logits = [teacher(x)[0][0] for teacher in self._teachers]
+            self._teacher_channels = [len(t_logits) for t_logits in logits]
+            self._cache[key] = torch.cat(logits).numpy()
+        return self._cache[key]
+
     def _teacher_outputs(self, k: int, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Teacher ``k``'s logits and feature maps for the batch, from the cache where allowed."""
-        teacher = self._teachers[k]
-        with_features = bool(self.feature_terms)
-        if not self.config.cache_teachers:
-            return teacher(batch.x, with_features=with_features)
-        missing = [i for i, key in enumerate(batch.keys) if (k, *key) not in self._cache]
-        if missing:
-            logits, features = teacher(batch.x[missing], with_features=with_features)
-            for row, i in enumerate(missing):
-                self._cache[(k, *batch.keys[i])] = (logits[row], {n: f[row] for n, f in features.items()})
-        cached = [self._cache[(k, *key)] for key in batch.keys]
-        logits = torch.stack([c[0] for c in cached])
-        names = cached[0][1].keys()
-        return logits, {n: torch.stack([c[1][n] for c in cached]) for n in names}
+        """Teacher ``k``'s logits (and feature maps) for the batch: run on ``batch.x``, or taken from the cached
+        and augmented ``batch.teacher``."""
+        if batch.teacher is None:
+            return self._teachers[k](batch.x, with_features=bool(self.feature_terms))
+        start = sum(self._teacher_channels[:k])
+        return batch.teacher[:, start : start + self._teacher_channels[k]], {}
 
     def _aggregator_kwargs(self, student_preprocess: PreprocessConfig) -> dict:
         kwargs = dict(self.config.aggregate_kwargs)

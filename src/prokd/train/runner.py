@@ -7,10 +7,12 @@ supervised run is a distillation run with no teacher.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from rich.console import Console
 from torch import nn
@@ -102,8 +104,14 @@ def checkpoint_meta(prepared: PreparedRun) -> dict[str, Any]:
     }
 
 
-def make_sampler(prepared: PreparedRun, context: int | None = None, unlabeled: list[GridCase] | None = None) -> SliceSampler:
-    """The run's slice sampler; ``context`` may exceed the student's (for teachers that see more slices)."""
+def make_sampler(
+    prepared: PreparedRun,
+    context: int | None = None,
+    unlabeled: list[GridCase] | None = None,
+    teacher_maps: Callable[[GridCase, int], np.ndarray] | None = None,
+) -> SliceSampler:
+    """The run's slice sampler; ``context`` may exceed the student's (for teachers that see more slices);
+    ``teacher_maps`` supplies cached teacher logits per slice (``distill.cache_teachers``)."""
     config = prepared.config
     return SliceSampler(
         prepared.train_cases,
@@ -113,6 +121,7 @@ def make_sampler(prepared: PreparedRun, context: int | None = None, unlabeled: l
         augmentation=build_augmentation(config.augment, config.preprocess.size),
         unlabeled=unlabeled,
         unlabeled_fraction=config.distill.unlabeled_fraction if config.distill and unlabeled else 0.0,
+        teacher_maps=teacher_maps,
     )
 
 
@@ -142,7 +151,8 @@ def train_run(
     else:
         objective = build_distillation(prepared, seg_loss)
         unlabeled = prepared.unlabeled_cases() if config.distill.unlabeled_fraction > 0 else None
-        sampler = make_sampler(prepared, context=objective.context, unlabeled=unlabeled)
+        cached = objective.teacher_logits if config.distill.cache_teachers else None
+        sampler = make_sampler(prepared, context=objective.context, unlabeled=unlabeled, teacher_maps=cached)
     return fit(
         prepared.run_dir,
         config,
