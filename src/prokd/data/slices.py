@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import torch
@@ -140,7 +139,9 @@ class SliceSampler:
             None if self.teacher_maps is None else torch.stack(teacher),
         )
 
-    def _sample(self, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor, bool, tuple[str, int], Any]:
+    def _sample(
+        self, rng: np.random.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor, bool, tuple[str, int], torch.Tensor | None]:
         if self.unlabeled_fraction > 0 and rng.random() < self.unlabeled_fraction:
             case = self.unlabeled[int(rng.integers(len(self.unlabeled)))]
             z = int(rng.integers(len(case.image)))
