@@ -85,6 +85,18 @@ def test_gradients_flow(out_channels):
     assert torch.isfinite(logits.grad).all() and logits.grad.abs().sum() > 0
 
 
+def test_lovasz_warmup_ramps_the_lovasz_weight_linearly():
+    torch.manual_seed(0)
+    logits = torch.randn(2, 1, 2, 2)
+    loss = SegmentationLoss(1, dice=0.5, lovasz=2.0, ce=1.0, lovasz_warmup=0.4)
+    for progress, ramp in [(0.0, 0.0), (0.1, 0.25), (0.4, 1.0), (0.9, 1.0)]:
+        loss.set_progress(progress)
+        total, terms = loss(logits, TARGET)
+        expected = 0.5 * terms["dice"] + 2.0 * ramp * terms["lovasz"] + terms["ce"]
+        assert total.item() == pytest.approx(expected, abs=1e-6)
+        assert terms["lovasz"] > 0.1  # logged unweighted, whatever the ramp
+
+
 def test_from_config_keeps_only_positive_weights():
     loss = SegmentationLoss.from_config(LossConfig(dice=0.0, lovasz=1.0, ce=0.5), out_channels=2)
     assert loss.out_channels == 2 and loss.weights == {"lovasz": 1.0, "ce": 0.5}
@@ -99,6 +111,8 @@ def test_rejects_bad_settings_and_shapes():
         SegmentationLoss(1, dice=0.0, lovasz=0.0, ce=0.0)
     with pytest.raises(ValueError, match="weights"):
         SegmentationLoss(1, dice=-1.0)
+    with pytest.raises(ValueError, match="lovasz_warmup"):
+        SegmentationLoss(1, lovasz_warmup=1.0)
     with pytest.raises(ValueError, match=r"logits must be \(B, 2, H, W\)"):
         SegmentationLoss(2)(torch.zeros(2, 1, 2, 2), TARGET)
     with pytest.raises(ValueError, match="target must be"):

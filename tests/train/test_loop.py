@@ -7,6 +7,7 @@ import json
 import pytest
 import torch
 
+from prokd.losses import SegmentationLoss
 from prokd.train.checkpoint import load_checkpoint
 from prokd.train.loop import learning_rate
 from prokd.train.run_folder import RunDirError
@@ -42,6 +43,15 @@ def test_tiny_training_raises_dice_and_writes_run_folder(phantom_data, tmp_path,
     assert best["preprocess"]["size"] == 64
     split = json.loads((run / "split.json").read_text())
     assert not set(split["train"]) & set(split["test"])
+
+
+def test_loop_reports_progress_to_the_lovasz_warmup(phantom_data, tmp_path, tiny_config, monkeypatch):
+    reported = []
+    monkeypatch.setattr(SegmentationLoss, "set_progress", lambda self, progress: reported.append(progress))
+    config = tiny_config(epochs=2, steps_per_epoch=3)
+    config.loss.lovasz_warmup = 0.5
+    train_run(phantom_data, tmp_path / "run", config)
+    assert reported == pytest.approx([step / 6 for step in range(6)])
 
 
 def test_resume_is_identical_to_uninterrupted_run(phantom_data, tmp_path, tiny_config):

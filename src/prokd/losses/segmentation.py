@@ -20,6 +20,13 @@ small smoothing, maximal for any false positive on an empty slice). Smoothing st
 numerator and denominator, which only matters for a batch without any foreground. The background channel
 is left out of the 2-channel Dice (as in nnU-Net) so that Dice measures the foreground only in both modes.
 The Lovász terms also treat the batch as one set of pixels (``per_image=False``) for the same reason.
+
+Lovász warm-up: Berman et al. (CVPR 2018) fine-tune with the Lovász loss after cross-entropy training. From
+a random start, the Lovász hinge holds the logits near 0 (correct sign, margin far below 1) for a long
+plateau: on PROMISE12 a unet-small student with the three terms sat at a training Dice loss of 0.91 for 500
+steps, and reached 0.45 validation Dice at step 500 against 0.60 without the Lovász term. ``lovasz_warmup``
+ramps the Lovász weight linearly from 0 to ``lovasz`` over that fraction of training; the training loop
+reports progress with :meth:`SegmentationLoss.set_progress`.
 """
 
 from __future__ import annotations
@@ -43,19 +50,32 @@ class SegmentationLoss(nn.Module):
         dice: weight of the soft Dice loss.
         lovasz: weight of the Lovász loss (hinge for 1 channel, softmax for 2).
         ce: weight of the (binary) cross-entropy.
+        lovasz_warmup: fraction of training (in [0, 1)) over which the Lovász weight ramps up from 0.
 
-    Terms with weight 0 are not computed.
+    Terms with weight 0 are not computed. Until :meth:`set_progress` is called the Lovász term has its full
+    weight; the logged term values are always unweighted.
     """
 
-    def __init__(self, out_channels: int = 1, dice: float = 1.0, lovasz: float = 1.0, ce: float = 1.0) -> None:
+    def __init__(
+        self,
+        out_channels: int = 1,
+        dice: float = 1.0,
+        lovasz: float = 1.0,
+        ce: float = 1.0,
+        lovasz_warmup: float = 0.0,
+    ) -> None:
         super().__init__()
         if out_channels not in (1, 2):
             raise ValueError(f"SegmentationLoss: out_channels must be 1 or 2, got {out_channels}")
         weights = {"dice": dice, "lovasz": lovasz, "ce": ce}
         if any(weight < 0 for weight in weights.values()) or not any(weight > 0 for weight in weights.values()):
             raise ValueError(f"SegmentationLoss: weights must be >= 0 with at least one > 0, got {weights}")
+        if not 0.0 <= lovasz_warmup < 1.0:
+            raise ValueError(f"SegmentationLoss: lovasz_warmup must be in [0, 1), got {lovasz_warmup}")
         self.out_channels = out_channels
         self.weights = {name: weight for name, weight in weights.items() if weight > 0}
+        self.lovasz_warmup = lovasz_warmup
+        self.lovasz_ramp = 1.0
         if out_channels == 1:
             self.dice_loss = DiceLoss(sigmoid=True, batch=True)
         else:
@@ -63,7 +83,17 @@ class SegmentationLoss(nn.Module):
 
     @classmethod
     def from_config(cls, loss_cfg: LossConfig, out_channels: int) -> SegmentationLoss:
-        return cls(out_channels=out_channels, dice=loss_cfg.dice, lovasz=loss_cfg.lovasz, ce=loss_cfg.ce)
+        return cls(
+            out_channels=out_channels,
+            dice=loss_cfg.dice,
+            lovasz=loss_cfg.lovasz,
+            ce=loss_cfg.ce,
+            lovasz_warmup=loss_cfg.lovasz_warmup,
+        )
+
+    def set_progress(self, progress: float) -> None:
+        """Scale the Lovász weight for training ``progress`` in [0, 1] (linear ramp over ``lovasz_warmup``)."""
+        self.lovasz_ramp = min(1.0, progress / self.lovasz_warmup) if self.lovasz_warmup > 0 else 1.0
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
         """Weighted total loss and the value of each computed term.
@@ -77,8 +107,11 @@ class SegmentationLoss(nn.Module):
         """
         self._check_shapes(logits, target)
         terms = {name: getattr(self, f"_{name}")(logits, target) for name in self.weights}
-        total = sum(self.weights[name] * value for name, value in terms.items())
+        total = sum(self._weight(name) * value for name, value in terms.items())
         return total, {name: float(value.detach()) for name, value in terms.items()}
+
+    def _weight(self, name: str) -> float:
+        return self.weights[name] * (self.lovasz_ramp if name == "lovasz" else 1.0)
 
     def _dice(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return self.dice_loss(logits, target.to(logits.dtype))

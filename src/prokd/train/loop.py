@@ -130,6 +130,7 @@ def fit(
                 lr = learning_rate(train_cfg.lr, progress_fraction(), warmup)
                 for group in optimizer.param_groups:
                     group["lr"] = lr
+                _report_progress(objective, progress_fraction())
                 loss, terms = objective(model, sampler.batch(rng))
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
@@ -163,6 +164,13 @@ def fit(
             if on_epoch_end is not None:
                 on_epoch_end(state.epoch, record)
     return state
+
+
+def _report_progress(objective: nn.Module, progress: float) -> None:
+    """Tell the objective's segmentation losses how far training is (their Lovász warm-up)."""
+    for module in objective.modules():
+        if isinstance(module, SegmentationLoss):
+            module.set_progress(progress)
 
 
 def validate(predictor: Predictor, cases: list[ValidationCase]) -> float:
