@@ -139,6 +139,16 @@ def test_adaptive_image_confidence_down_weights_a_confused_teacher_everywhere_on
     assert result.weights[0, 0, 0, 0, 0] > 0.75
 
 
+def test_adaptive_local_mean_is_the_border_clipped_box_mean():
+    maps = torch.rand(3, 2, 1, 9, 11)
+    local = build_aggregator("adaptive", 3, window=5).local_mean(maps)
+    assert local.shape == maps.shape
+    # corner pixel: the window is clipped to the 3 x 3 block of rows/cols 0..2
+    torch.testing.assert_close(local[1, 0, 0, 0, 0], maps[1, 0, 0, :3, :3].mean())
+    torch.testing.assert_close(local[2, 1, 0, 4, 5], maps[2, 1, 0, 2:7, 3:8].mean())
+    torch.testing.assert_close(local[0, 1, 0, 8, 6], maps[0, 1, 0, 6:9, 4:9].mean())
+
+
 def test_adaptive_rejects_bad_settings():
     with pytest.raises(ValueError, match="window must be an odd number"):
         build_aggregator("adaptive", 2, window=4)
