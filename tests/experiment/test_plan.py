@@ -13,7 +13,8 @@ from prokd.data.datalist import load_cases
 from prokd.experiment.config import load_experiment
 from prokd.experiment.plan import make_plan
 
-PLAN_KEYS = {"stage", "kind", "group", "model", "seed", "run", "teachers", "aggregate", "labelled", "budget"}
+PLAN_KEYS = {"stage", "kind", "group", "model", "seed", "run", "teachers", "aggregate", "labelled", "budget",
+             "baseline"}
 
 
 @pytest.fixture(scope="module")
@@ -66,6 +67,29 @@ def test_site_teachers_and_students_seed_by_seed(tmp_path, phantom_data, index, 
     assert set(entry) == PLAN_KEYS and entry["run"] == "runs/student-kd-seed1"
     assert entry["budget"] == {"steps": 30, "minutes": None}
     json.dumps([s.to_json() for s in plan])
+
+
+def test_distilled_students_are_linked_to_the_scratch_student_of_the_same_recipe(
+    tmp_path, phantom_data, index, write_experiment
+):
+    teachers = [{"name": "full", "model": "unet-tiny", "steps": 20}]
+    kd = {"model": "unet-tiny", "steps": 20, "teachers": ["full"]}
+    students = [
+        {"name": "scratch", "model": "unet-tiny", "steps": 20},
+        {"name": "scratch-2", "model": "unet-tiny", "steps": 20, "labelled": 2},
+        {"name": "kd", **kd},
+        {"name": "kd-2", **kd, "labelled": 2, "distill": {"aggregate": "mean"}},
+        {"name": "kd-longer", **kd, "steps": 30},
+        {"name": "kd-lr", **kd, "overrides": {"train.lr": 0.01}},
+    ]
+    plan = plan_for(tmp_path, phantom_data, index, write_experiment, seeds=[0, 1], teachers=teachers, students=students)
+    baselines = {stage.name: stage.baseline for stage in plan if stage.kind == "student"}
+    assert baselines == {
+        **{f"student-{name}-seed{seed}": None for name in ("scratch", "scratch-2") for seed in (0, 1)},
+        **{f"student-kd-seed{seed}": "student-scratch" for seed in (0, 1)},
+        **{f"student-kd-2-seed{seed}": "student-scratch-2" for seed in (0, 1)},
+        **{f"student-{name}-seed{seed}": None for name in ("kd-longer", "kd-lr") for seed in (0, 1)},
+    }
 
 
 def test_k_case_subsets_and_teacher_seeds(tmp_path, phantom_data, index, write_experiment):

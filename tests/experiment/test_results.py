@@ -11,9 +11,17 @@ from typing import Any
 import pytest
 import yaml
 
-from prokd.experiment.results import collect_results, group_rows, mean_sd, stage_row, write_results
+from prokd.experiment.results import (
+    collect_results,
+    compare_students,
+    group_rows,
+    mean_sd,
+    results_markdown,
+    stage_row,
+    write_results,
+)
 
-ROW_KEYS = {"stage", "group", "kind", "model", "seed", "run", "teachers", "aggregate", "params", "macs",
+ROW_KEYS = {"stage", "group", "kind", "model", "seed", "run", "teachers", "aggregate", "baseline", "params", "macs",
             "latency_slice_ms", "latency_volume_ms", "train_minutes", "steps", "distance_unit", "overall", "sites"}
 GROUP_KEYS = {"group", "kind", "model", "seeds", "params", "macs", "latency_slice_ms", "latency_volume_ms",
               "train_minutes", "overall", "sites", "sd_over"}
@@ -75,6 +83,38 @@ def test_rows_and_groups_against_hand_computed_values():
     assert kd["sites"]["SiteB"]["dice"] == pytest.approx({"mean": 0.91, "sd": 0.02 / 2**0.5, "n": 2})
     assert (kd["params"], kd["macs"]) == (400_000, 48_000_000)
     assert (kd["latency_slice_ms"], kd["latency_volume_ms"], kd["train_minutes"]) == pytest.approx((11.0, 400.0, 1.25))
+
+
+def scratch_row(seed: int, dice: float) -> dict[str, Any]:
+    entry = {"stage": f"student-scratch-seed{seed}", "group": "student-scratch", "kind": "student",
+             "model": "unet-small", "seed": seed}
+    facts = {"params": 400_000, "macs": 48_000_000, "latency_slice_ms": 10.0, "latency_volume_ms": 300.0}
+    return stage_row(plan_entry(entry), summary(dice, dice, dice), facts, {"step": 50, "elapsed_seconds": 60.0}, "px")
+
+
+def test_distilled_students_are_compared_with_their_baseline_and_best_teacher():
+    rows = [*make_rows(), scratch_row(0, 0.70), scratch_row(1, 0.74)]
+    for row in rows[1:3]:
+        row["baseline"] = "student-scratch"
+    (comparison,) = compare_students(rows)
+    assert comparison["group"] == "student-kd" and comparison["baseline"] == "student-scratch"
+    assert comparison["dice"] == pytest.approx({"mean": 0.83, "sd": 0.06 / 2**0.5, "n": 2})
+    assert comparison["baseline_dice"] == pytest.approx({"mean": 0.72, "sd": 0.04 / 2**0.5, "n": 2})
+    assert comparison["change_points"] == pytest.approx(11.0)
+    assert comparison["beyond_spread"] is True  # 11 points against sds of 4.2 and 2.8 points
+    assert comparison["best_teacher"] == "teacher-full-seed0" and comparison["best_teacher_dice"] == 0.90
+    assert comparison["teacher_gap_points"] == pytest.approx(-7.0)
+    markdown = results_markdown({"experiment": "x", "rows": rows, "groups": group_rows(rows), "comparisons": [comparison]})
+    assert ("| student-kd | 0.830 ± 0.042 | student-scratch | 0.720 ± 0.028 | +11.0 | yes | teacher-full-seed0 "
+            "| 0.900 | -7.0 |") in markdown
+
+    rows[4]["overall"]["dice"]["mean"] = 0.90  # scratch seeds 0.70 and 0.90: sd 14 points > the 11-point change
+    assert compare_students(rows)[0]["beyond_spread"] is False
+    (one_seed,) = compare_students(rows[:2] + rows[3:4])
+    assert one_seed["change_points"] == pytest.approx(10.0) and one_seed["beyond_spread"] is None
+    (no_baseline,) = compare_students(make_rows())
+    assert no_baseline["baseline"] is None and no_baseline["change_points"] is None
+    assert no_baseline["beyond_spread"] is None and no_baseline["teacher_gap_points"] == pytest.approx(-7.0)
 
 
 def test_mean_sd_formatting():

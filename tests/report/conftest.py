@@ -53,7 +53,8 @@ def experiment_dir(phantom_data, tiny_config, tmp_path_factory) -> Path:
     (root / "plan.json").write_text(json.dumps(plan, indent=2))
     rows = [result_row(root, entry) for entry in plan]
     groups = [group_summary([r for r in rows if r["group"] == g]) for g in dict.fromkeys(r["group"] for r in rows)]
-    results = {"env": environment_info(0), "experiment": "tiny", "rows": rows, "groups": groups}
+    results = {"env": environment_info(0), "experiment": "tiny", "rows": rows, "groups": groups,
+               "comparisons": [teacher_comparison(rows, "student-multi-seed0")]}
     (root / "results").mkdir()
     (root / "results" / "results.json").write_text(json.dumps(results, indent=2))
     return root
@@ -83,10 +84,23 @@ def result_row(root: Path, entry: dict[str, Any]) -> dict[str, Any]:
     stats = lambda s: {m: {k: s[m][k] for k in ("mean", "sd", "n")} for m in METRICS}  # noqa: E731
     return {
         **{k: entry[k] for k in ("stage", "group", "kind", "model", "seed", "run", "teachers", "aggregate")},
+        "baseline": None,
         **{k: efficiency[k] for k in ("params", "macs", "latency_slice_ms", "latency_volume_ms")},
         "train_minutes": log[-1]["elapsed_seconds"] / 60, "steps": log[-1]["step"], "distance_unit": "mm",
         "overall": stats(summary["overall"]),
         "sites": {site: stats(s) for site, s in summary.items() if site != "overall"},
+    }
+
+
+def teacher_comparison(rows: list[dict[str, Any]], stage: str) -> dict[str, Any]:
+    """The contract's COMPARISON of a one-seed student without a baseline: its gap to the best teacher."""
+    dice = {row["stage"]: row["overall"]["dice"]["mean"] for row in rows}
+    student = next(row for row in rows if row["stage"] == stage)
+    best = max(student["teachers"], key=dice.__getitem__)
+    return {
+        "group": student["group"], "dice": {"mean": dice[stage], "sd": 0.0, "n": 1}, "baseline": None,
+        "baseline_dice": None, "change_points": None, "beyond_spread": None, "best_teacher": best,
+        "best_teacher_dice": dice[best], "teacher_gap_points": 100 * (dice[stage] - dice[best]),
     }
 
 

@@ -26,6 +26,8 @@ def test_html_is_self_contained_with_every_group_and_figure(report_index, figure
     assert "4 cases (SiteA 1, SiteB 1, SiteC 1, SiteD 1)" in html
     assert "seeds (n=2)" in html  # teacher-a has two seeds; the others state that their sd is over cases
     assert "prostate, SiteA" in html  # the multi-teacher student's weight table
+    assert "Distilled students against their baseline and their best teacher" in html
+    assert re.search(r"<td>student-multi</td><td>[0-9.]+ ± 0\.000</td><td>–</td>.*<td>teacher-[ab]-seed0</td>", html)
 
 
 def test_markdown_references_the_written_figures(report_index, figure_count):

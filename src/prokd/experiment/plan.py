@@ -14,6 +14,7 @@ teacher entries at the teacher's first seed (all subsets of a limit-trained teac
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +41,8 @@ class Stage:
         split: ``{"train", "val", "test"}`` case ids.
         teachers: stage names of the teachers a student distils from.
         budget: ``{"steps", "minutes"}``, one of them None.
+        baseline: for a distilled student, the group of the student trained the same way without teachers
+            (same run config but for ``distill`` and seed, same training cases), if the experiment has one.
     """
 
     name: str
@@ -54,6 +57,7 @@ class Stage:
     aggregate: str | None
     labelled: int | None
     budget: dict[str, int | float | None]
+    baseline: str | None = None
 
     @property
     def run(self) -> str:
@@ -80,6 +84,7 @@ class Stage:
             "aggregate": self.aggregate,
             "labelled": self.labelled,
             "budget": dict(self.budget),
+            "baseline": self.baseline,
         }
 
 
@@ -98,11 +103,28 @@ def make_plan(config: ExperimentConfig, index: CaseIndex) -> list[Stage]:
         for i, entry in enumerate(config.students):
             if seed in config.student_seeds(entry):
                 stages.append(student_stage(config, entry, i, seed, split, index, by_teacher))
+    link_baselines(stages)
     names = [stage.name for stage in stages]
     for name in names:
         if names.count(name) > 1:
             raise config.error("teachers", f"two stages are named '{name}'; rename a teacher entry")
     return stages
+
+
+def link_baselines(stages: list[Stage]) -> None:
+    """Set each distilled student's ``baseline``: the student group trained with the same recipe, no teachers."""
+    scratch = {_recipe(stage): stage.group for stage in stages if stage.kind == "student" and not stage.teachers}
+    for stage in stages:
+        if stage.kind == "student" and stage.teachers:
+            stage.baseline = scratch.get(_recipe(stage))
+
+
+def _recipe(stage: Stage) -> str:
+    """What a student is trained with, its teachers and seed aside: run config and training cases."""
+    config = stage.config.to_dict()
+    config.pop("distill")
+    config["train"].pop("seed")
+    return json.dumps([config, sorted(stage.split["train"])], sort_keys=True)
 
 
 def experiment_split(config: ExperimentConfig, index: CaseIndex) -> dict[str, list[str]]:

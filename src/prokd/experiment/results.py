@@ -2,8 +2,11 @@
 
 A ROW holds the stage's test metrics (mean ± sd over its test cases, overall and per site), its efficiency
 and training facts. A GROUP averages the rows of one recipe: the mean and sd over seeds of each row's case
-mean, or, for a group with a single seed, the mean and sd over its test cases (``sd_over``). The layout is
-the contract with ``prokd report`` (see ``docs/architecture.md``).
+mean, or, for a group with a single seed, the mean and sd over its test cases (``sd_over``). A COMPARISON
+sets each distilled student group against its baseline (the same student without teachers, see
+:func:`prokd.experiment.plan.link_baselines`) and against its best teacher, in Dice points, and says whether
+the change is larger than the seed spread. The layout is the contract with ``prokd report`` (see
+``docs/architecture.md``).
 """
 
 from __future__ import annotations
@@ -56,6 +59,7 @@ def stage_row(
     """
     return {
         **{key: stage[key] for key in ("stage", "group", "kind", "model", "seed", "run", "teachers", "aggregate")},
+        "baseline": stage.get("baseline"),
         **{key: efficiency[key] for key in EFFICIENCY_KEYS},
         "train_minutes": round(last_epoch["elapsed_seconds"] / 60, 2),
         "steps": last_epoch["step"],
@@ -98,6 +102,47 @@ def _group(name: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+def compare_students(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One COMPARISON per distilled student group, in order of first appearance.
+
+    ``change_points`` is 100 × (the group's mean Dice over seeds − its baseline's); ``beyond_spread`` is whether
+    that change is larger than both groups' sd over seeds (None when either has fewer than two seeds, or there
+    is no baseline). ``teacher_gap_points`` is 100 × (the group's mean Dice − its best teacher's Dice).
+    """
+    seed_dice: dict[str, list[float]] = {}
+    for row in rows:
+        seed_dice.setdefault(row["group"], []).append(row["overall"]["dice"]["mean"])
+    stage_dice = {row["stage"]: row["overall"]["dice"]["mean"] for row in rows}
+    comparisons = []
+    for group in seed_dice:
+        members = [row for row in rows if row["group"] == group]
+        teachers = [name for name in dict.fromkeys(t for row in members for t in row["teachers"]) if name in stage_dice]
+        if not teachers:
+            continue
+        student = describe(seed_dice[group])
+        baseline_name = members[0]["baseline"]
+        baseline = describe(seed_dice[baseline_name]) if baseline_name in seed_dice else None
+        best = max(teachers, key=stage_dice.__getitem__)
+        comparisons.append({
+            "group": group,
+            "dice": student,
+            "baseline": baseline_name if baseline else None,
+            "baseline_dice": baseline,
+            "change_points": 100 * (student["mean"] - baseline["mean"]) if baseline else None,
+            "beyond_spread": _beyond_spread(student, baseline),
+            "best_teacher": best,
+            "best_teacher_dice": stage_dice[best],
+            "teacher_gap_points": 100 * (student["mean"] - stage_dice[best]),
+        })
+    return comparisons
+
+
+def _beyond_spread(student: dict[str, float | int], baseline: dict[str, float | int] | None) -> bool | None:
+    if baseline is None or min(student["n"], baseline["n"]) < 2:
+        return None
+    return abs(student["mean"] - baseline["mean"]) > max(student["sd"], baseline["sd"])
+
+
 def collect_results(out: str | Path) -> dict[str, Any]:
     """The results of the experiment folder ``out``: a ROW for every stage of ``plan.json`` whose test evaluation
     and efficiency are newer than its best checkpoint (stages not evaluated yet are left out), and the GROUPs."""
@@ -110,7 +155,13 @@ def collect_results(out: str | Path) -> dict[str, Any]:
             facts = read_json(efficiency)
             rows.append(stage_row(stage, read_json(summary)["summary"], facts, _last_epoch(run_dir), _unit(run_dir)))
     name = yaml.safe_load((out / "experiment.yaml").read_text())["name"]
-    return {"env": environment_info(), "experiment": name, "rows": rows, "groups": group_rows(rows)}
+    return {
+        "env": environment_info(),
+        "experiment": name,
+        "rows": rows,
+        "groups": group_rows(rows),
+        "comparisons": compare_students(rows),
+    }
 
 
 def write_results(out: str | Path, results: dict[str, Any]) -> Path:
@@ -163,7 +214,45 @@ def results_markdown(results: dict[str, Any]) -> str:
         dice = [group["sites"][s]["dice"] if s in group["sites"] else None for s in sites]
         cells = [format_mean_sd(d["mean"], d["sd"]) if d else "–" for d in dice]
         lines.append(f"| {group['group']} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+    return "\n".join([*lines, *comparisons_markdown(results.get("comparisons", []))]) + "\n"
+
+
+COMPARISON_NOTE = (
+    "Change in Dice points (× 100) of the mean over seeds. Beyond spread: the change is larger than the sd over "
+    "seeds of both groups (– with fewer than two seeds each)."
+)
+
+
+def comparison_table(comparisons: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of the COMPARISONS table (shared by ``results.md`` and the report)."""
+    header = ["student", "Dice", "baseline", "its Dice", "change", "beyond spread", "best teacher", "its Dice",
+              "student − teacher"]
+    rows = []
+    for c in comparisons:
+        baseline = c["baseline_dice"]
+        rows.append([
+            c["group"], format_mean_sd(c["dice"]["mean"], c["dice"]["sd"]), c["baseline"] or "–",
+            format_mean_sd(baseline["mean"], baseline["sd"]) if baseline else "–",
+            f"{c['change_points']:+.1f}" if baseline else "–", {True: "yes", False: "no", None: "–"}[c["beyond_spread"]],
+            c["best_teacher"], f"{c['best_teacher_dice']:.3f}", f"{c['teacher_gap_points']:+.1f}",
+        ])
+    return header, rows
+
+
+def comparisons_markdown(comparisons: list[dict[str, Any]]) -> list[str]:
+    """The COMPARISONS as Markdown lines (none without distilled students)."""
+    if not comparisons:
+        return []
+    header, rows = comparison_table(comparisons)
+    table = [header, ["---"] * len(header), *rows]
+    return [
+        "",
+        "## Distilled students against their baseline and their best teacher",
+        "",
+        COMPARISON_NOTE,
+        "",
+        *("| " + " | ".join(line) + " |" for line in table),
+    ]
 
 
 def _macs(macs: float) -> str:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import csv
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,7 @@ class Experiment:
         rows: one ROW per trained stage, in ``results.json`` order.
         groups: one GROUP per recipe (its seeds pooled), in ``results.json`` order.
         data: the dataset the experiment ran on.
+        comparisons: one COMPARISON per distilled student group (empty in results written before them).
     """
 
     root: Path
@@ -42,6 +43,7 @@ class Experiment:
     rows: list[dict[str, Any]]
     groups: list[dict[str, Any]]
     data: Path
+    comparisons: list[dict[str, Any]] = field(default_factory=list)
 
     @classmethod
     def load(cls, root: str | Path) -> Experiment:
@@ -58,7 +60,13 @@ class Experiment:
         if not results["rows"] or not results["groups"]:
             raise RunDirError(f"{results_path}: no rows or no groups; has any stage finished?")
         return cls(
-            root, results["experiment"], results["env"], results["rows"], results["groups"], Path(config["data"])
+            root,
+            results["experiment"],
+            results["env"],
+            results["rows"],
+            results["groups"],
+            Path(config["data"]),
+            results.get("comparisons", []),
         )
 
     def run_dir(self, row: dict[str, Any]) -> Path:

@@ -1,7 +1,8 @@
 """What the report says, section by section, built from an experiment folder:
 
 1. header: experiment, data, date, git hash, versions, hardware;
-2. results per group (mean ± sd, over seeds or cases as stated) and test Dice per site;
+2. results per group (mean ± sd, over seeds or cases as stated), test Dice per site, and each distilled
+   student against its baseline and its best teacher;
 3. training curves; 4. Dice versus CPU latency with the Pareto front; 5. per-site Dice bars;
 6. qualitative overlays of the best, median and worst test case;
 7. for multi-teacher students: the teachers' mean aggregation weights and their disagreement.
@@ -19,6 +20,7 @@ import numpy as np
 
 from prokd.config import load_config
 from prokd.eval.evaluate import METRICS
+from prokd.experiment.results import COMPARISON_NOTE, comparison_table
 from prokd.report.blocks import Block, Facts, Heading, Paragraph, Plot, Table
 from prokd.report.figures import Colour, Curve, GroupPoint, dice_latency, group_colours, pareto_front
 from prokd.report.figures import site_dice_bars, training_curves
@@ -109,13 +111,20 @@ def results(experiment: Experiment, test_cases: list[dict[str, Any]]) -> list[Bl
         "with one seed shows mean ± sd over the test cases instead ('sd over: cases'). Params, MACs (one forward "
         "pass on one slice), latencies and training minutes are means over the group's seeds."
     )
-    return [
+    blocks = [
         Heading("Results"),
         Paragraph(note),
         Table(header_cells, rows),
         Heading("Test Dice per site", 3),
         Table(["group", *sites], site_rows),
     ]
+    if experiment.comparisons:
+        blocks += [
+            Heading("Distilled students against their baseline and their best teacher", 3),
+            Paragraph(COMPARISON_NOTE + " The baseline is the same student trained without teachers."),
+            Table(*comparison_table(experiment.comparisons)),
+        ]
+    return blocks
 
 
 def curves(experiment: Experiment, colours: dict[str, Colour]) -> list[Block]:
