@@ -23,7 +23,7 @@ PRE = PreprocessConfig(size=32)
 def make_teacher(name: str = "unet-small", seed: int = 0, preprocess: PreprocessConfig = PRE) -> Teacher:
     torch.manual_seed(seed)
     model = build_model(name, preprocess.in_channels, 1).eval().requires_grad_(False)
-    return Teacher(name, model, preprocess, get_spec(name).default_taps, score=0.8)
+    return Teacher(name, model, preprocess, get_spec(name).default_taps, score=0.8, out_channels=1)
 
 
 def batch(labelled: bool = False, channels: int = 1) -> Batch:

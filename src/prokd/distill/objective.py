@@ -79,7 +79,6 @@ class DistillationObjective(nn.Module):
         self.aggregator = build_aggregator(config.aggregate, len(teachers), **self._aggregator_kwargs(student_preprocess))
         self.student_taps = tuple(config.student_taps or student_taps)
         self._cache: dict[tuple[str, int], np.ndarray] = {}
-        self._teacher_channels: list[int] = []
         self.pairs: list[list[tuple[int, int]]] = []
         self.feature_terms = nn.ModuleList()
         if config.feature > 0:
@@ -134,9 +133,7 @@ class DistillationObjective(nn.Module):
         key = (case.case_id, z)
         if key not in self._cache:
             x = torch.from_numpy(context_stack(case.image, z, self.context).astype(np.float32))[None]
-            logits = [teacher(x)[0][0] for teacher in self._teachers]
-            self._teacher_channels = [len(t_logits) for t_logits in logits]
-            self._cache[key] = torch.cat(logits).numpy()
+            self._cache[key] = torch.cat([teacher(x)[0][0] for teacher in self._teachers]).numpy()
         return self._cache[key]
 
     def _teacher_outputs(self, k: int, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -144,8 +141,8 @@ class DistillationObjective(nn.Module):
         and augmented ``batch.teacher``."""
         if batch.teacher is None:
             return self._teachers[k](batch.x, with_features=bool(self.feature_terms))
-        start = sum(self._teacher_channels[:k])
-        return batch.teacher[:, start : start + self._teacher_channels[k]], {}
+        start = sum(teacher.out_channels for teacher in self._teachers[:k])
+        return batch.teacher[:, start : start + self._teachers[k].out_channels], {}
 
     def _aggregator_kwargs(self, student_preprocess: PreprocessConfig) -> dict:
         kwargs = dict(self.config.aggregate_kwargs)

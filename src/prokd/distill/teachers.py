@@ -34,6 +34,7 @@ class Teacher:
         preprocess: its preprocessing (grid size, context slices).
         taps: module names of its feature taps.
         score: its best validation Dice (on cases it never trained on), or None.
+        out_channels: its logits' channels: 1 (sigmoid) or 2 (softmax).
     """
 
     name: str
@@ -41,6 +42,7 @@ class Teacher:
     preprocess: PreprocessConfig
     taps: tuple[str, ...]
     score: float | None
+    out_channels: int
 
     @torch.no_grad()
     def __call__(self, x: torch.Tensor, with_features: bool = False) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -81,6 +83,7 @@ def load_teacher(run: str | Path, taps: list[str] | None = None) -> Teacher:
         preprocess=preprocess_from_checkpoint(payload),
         taps=tuple(taps or get_spec(payload["model"]["name"]).default_taps),
         score=None if score is None or score < 0 else float(score),
+        out_channels=int(payload["model"]["out_channels"]),
     )
 
 
