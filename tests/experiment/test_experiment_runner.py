@@ -94,6 +94,12 @@ def test_experiment_writes_the_folder_contract(experiment, phantom_data):
     assert scratch["overall"]["dice"]["mean"] == pytest.approx(sum(seed_dice) / 2)
     assert scratch["overall"]["dice"]["sd"] == pytest.approx(abs(seed_dice[0] - seed_dice[1]) / 2**0.5)
     assert groups["student-kd"]["sd_over"] == "cases" and groups["student-kd"]["overall"]["dice"]["n"] == 4
+    # the KD student is compared with the scratch student (same recipe, no teachers) and its best teacher
+    (comparison,) = results["comparisons"]
+    assert (comparison["group"], comparison["baseline"]) == ("student-kd", "student-scratch")
+    assert comparison["change_points"] == pytest.approx(100 * (kd["overall"]["dice"]["mean"] - sum(seed_dice) / 2))
+    teacher_dice = {name: rows[name]["overall"]["dice"]["mean"] for name in STAGES[:3]}
+    assert comparison["best_teacher_dice"] == max(teacher_dice.values())
     with (out / "results" / "results.csv").open() as handle:
         table = list(csv.DictReader(handle))
     assert [line["stage"] for line in table] == STAGES and "dice_SiteD" in table[0]
@@ -112,6 +118,7 @@ def test_rerun_trains_evaluates_and_measures_nothing(experiment, monkeypatch):
     run_experiment(load_experiment(path), out, console=console)
     assert run_files(out) == before
     assert output(console).count("trained, reused") == len(STAGES)
+    assert "distilled students" in output(console) and "student-scratch" in output(console)
 
 
 def test_interrupted_stage_resumes_exactly(experiment, tmp_path):

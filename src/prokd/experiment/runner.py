@@ -24,7 +24,13 @@ from rich.table import Table
 from prokd.data.datalist import load_cases
 from prokd.experiment.config import ExperimentConfig
 from prokd.experiment.plan import Stage, make_plan
-from prokd.experiment.results import collect_results, format_mean_sd, write_results
+from prokd.experiment.results import (
+    COMPARISON_NOTE,
+    collect_results,
+    comparison_table,
+    format_mean_sd,
+    write_results,
+)
 from prokd.experiment.stages import evaluate_stage, is_fresh, stage_efficiency, stage_status, train_stage
 from prokd.train.run_folder import RunDirError, write_json
 
@@ -71,6 +77,8 @@ def run_experiment(
         results = collect_results(out)
         write_results(out, results)
     console.print(groups_table(results))
+    if results["comparisons"]:
+        console.print(comparisons_table(results["comparisons"]))
     return results
 
 
@@ -154,4 +162,15 @@ def groups_table(results: dict[str, Any]) -> Table:
         table.add_row(group["group"], ", ".join(map(str, group["seeds"])), f"{group['params'] / 1e6:.2f} M",
                       f"{group['latency_slice_ms']:.1f}", format_mean_sd(dice["mean"], dice["sd"]),
                       format_mean_sd(hd95["mean"], hd95["sd"], 1))
+    return table
+
+
+def comparisons_table(comparisons: list[dict[str, Any]]) -> Table:
+    """Each distilled student against its baseline and its best teacher (as in ``results/results.md``)."""
+    header, rows = comparison_table(comparisons)
+    table = Table(title="distilled students", caption=COMPARISON_NOTE)
+    for column in header:
+        table.add_column(column, justify="left" if column in ("student", "baseline", "best teacher") else "right")
+    for row in rows:
+        table.add_row(*row)
     return table
