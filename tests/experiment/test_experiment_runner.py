@@ -152,13 +152,29 @@ def test_interrupted_stage_resumes_exactly(experiment, tmp_path):
     assert row["overall"]["dice"]["mean"] == pytest.approx(original_summary["overall"]["dice"]["mean"])
 
 
+def test_an_experiment_can_grow_without_retraining(experiment, tmp_path, phantom_data, write_experiment):
+    path, out, _ = experiment
+    raw = yaml.safe_load(path.read_text())
+    added = {"name": "kd-mean", "model": "unet-tiny", "steps": 20, "teachers": ["site"], "distill": {"aggregate": "mean"}}
+    grown = write_experiment(tmp_path / "grown.yaml", phantom_data, students=[*raw["students"], added])
+    console = quiet()
+    run_experiment(load_experiment(grown), out, dry_run=True, console=console)
+    statuses = {line.split("│")[1].strip(): line.split("│")[-2].strip() for line in output(console).splitlines()
+                if line.startswith("│")}
+    assert statuses == {**{name: "done" for name in STAGES}, "student-kd-mean-seed0": "new"}
+
+
 def test_refuses_a_folder_holding_something_else(experiment, tmp_path, phantom_data, write_experiment):
     path, out, _ = experiment
     raw = yaml.safe_load(path.read_text())
     raw["students"][0]["steps"] = 30
     changed = write_experiment(tmp_path / "changed.yaml", phantom_data, students=raw["students"])
-    with pytest.raises(RunDirError, match=r"students\[0\]\.steps is 20 there but 30 in .*changed\.yaml.*--overwrite"):
+    with pytest.raises(RunDirError, match=r"stage student-scratch-seed0 was trained with train\.epochs = 2, "
+                                          r".*changed\.yaml now gives 3 .*--overwrite"):
         run_experiment(load_experiment(changed), out, dry_run=True, console=quiet())
+    other_split = write_experiment(tmp_path / "split.yaml", phantom_data, split={**yaml.safe_load(path.read_text())["split"], "seed": 1})
+    with pytest.raises(RunDirError, match=r"holds a different experiment: split\.seed is 0 there but 1"):
+        run_experiment(load_experiment(other_split), out, dry_run=True, console=quiet())
     console = quiet()
     run_experiment(load_experiment(changed), out, dry_run=True, overwrite=True, console=console)
     assert "resume" not in output(console) and (out / "plan.json").is_file()  # a dry run deletes nothing

@@ -6,8 +6,10 @@ The folder (the contract with ``prokd report``, see ``docs/architecture.md``)::
 
 A stage whose training is finished is skipped, an interrupted one resumed from ``checkpoints/last.pt``; its
 test evaluation and efficiency are recomputed only when older than its best checkpoint. So an experiment can
-be stopped at any time and continued with the same command. A folder holding a different experiment is
-refused (naming the first differing key) unless ``overwrite`` deletes it first.
+be stopped at any time and continued with the same command. An experiment can also grow: entries may be added
+or removed between runs, but a stage already trained in the folder must keep its recipe (run config and
+split) and the experiment its data and split; otherwise the folder is refused, naming the stage and the first
+differing key, unless ``overwrite`` deletes it first.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from prokd.experiment.results import (
     write_results,
 )
 from prokd.experiment.stages import evaluate_stage, is_fresh, stage_efficiency, stage_status, train_stage
-from prokd.train.run_folder import RunDirError, write_json
+from prokd.train.run_folder import RunDirError, read_json, write_json
 
 STATUS_TEXT = {"done": "trained, reused", "resume": "resuming", "new": "training"}
 _MISSING = "<missing>"
@@ -55,13 +57,14 @@ def run_experiment(
         the collected results (:func:`~prokd.experiment.results.collect_results`), or None for a dry run.
 
     Raises:
-        RunDirError: ``out`` is not empty and holds no experiment, or a different one, and ``overwrite`` is off.
+        RunDirError: ``out`` is not empty and holds no experiment, or one on other data or another split, or a
+            stage trained with another recipe, and ``overwrite`` is off.
     """
     out = Path(out)
     console = console or Console()
-    check_out_dir(config, out, overwrite)
     index = load_cases(config.data)
     plan = make_plan(config, index)
+    check_out_dir(config, out, plan, overwrite)
     if dry_run:
         statuses = {stage.name: "new" if overwrite else stage_status(out / stage.run) for stage in plan}
         console.print(plan_table(plan, statuses, title=f"experiment {config.name} → {out}"))
@@ -98,8 +101,13 @@ def run_stage(
     return status
 
 
-def check_out_dir(config: ExperimentConfig, out: Path, overwrite: bool) -> None:
-    """Refuse a non-empty ``out`` that holds no ``experiment.yaml`` or a different experiment (unless overwriting)."""
+SHARED_KEYS = ("data", "split")
+"""Experiment keys every stage depends on; changing one makes a different experiment."""
+
+
+def check_out_dir(config: ExperimentConfig, out: Path, plan: list[Stage], overwrite: bool) -> None:
+    """Refuse a non-empty ``out`` that holds no ``experiment.yaml``, another dataset or split, or a stage of
+    ``plan`` trained with another recipe (unless overwriting)."""
     if overwrite or not out.exists() or not any(out.iterdir()):
         return
     stored = out / "experiment.yaml"
@@ -107,13 +115,39 @@ def check_out_dir(config: ExperimentConfig, out: Path, overwrite: bool) -> None:
         raise RunDirError(
             f"{out}: folder exists, is not empty and holds no experiment.yaml (use --overwrite or another --out)"
         )
-    difference = first_difference(yaml.safe_load(stored.read_text()), config.to_dict())
+    remedy = "use --overwrite to start over, or another --out"
+    old, new = yaml.safe_load(stored.read_text()), config.to_dict()
+    difference = first_difference({k: old.get(k) for k in SHARED_KEYS}, {k: new[k] for k in SHARED_KEYS})
     if difference is not None:
         key, there, here = difference
         raise RunDirError(
             f"{out}: holds a different experiment: {key} is {there!r} there but {here!r} in "
-            f"{config.source or 'the config'} (use --overwrite to start over, or another --out)"
+            f"{config.source or 'the config'} ({remedy})"
         )
+    for stage in plan:
+        difference = recipe_difference(out, stage)
+        if difference is not None:
+            key, there, here = difference
+            raise RunDirError(
+                f"{out}: stage {stage.name} was trained with {key} = {there!r}, "
+                f"{config.source or 'the config'} now gives {here!r} ({remedy})"
+            )
+
+
+def recipe_difference(out: Path, stage: Stage) -> tuple[str, Any, Any] | None:
+    """The first difference between how ``stage`` was trained in ``out`` (its RUN folder's ``config.yaml`` and
+    ``split.json``) and how the plan would train it; None when it matches or has not started. Teachers are
+    compared by stage name, so a copied or moved experiment folder still matches."""
+    run_dir = out / stage.run
+    if not (run_dir / "config.yaml").is_file() or not (run_dir / "split.json").is_file():
+        return None
+    split = read_json(run_dir / "split.json")
+    trained = {**yaml.safe_load((run_dir / "config.yaml").read_text()), "split": {k: split.get(k) for k in stage.split}}
+    planned = {**stage.run_config(out).to_dict(), "split": stage.split}
+    for recipe in (trained, planned):
+        if recipe.get("distill"):
+            recipe["distill"]["teachers"] = [Path(teacher).name for teacher in recipe["distill"]["teachers"]]
+    return first_difference(trained, planned)
 
 
 def first_difference(old: Any, new: Any, key: str = "") -> tuple[str, Any, Any] | None:
