@@ -205,7 +205,7 @@ def distill(
     out: OutOption,
     teacher: Annotated[list[Path], typer.Option(help="Teacher RUN folder (repeat for several), or a folder of them.")] = [],
     student: Annotated[Optional[str], typer.Option(help="Registry model name of the student.")] = None,
-    aggregate: Annotated[Optional[str], typer.Option(help="Multi-teacher aggregation: mean, weighted, adaptive, learned.")] = None,
+    aggregate: Annotated[Optional[str], typer.Option(help="Multi-teacher aggregation: mean, weighted, site, adaptive, learned.")] = None,
     config: ConfigOption = None,
     sites: SitesOption = None,
     cases: CasesOption = None,

@@ -176,7 +176,7 @@ class DistillConfig:
         restrict: ``none``, ``uncertain`` (pixels where the aggregated teacher is unsure) or ``boundary``
             (a band around the aggregated teacher mask) for the KL term.
         boundary_width: half-width in pixels of the boundary band.
-        aggregate: multi-teacher aggregation mode (``mean``, ``weighted``, ``adaptive``, ``learned``).
+        aggregate: multi-teacher aggregation mode (``mean``, ``weighted``, ``site``, ``adaptive``, ``learned``).
         aggregate_kwargs: keyword arguments of the aggregator.
         gate: weight of the learned gate's own loss on labelled slices (``learned`` only).
         unlabeled_fraction: share of each batch drawn from unlabelled images (KD terms only).

@@ -61,6 +61,7 @@ def test_same_seed_same_augmented_batch():
 def test_unlabelled_images_are_mixed_in_at_the_given_fraction():
     unlabelled = grid_case("u0")
     unlabelled.label = None
+    unlabelled.site = "SiteB"
     unlabelled.image = unlabelled.image + 100.0
     sampler = SliceSampler([grid_case()], batch_size=400, unlabeled=[unlabelled], unlabeled_fraction=0.25)
     batch = sampler.batch(sampler.seed(0))
@@ -68,6 +69,8 @@ def test_unlabelled_images_are_mixed_in_at_the_given_fraction():
     assert torch.equal(from_unlabelled, ~batch.labelled)
     assert 0.18 < from_unlabelled.float().mean() < 0.32
     assert batch.y[~batch.labelled].sum() == 0
+    sites = {"c0": "SiteA", "u0": "SiteB"}
+    assert batch.sites == tuple(sites[case_id] for case_id, _ in batch.keys)
     with pytest.raises(ValueError, match="needs unlabelled cases"):
         SliceSampler([grid_case()], batch_size=2, unlabeled_fraction=0.5)
 

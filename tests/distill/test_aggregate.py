@@ -9,7 +9,8 @@ from prokd.distill import AggregateResult, aggregators, build_aggregator, gate_l
 
 torch.set_num_threads(1)
 
-MODES = {"mean": {}, "weighted": {"scores": [0.8, 0.3, 0.5]}, "adaptive": {}, "learned": {"in_channels": 2}}
+MODES = {"mean": {}, "weighted": {"scores": [0.8, 0.3, 0.5]}, "site": {"scores": {"A": [0.8, 0.3, 0.5]}},
+         "adaptive": {}, "learned": {"in_channels": 2}}
 
 
 def entropy_bits(p: float) -> float:
@@ -28,8 +29,8 @@ def square(value_inside: float, value_outside: float, size: int = 16, lo: int = 
 
 
 def test_registry_lists_modes_and_rejects_bad_names_and_arguments():
-    assert aggregators() == ["adaptive", "learned", "mean", "weighted"]
-    with pytest.raises(ValueError, match="unknown aggregator 'median'.*adaptive, learned, mean, weighted"):
+    assert aggregators() == ["adaptive", "learned", "mean", "site", "weighted"]
+    with pytest.raises(ValueError, match="unknown aggregator 'median'.*adaptive, learned, mean, site, weighted"):
         build_aggregator("median", 2)
     with pytest.raises(ValueError, match=r"unknown arguments \['gamma'\].*accepted: beta, window"):
         build_aggregator("adaptive", 2, gamma=1.0)
@@ -147,6 +148,28 @@ def test_adaptive_local_mean_is_the_border_clipped_box_mean():
     torch.testing.assert_close(local[1, 0, 0, 0, 0], maps[1, 0, 0, :3, :3].mean())
     torch.testing.assert_close(local[2, 1, 0, 4, 5], maps[2, 1, 0, 2:7, 3:8].mean())
     torch.testing.assert_close(local[0, 1, 0, 8, 6], maps[0, 1, 0, 6:9, 4:9].mean())
+
+
+def test_site_weights_follow_each_teacher_score_on_the_sample_site():
+    scores = {"A": [0.8, 0.4], "B": [0.2, 0.6], "C": [0.0, 0.0]}
+    aggregator = build_aggregator("site", 2, scores=scores)  # power 4
+    teacher_probs = torch.rand(2, 4, 1, 3, 3)
+    result = aggregator(teacher_probs, sites=["A", "B", "C", "elsewhere"])
+    first = result.weights[0, :, 0, 0, 0]
+    # A: 0.8^4 / (0.8^4 + 0.4^4); B: 0.2^4 / (0.2^4 + 0.6^4); C: nobody scores, uniform; unknown: mean scores
+    expected = torch.tensor([0.4096 / 0.4352, 0.0016 / 0.1312, 0.5, 0.5**4 / (0.5**4 + 0.5**4)])
+    torch.testing.assert_close(first, expected)
+    assert (result.weights == result.weights[:, :, :, :1, :1]).all()  # the same weight at every pixel
+    torch.testing.assert_close(build_aggregator("site", 2, scores=scores, power=1.0)(teacher_probs, sites=["A"] * 4)
+                               .weights[0, 0, 0, 0, 0], torch.tensor(0.8 / 1.2))
+    no_sites = aggregator(teacher_probs).weights[0, :, 0, 0, 0]  # every sample from an unknown site
+    torch.testing.assert_close(no_sites, torch.full((4,), 0.5))
+    with pytest.raises(ValueError, match="3 sites for 4 samples"):
+        aggregator(teacher_probs, sites=["A", "B", "C"])
+    with pytest.raises(ValueError, match="site 'A' needs 2 finite scores"):
+        build_aggregator("site", 2, scores={"A": [0.5]})
+    with pytest.raises(ValueError, match="at least one site"):
+        build_aggregator("site", 2, scores={})
 
 
 def test_adaptive_rejects_bad_settings():

@@ -83,15 +83,35 @@ def test_teacher_with_other_size_and_context():
     assert torch.isfinite(loss) and {"kl", "feature"} <= set(terms)
 
 
-@pytest.mark.parametrize("mode", ["mean", "weighted", "adaptive", "learned"])
+@pytest.mark.parametrize("mode", ["mean", "weighted", "site", "adaptive", "learned"])
 def test_several_teachers_every_aggregation(mode):
     teachers = [make_teacher(seed=s) for s in range(3)]
+    for teacher in teachers:
+        teacher.site_scores = {"SiteA": 0.5}
     student = build_model("unet-tiny", 1, 1)
     objective = objective_for(student, teachers, aggregate=mode, feature=0.5, feature_term="affinity")
     loss, terms = objective(student, batch(labelled=True))
     loss.backward()
     assert ("gate" in terms) == (mode == "learned")
     assert len(objective.feature_terms) == 3
+
+
+def test_site_aggregation_uses_each_teacher_score_on_the_batch_sites():
+    teachers = [make_teacher(seed=s) for s in range(2)]
+    student = build_model("unet-tiny", 1, 1)
+    with pytest.raises(ValueError, match=r"validation scores per site for every teacher; none for \['unet-small'"):
+        objective_for(student, teachers, aggregate="site")
+    teachers[0].site_scores = {"SiteA": 0.9, "SiteB": 0.1}
+    teachers[1].site_scores = {"SiteA": 0.3}  # no score on SiteB: its overall score (0.8) stands in
+    objective = objective_for(student, teachers, aggregate="site", aggregate_kwargs={"power": 1.0})
+    assert objective.aggregator.sites == ["SiteA", "SiteB"]
+    torch.testing.assert_close(objective.aggregator.site_share[:2], torch.tensor([[0.75, 0.25], [0.1 / 0.9, 0.8 / 0.9]]))
+    sited = batch()
+    sited.sites = ("SiteA", "SiteB")
+    seen = []
+    objective.aggregator.register_forward_hook(lambda module, args, result: seen.append(result.weights))
+    objective(student, sited)
+    torch.testing.assert_close(seen[0][0, :, 0, 0, 0], torch.tensor([0.75, 0.1 / 0.9]))
 
 
 def test_restriction_to_uncertain_pixels_changes_the_kl():

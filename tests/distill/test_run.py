@@ -33,6 +33,19 @@ def test_distilled_student_improves_and_uses_unlabelled_images(phantom_data, tea
     assert teachers[0]["run"] == str(teacher_run)
 
 
+def test_site_aggregation_scores_each_teacher_on_the_validation_cases_per_site(
+    phantom_data, teacher_run, tmp_path, tiny_config
+):
+    config = tiny_config(epochs=1, steps_per_epoch=2)
+    config.distill = DistillConfig(teachers=[str(teacher_run)], aggregate="site")
+    train_run(phantom_data, tmp_path / "student", config)
+    (record,) = json.loads((tmp_path / "student" / "teachers.json").read_text())
+    summary = json.loads((teacher_run / "eval" / "val" / "summary.json").read_text())["summary"]
+    val_sites = {site for site in summary if site != "overall"}
+    assert val_sites and set(record["site_scores"]) == val_sites
+    assert record["site_scores"] == {site: summary[site]["dice"]["mean"] for site in val_sites}
+
+
 def test_distill_needs_teachers(phantom_data, tmp_path, tiny_config):
     config = tiny_config()
     config.distill = DistillConfig()

@@ -21,14 +21,16 @@ from prokd.data.preprocess import GridPlan, Preprocessor
 @dataclass
 class Batch:
     """Training slices: ``x`` ``(B, C, S, S)``, ``y`` ``(B, 1, S, S)``, ``labelled`` ``(B,)`` bool,
-    ``keys``: the ``(case_id, slice index)`` each sample was drawn from, and ``teacher`` ``(B, K, S, S)``: the
-    teachers' cached logits, augmented with the slice (None unless the sampler has ``teacher_maps``)."""
+    ``keys``: the ``(case_id, slice index)`` each sample was drawn from, ``teacher`` ``(B, K, S, S)``: the
+    teachers' cached logits, augmented with the slice (None unless the sampler has ``teacher_maps``), and
+    ``sites``: each sample's site (empty when unknown)."""
 
     x: torch.Tensor
     y: torch.Tensor
     labelled: torch.Tensor
     keys: tuple[tuple[str, int], ...] = ()
     teacher: torch.Tensor | None = None
+    sites: tuple[str, ...] = ()
 
 
 @dataclass
@@ -120,6 +122,7 @@ class SliceSampler:
         self.unlabeled = unlabeled or []
         self.unlabeled_fraction = unlabeled_fraction
         self.teacher_maps = teacher_maps
+        self._sites = {case.case_id: case.site for case in [*cases, *self.unlabeled]}
 
     def seed(self, seed: int) -> np.random.Generator:
         """Reseed the augmentation with ``seed`` and return the sampling generator for the same seed."""
@@ -137,6 +140,7 @@ class SliceSampler:
             torch.tensor(labelled, dtype=torch.bool),
             keys,
             None if self.teacher_maps is None else torch.stack(teacher),
+            tuple(self._sites[key[0]] for key in keys),
         )
 
     def _sample(

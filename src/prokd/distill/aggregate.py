@@ -15,6 +15,8 @@ of the teachers' foreground probabilities :math:`p_k` at the distillation temper
 mean        uniform weights :math:`1 / K`
 weighted    fixed per-teacher weights from given scores, e.g. each teacher's Dice on cases it never
             saw, sharpened by a power
+site        per-sample weights from each teacher's score on the sample's site (e.g. its validation Dice
+            per site), sharpened by a power: the teacher trusted on this hospital's images
 adaptive    per-sample, per-pixel weights from each teacher's reliability: agreement with the label
             where there is one, confidence and consensus where there is not; no parameters
 learned     a small gating CNN on the image and the teachers' outputs, trained with the student
@@ -42,6 +44,7 @@ __all__ = [
     "AggregateResult",
     "Aggregator",
     "MeanAggregator",
+    "SiteAggregator",
     "WeightedAggregator",
     "aggregators",
     "build_aggregator",
@@ -83,6 +86,7 @@ class Aggregator(nn.Module, abc.ABC):
         label: torch.Tensor | None = None,
         labelled: torch.Tensor | None = None,
         image: torch.Tensor | None = None,
+        sites: Sequence[str] | None = None,
     ) -> AggregateResult:
         """Weigh the teachers and aggregate their probabilities.
 
@@ -93,6 +97,7 @@ class Aggregator(nn.Module, abc.ABC):
             labelled: (B,) bool, which samples of ``label`` are real labels; None means all of them when
                 ``label`` is given.
             image: (B, C, H, W) network input, used by modes that look at the image.
+            sites: the B samples' sites, used by modes that weigh teachers per site.
 
         Returns:
             :class:`AggregateResult` with probs (B, 1, H, W) and weights (K, B, 1, H, W).
@@ -102,7 +107,9 @@ class Aggregator(nn.Module, abc.ABC):
         labelled = self._labelled_mask(teacher_probs, label is not None, labelled)
         if label is not None:
             label = label.to(teacher_probs.dtype)
-        weights = self.teacher_weights(teacher_probs, label, labelled, image)
+        if sites is not None and len(sites) != teacher_probs.shape[1]:
+            raise ValueError(f"{type(self).__name__}: {len(sites)} sites for {teacher_probs.shape[1]} samples")
+        weights = self.teacher_weights(teacher_probs, label, labelled, image, sites)
         return AggregateResult(probs=(weights * teacher_probs).sum(dim=0), weights=weights)
 
     @abc.abstractmethod
@@ -112,6 +119,7 @@ class Aggregator(nn.Module, abc.ABC):
         label: torch.Tensor | None,
         labelled: torch.Tensor,
         image: torch.Tensor | None,
+        sites: Sequence[str] | None = None,
     ) -> torch.Tensor:
         """(K, B, 1, H, W) weights summing to 1 over K, from checked inputs.
 
@@ -120,6 +128,7 @@ class Aggregator(nn.Module, abc.ABC):
             label: (B, 1, H, W) float label, or None.
             labelled: (B,) bool, all False when ``label`` is None.
             image: (B, C, H, W) or None.
+            sites: B site names, or None.
         """
 
     def _check_shapes(
@@ -247,9 +256,58 @@ class WeightedAggregator(Aggregator):
         label: torch.Tensor | None,
         labelled: torch.Tensor,
         image: torch.Tensor | None,
+        sites: Sequence[str] | None = None,
     ) -> torch.Tensor:
         share = self.teacher_share.to(teacher_probs.dtype).view(-1, 1, 1, 1, 1)
         return share.expand_as(teacher_probs)
+
+
+@register_aggregator("site")
+class SiteAggregator(Aggregator):
+    """Per-sample weights from each teacher's score on the sample's site:
+    :math:`w_k(s) = s_{k,s}^\\gamma / \\sum_j s_{j,s}^\\gamma` at every pixel of a sample from site :math:`s`.
+
+    Limit-trained teachers are experts on the site they were trained on; a manifest with site labels says
+    which site an image comes from, and each teacher's Dice on the validation cases of every site (cases it
+    never saw) says how far to trust it there. A sample from a site without scores gets the weights of the
+    teachers' mean score over the known sites; a site where every teacher scores 0 gets uniform weights.
+
+    Args:
+        n_teachers: number of teachers K.
+        scores: ``{site: K non-negative scores}``.
+        power: sharpening exponent :math:`\\gamma \\ge 0`; with the default 4, Dice scores of 0.8 and 0.4 give
+            weights in the ratio 16 : 1, while teachers of similar scores keep similar weights.
+    """
+
+    def __init__(self, n_teachers: int, scores: dict[str, Sequence[float]], power: float = 4.0) -> None:
+        super().__init__(n_teachers)
+        name = type(self).__name__
+        if not scores:
+            raise ValueError(f"{name}: scores must give K scores for at least one site")
+        for site, values in scores.items():
+            if len(values) != n_teachers or not all(math.isfinite(v) and v >= 0 for v in values):
+                raise ValueError(f"{name}: site {site!r} needs {n_teachers} finite scores >= 0, got {list(values)}")
+        if not (math.isfinite(power) and power >= 0):
+            raise ValueError(f"{name}: power must be finite and >= 0, got {power}")
+        self.sites = list(scores)
+        table = torch.tensor([list(scores[site]) for site in self.sites], dtype=torch.float64)
+        powered = torch.cat([table, table.mean(dim=0, keepdim=True)]) ** power
+        totals = powered.sum(dim=1, keepdim=True)
+        share = torch.where(totals > 0, powered / totals.clamp_min(1e-300), torch.full_like(powered, 1 / n_teachers))
+        self.register_buffer("site_share", share.to(torch.float32), persistent=False)
+
+    def teacher_weights(
+        self,
+        teacher_probs: torch.Tensor,
+        label: torch.Tensor | None,
+        labelled: torch.Tensor,
+        image: torch.Tensor | None,
+        sites: Sequence[str] | None = None,
+    ) -> torch.Tensor:
+        unknown = len(self.sites)
+        rows = [self.sites.index(s) if s in self.sites else unknown for s in (sites or [None] * labelled.numel())]
+        share = self.site_share[rows].T  # (K, B)
+        return share[:, :, None, None, None].expand_as(teacher_probs).to(teacher_probs.dtype)
 
 
 @register_aggregator("mean")
@@ -321,6 +379,7 @@ class AdaptiveAggregator(Aggregator):
         label: torch.Tensor | None,
         labelled: torch.Tensor,
         image: torch.Tensor | None,
+        sites: Sequence[str] | None = None,
     ) -> torch.Tensor:
         reliability = self.unlabelled_reliability(teacher_probs)
         if label is not None and bool(labelled.any()):

@@ -10,6 +10,8 @@ which teacher is right on which kind of image.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -63,6 +65,7 @@ class LearnedAggregator(Aggregator):
         label: torch.Tensor | None,
         labelled: torch.Tensor,
         image: torch.Tensor | None,
+        sites: Sequence[str] | None = None,
     ) -> torch.Tensor:
         if image is None or image.shape[1] != self.in_channels:
             shape = None if image is None else tuple(image.shape)

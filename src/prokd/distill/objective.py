@@ -103,7 +103,8 @@ class DistillationObjective(nn.Module):
         outputs = [self._teacher_outputs(k, batch) for k in range(len(self._teachers))]
         temperature = self.config.temperature
         softened = torch.stack([soft_foreground(t_logits, temperature) for t_logits, _ in outputs])
-        result = self.aggregator(softened, label=batch.y, labelled=labelled, image=x_student)
+        sites = batch.sites or None
+        result = self.aggregator(softened, label=batch.y, labelled=labelled, image=x_student, sites=sites)
         if self.config.kl > 0:
             weight_map = self._kl_weights(outputs, result)
             kl = kl_distillation(logits, result.probs.detach(), temperature, weight_map)
@@ -151,9 +152,20 @@ class DistillationObjective(nn.Module):
             if missing:
                 raise ValueError(f"weighted aggregation needs a validation score for every teacher; none for {missing}")
             kwargs["scores"] = [t.score for t in self._teachers]
+        if self.config.aggregate == "site" and "scores" not in kwargs:
+            kwargs["scores"] = self._site_scores()
         if self.config.aggregate == "learned":
             kwargs.setdefault("in_channels", student_preprocess.in_channels)
         return kwargs
+
+    def _site_scores(self) -> dict[str, list[float]]:
+        """``{site: each teacher's score there}`` from the teachers' ``site_scores``; a teacher without a score
+        for a site gets its overall score (0 if it has none)."""
+        missing = [t.name for t in self._teachers if not t.site_scores]
+        if missing:
+            raise ValueError(f"site aggregation needs validation scores per site for every teacher; none for {missing}")
+        sites = sorted({site for t in self._teachers for site in t.site_scores})
+        return {site: [t.site_scores.get(site, t.score or 0.0) for t in self._teachers] for site in sites}
 
     def _kl_weights(self, outputs: list[tuple[torch.Tensor, dict]], result: AggregateResult) -> torch.Tensor | None:
         """The pixels the KL is restricted to, from the aggregated teacher at temperature 1 (None: all)."""

@@ -14,7 +14,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from prokd.config import PreprocessConfig
+from prokd.eval.evaluate import evaluate_run
 from prokd.models import forward_with_features, get_spec
+from prokd.train.run_folder import is_fresh, read_json
 from prokd.train.checkpoint import (
     CheckpointError,
     load_checkpoint,
@@ -35,6 +37,7 @@ class Teacher:
         taps: module names of its feature taps.
         score: its best validation Dice (on cases it never trained on), or None.
         out_channels: its logits' channels: 1 (sigmoid) or 2 (softmax).
+        site_scores: its mean validation Dice per site (see :func:`validation_site_scores`), or None.
     """
 
     name: str
@@ -43,6 +46,7 @@ class Teacher:
     taps: tuple[str, ...]
     score: float | None
     out_channels: int
+    site_scores: dict[str, float] | None = None
 
     @torch.no_grad()
     def __call__(self, x: torch.Tensor, with_features: bool = False) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -85,6 +89,18 @@ def load_teacher(run: str | Path, taps: list[str] | None = None) -> Teacher:
         score=None if score is None or score < 0 else float(score),
         out_channels=int(payload["model"]["out_channels"]),
     )
+
+
+def validation_site_scores(run: str | Path, data: str | Path) -> dict[str, float]:
+    """A teacher's mean 3D Dice per site on its run's validation cases (cases it never trained on), from
+    ``RUN/eval/val/summary.json`` when that is newer than the best checkpoint, else evaluated now and written
+    there."""
+    run = Path(run)
+    summary_path = run / "eval" / "val" / "summary.json"
+    summary = read_json(summary_path)["summary"] if is_fresh(summary_path, run) else None
+    if summary is None:
+        summary = evaluate_run(run, data, split="val").summary
+    return {site: float(stats["dice"]["mean"]) for site, stats in summary.items() if site != "overall"}
 
 
 def teacher_runs(paths: list[str | Path]) -> list[Path]:

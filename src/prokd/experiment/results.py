@@ -20,8 +20,7 @@ import numpy as np
 import yaml
 
 from prokd.eval.evaluate import METRICS
-from prokd.experiment.stages import is_fresh
-from prokd.train.run_folder import environment_info, read_json, write_json
+from prokd.train.run_folder import environment_info, is_fresh, read_json, write_json
 
 EFFICIENCY_KEYS = ("params", "macs", "latency_slice_ms", "latency_volume_ms")
 CSV_KEYS = ("stage", "group", "kind", "model", "seed", *EFFICIENCY_KEYS, "train_minutes")

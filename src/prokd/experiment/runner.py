@@ -33,8 +33,8 @@ from prokd.experiment.results import (
     format_mean_sd,
     write_results,
 )
-from prokd.experiment.stages import evaluate_stage, is_fresh, stage_efficiency, stage_status, train_stage
-from prokd.train.run_folder import RunDirError, read_json, write_json
+from prokd.experiment.stages import evaluate_stage, stage_efficiency, stage_status, train_stage
+from prokd.train.run_folder import RunDirError, is_fresh, read_json, write_json
 
 STATUS_TEXT = {"done": "trained, reused", "resume": "resuming", "new": "training"}
 _MISSING = "<missing>"

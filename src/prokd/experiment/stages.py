@@ -22,6 +22,7 @@ from prokd.eval.efficiency import count_macs, count_parameters, measure_latency
 from prokd.eval.evaluate import Evaluation, evaluate_run, summary_table
 from prokd.infer.predict import Predictor
 from prokd.train.checkpoint import load_checkpoint
+from prokd.train.run_folder import is_fresh
 from prokd.train.runner import train_run
 
 VOLUME_REPEATS = 3
@@ -62,12 +63,6 @@ def train_stage(
     elif status == "new":
         train_run(data, run_dir, config, split=split, overwrite=True, console=console)
     return status
-
-
-def is_fresh(path: Path, run_dir: Path) -> bool:
-    """Whether ``path`` exists and was written after the run's ``checkpoints/best.pt``."""
-    best = run_dir / "checkpoints" / "best.pt"
-    return path.is_file() and best.is_file() and path.stat().st_mtime_ns > best.stat().st_mtime_ns
 
 
 def evaluate_stage(run_dir: Path, data: Path, console: Console | None = None) -> Evaluation | None:

@@ -21,10 +21,11 @@ from prokd.data.datalist import LoadedCase
 from prokd.data.preprocess import Preprocessor
 from prokd.data.slices import volume_inputs
 from prokd.distill.objective import DistillationObjective
-from prokd.distill.teachers import centre_channels, load_teacher
+from prokd.distill.teachers import Teacher, centre_channels, load_teacher
 from prokd.losses import SegmentationLoss, soft_foreground
 from prokd.models import get_spec
 from prokd.train.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint, resolve_checkpoint
+from prokd.train.run_folder import read_json
 
 __all__ = ["TeacherWeights", "rebuild_objective", "teacher_weights"]
 
@@ -63,7 +64,7 @@ def rebuild_objective(run: Path, teacher_runs: Sequence[Path]) -> tuple[Distilla
         model_from_checkpoint(payload),
         get_spec(config.model.name).default_taps,
         config.preprocess,
-        [load_teacher(teacher, config.distill.teacher_taps) for teacher in teacher_runs],
+        with_site_scores(run, [load_teacher(teacher, config.distill.teacher_taps) for teacher in teacher_runs]),
         SegmentationLoss.from_config(config.loss, config.model.out_channels),
         config.distill,
     )
@@ -72,6 +73,15 @@ def rebuild_objective(run: Path, teacher_runs: Sequence[Path]) -> tuple[Distilla
     except (KeyError, RuntimeError) as err:
         raise CheckpointError(f"{path}: the saved objective state does not fit its teachers ({err})") from None
     return objective.eval(), config.preprocess
+
+
+def with_site_scores(run: Path, teachers: list[Teacher]) -> list[Teacher]:
+    """The teachers with the validation Dice per site the student ``run`` used (``RUN/teachers.json``), if any."""
+    path = Path(run) / "teachers.json"
+    records = read_json(path) if path.is_file() else []
+    for teacher, record in zip(teachers, records):
+        teacher.site_scores = record.get("site_scores")
+    return teachers
 
 
 @torch.no_grad()
@@ -87,7 +97,7 @@ def teacher_weights(run: Path, teacher_runs: Sequence[Path], cases: Sequence[Loa
         inputs = torch.from_numpy(volume_inputs(preprocessor.image_to_grid(loaded.image, plan), objective.context))
         sums = region.setdefault(loaded.case.site, np.zeros(k + 1))
         for start in range(0, len(inputs), BATCH):
-            weights, candidate = _batch_weights(objective, inputs[start : start + BATCH])
+            weights, candidate = _batch_weights(objective, inputs[start : start + BATCH], loaded.case.site)
             total += weights.sum(dim=(1, 2, 3, 4)).double().numpy()
             pixels += weights[0].numel()
             sums[:k] += (weights * candidate).sum(dim=(1, 2, 3, 4)).double().numpy()
@@ -101,12 +111,16 @@ def teacher_weights(run: Path, teacher_runs: Sequence[Path], cases: Sequence[Loa
     )
 
 
-def _batch_weights(objective: DistillationObjective, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(K, B, 1, S, S) aggregation weights and the (B, 1, S, S) candidate prostate for the slices ``x``."""
+def _batch_weights(
+    objective: DistillationObjective, x: torch.Tensor, site: str
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(K, B, 1, S, S) aggregation weights and the (B, 1, S, S) candidate prostate for the slices ``x`` of a
+    case from ``site``."""
     logits = [teacher(x)[0] for teacher in objective.teachers]
     softened = torch.stack([soft_foreground(z, objective.config.temperature) for z in logits])
     plain = torch.stack([soft_foreground(z, 1.0) for z in logits])
-    result = objective.aggregator(softened, image=centre_channels(x, objective.student_channels))
+    image = centre_channels(x, objective.student_channels)
+    result = objective.aggregator(softened, image=image, sites=[site] * len(x))
     return result.weights, (plain.amax(dim=0) >= PROSTATE).to(result.weights.dtype)
 
 

@@ -55,6 +55,12 @@ def read_json(path: str | Path) -> Any:
     return json.loads(Path(path).read_text())
 
 
+def is_fresh(path: Path, run_dir: Path) -> bool:
+    """Whether ``path`` exists and was written after the run's ``checkpoints/best.pt``."""
+    best = run_dir / "checkpoints" / "best.pt"
+    return path.is_file() and best.is_file() and path.stat().st_mtime_ns > best.stat().st_mtime_ns
+
+
 def git_hash() -> str | None:
     """The commit of the prokd source tree, with ``-dirty`` if it has uncommitted changes; None outside git."""
     source = Path(prokd.__file__).resolve().parent

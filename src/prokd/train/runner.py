@@ -149,7 +149,7 @@ def train_run(
     if config.distill is None:
         objective, sampler = SupervisedObjective(seg_loss), make_sampler(prepared)
     else:
-        objective = build_distillation(prepared, seg_loss)
+        objective = build_distillation(prepared, seg_loss, data)
         unlabeled = prepared.unlabeled_cases() if config.distill.unlabeled_fraction > 0 else None
         cached = objective.teacher_logits if config.distill.cache_teachers else None
         sampler = make_sampler(prepared, context=objective.context, unlabeled=unlabeled, teacher_maps=cached)
