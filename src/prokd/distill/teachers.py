@@ -14,9 +14,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from prokd.config import PreprocessConfig
-from prokd.eval.evaluate import evaluate_run
+from prokd.eval.evaluate import evaluate_run, stored_summary
 from prokd.models import forward_with_features, get_spec
-from prokd.train.run_folder import is_fresh, read_json
 from prokd.train.checkpoint import (
     CheckpointError,
     load_checkpoint,
@@ -95,11 +94,7 @@ def validation_site_scores(run: str | Path, data: str | Path) -> dict[str, float
     """A teacher's mean 3D Dice per site on its run's validation cases (cases it never trained on), from
     ``RUN/eval/val/summary.json`` when that is newer than the best checkpoint, else evaluated now and written
     there."""
-    run = Path(run)
-    summary_path = run / "eval" / "val" / "summary.json"
-    summary = read_json(summary_path)["summary"] if is_fresh(summary_path, run) else None
-    if summary is None:
-        summary = evaluate_run(run, data, split="val").summary
+    summary = stored_summary(run, "val") or evaluate_run(run, data, split="val").summary
     return {site: float(stats["dice"]["mean"]) for site, stats in summary.items() if site != "overall"}
 
 

@@ -19,7 +19,7 @@ from prokd.data.datalist import load_case, load_cases
 from prokd.eval.metrics import case_metrics, summarize
 from prokd.infer.predict import Predictor
 from prokd.train.checkpoint import load_checkpoint, resolve_checkpoint
-from prokd.train.run_folder import write_json
+from prokd.train.run_folder import is_fresh, read_json, write_json
 
 SPLITS = ("train", "val", "test", "all")
 METRICS = ("dice", "iou", "hd95", "assd")
@@ -65,6 +65,13 @@ def _evaluate_case(predictor: Predictor, loaded) -> dict[str, Any]:
     seconds = time.perf_counter() - started
     metrics = case_metrics(prediction.mask, loaded.label, loaded.geometry.spacing)
     return {"case": loaded.case.case_id, "site": loaded.case.site, **metrics, "seconds": round(seconds, 3)}
+
+
+def stored_summary(run: str | Path, split: str) -> dict[str, Any] | None:
+    """The ``summarize`` output stored in ``RUN/eval/<split>/summary.json`` if it is newer than the run's best
+    checkpoint, else None (no evaluation yet, or one of an older checkpoint)."""
+    path = Path(run) / "eval" / split / "summary.json"
+    return read_json(path)["summary"] if is_fresh(path, Path(run)) else None
 
 
 def write_evaluation(evaluation: Evaluation, out_dir: Path, checkpoint: Path) -> None:

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from prokd.eval.evaluate import METRICS
+from prokd.eval.evaluate import METRICS, stored_summary
 from prokd.train.run_folder import environment_info, is_fresh, read_json, write_json
 
 EFFICIENCY_KEYS = ("params", "macs", "latency_slice_ms", "latency_volume_ms")
@@ -70,10 +70,15 @@ def stage_row(
 
 def group_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """One GROUP per distinct ``group`` of ``rows``, in order of first appearance."""
+    return [_group(name, members) for name, members in rows_by_group(rows).items()]
+
+
+def rows_by_group(rows: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """``{group: its rows}``, groups in order of first appearance."""
     groups: dict[str, list[dict[str, Any]]] = {}
     for row in rows:
         groups.setdefault(row["group"], []).append(row)
-    return [_group(name, members) for name, members in groups.items()]
+    return groups
 
 
 def _group(name: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -108,13 +113,11 @@ def compare_students(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     that change is larger than both groups' sd over seeds (None when either has fewer than two seeds, or there
     is no baseline). ``teacher_gap_points`` is 100 × (the group's mean Dice − its best teacher's Dice).
     """
-    seed_dice: dict[str, list[float]] = {}
-    for row in rows:
-        seed_dice.setdefault(row["group"], []).append(row["overall"]["dice"]["mean"])
+    groups = rows_by_group(rows)
+    seed_dice = {group: [row["overall"]["dice"]["mean"] for row in members] for group, members in groups.items()}
     stage_dice = {row["stage"]: row["overall"]["dice"]["mean"] for row in rows}
     comparisons = []
-    for group in seed_dice:
-        members = [row for row in rows if row["group"] == group]
+    for group, members in groups.items():
         teachers = [name for name in dict.fromkeys(t for row in members for t in row["teachers"]) if name in stage_dice]
         if not teachers:
             continue
@@ -149,10 +152,10 @@ def collect_results(out: str | Path) -> dict[str, Any]:
     rows = []
     for stage in read_json(out / "plan.json"):
         run_dir = out / stage["run"]
-        summary, efficiency = run_dir / "eval" / "test" / "summary.json", run_dir / "efficiency.json"
-        if is_fresh(summary, run_dir) and is_fresh(efficiency, run_dir):
+        summary, efficiency = stored_summary(run_dir, "test"), run_dir / "efficiency.json"
+        if summary is not None and is_fresh(efficiency, run_dir):
             facts = read_json(efficiency)
-            rows.append(stage_row(stage, read_json(summary)["summary"], facts, _last_epoch(run_dir), _unit(run_dir)))
+            rows.append(stage_row(stage, summary, facts, _last_epoch(run_dir), _unit(run_dir)))
     name = yaml.safe_load((out / "experiment.yaml").read_text())["name"]
     return {
         "env": environment_info(),

@@ -115,6 +115,7 @@ def fit(
         by_steps = state.step / total_steps
         return max(by_steps, state.elapsed_seconds / budget) if budget else by_steps
 
+    seg_losses = [module for module in objective.modules() if isinstance(module, SegmentationLoss)]  # Lovász warm-up
     with _progress_bar(console) as bar:
         task = bar.add_task("train", total=1.0, completed=progress_fraction())
         while state.epoch < train_cfg.epochs and progress_fraction() < 1.0:
@@ -130,7 +131,8 @@ def fit(
                 lr = learning_rate(train_cfg.lr, progress_fraction(), warmup)
                 for group in optimizer.param_groups:
                     group["lr"] = lr
-                _report_progress(objective, progress_fraction())
+                for seg_loss in seg_losses:
+                    seg_loss.set_progress(progress_fraction())
                 loss, terms = objective(model, sampler.batch(rng))
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
@@ -164,13 +166,6 @@ def fit(
             if on_epoch_end is not None:
                 on_epoch_end(state.epoch, record)
     return state
-
-
-def _report_progress(objective: nn.Module, progress: float) -> None:
-    """Tell the objective's segmentation losses how far training is (their Lovász warm-up)."""
-    for module in objective.modules():
-        if isinstance(module, SegmentationLoss):
-            module.set_progress(progress)
 
 
 def validate(predictor: Predictor, cases: list[ValidationCase]) -> float:
