@@ -180,9 +180,10 @@ class DistillConfig:
         aggregate_kwargs: keyword arguments of the aggregator.
         gate: weight of the learned gate's own loss on labelled slices (``learned`` only).
         unlabeled_fraction: share of each batch drawn from unlabelled images (KD terms only).
-        cache_teachers: compute each teacher's logits once per (un-augmented) slice, keep them in memory and move
-            them with the slice through the spatial augmentation (the teacher forward pass dominates a KD step on
-            a CPU); logits only, so the feature term must be off.
+        cache_teachers: compute each teacher's logits once per (un-augmented) slice and move them with the slice
+            through the spatial augmentation (the teacher forward pass dominates a KD step on a CPU); kept in memory
+            and on disk under ``RUN/checkpoints/teacher-logits/`` (keyed by the teacher checkpoint's hash and the
+            case), so students of one experiment share them; logits only, so the feature term must be off.
     """
 
     teachers: list[str] = field(default_factory=list)

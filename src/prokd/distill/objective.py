@@ -19,7 +19,8 @@ out of the objective's ``state_dict`` (which holds the adapters and the aggregat
 With ``cache_teachers`` the teachers' logits of each slice are computed once, on the un-augmented slice
 (:meth:`DistillationObjective.teacher_logits`, the sampler's ``teacher_maps``), and travel with the slice
 through the spatial augmentation (``Batch.teacher``): the teacher forward pass, which dominates a KD step on a
-CPU, then runs once per slice instead of once per step.
+CPU, then runs once per slice instead of once per step, and once per teacher and case across students, as
+the logits are kept beside each teacher's checkpoint (:mod:`prokd.distill.logit_cache`).
 """
 
 from __future__ import annotations
@@ -29,9 +30,10 @@ import torch
 from torch import nn
 
 from prokd.config import DistillConfig, PreprocessConfig
-from prokd.data.slices import Batch, GridCase, context_stack
+from prokd.data.slices import Batch, GridCase
 from prokd.distill.aggregate import AggregateResult, build_aggregator
 from prokd.distill.gate import LearnedAggregator, gate_loss
+from prokd.distill.logit_cache import TeacherLogitCache
 from prokd.distill.teachers import Teacher, centre_channels, check_compatible
 from prokd.losses import (
     SegmentationLoss,
@@ -78,7 +80,7 @@ class DistillationObjective(nn.Module):
         self.context = max(student_preprocess.context, *(t.preprocess.context for t in teachers))
         self.aggregator = build_aggregator(config.aggregate, len(teachers), **self._aggregator_kwargs(student_preprocess))
         self.student_taps = tuple(config.student_taps or student_taps)
-        self._cache: dict[tuple[str, int], np.ndarray] = {}
+        self._logit_cache = TeacherLogitCache(self._teachers, self.context)
         self.pairs: list[list[tuple[int, int]]] = []
         self.feature_terms = nn.ModuleList()
         if config.feature > 0:
@@ -127,15 +129,11 @@ class DistillationObjective(nn.Module):
             teacher.model.eval()
         return self
 
-    @torch.no_grad()
     def teacher_logits(self, case: GridCase, z: int) -> np.ndarray:
         """Every teacher's logits for slice ``z`` of ``case`` (un-augmented), stacked as ``(K, S, S)`` channels
-        (``K`` = the sum of the teachers' output channels); computed once per slice, then served from memory."""
-        key = (case.case_id, z)
-        if key not in self._cache:
-            x = torch.from_numpy(context_stack(case.image, z, self.context).astype(np.float32))[None]
-            self._cache[key] = torch.cat([teacher(x)[0][0] for teacher in self._teachers]).numpy()
-        return self._cache[key]
+        (``K`` = the sum of the teachers' output channels); computed once per case, then served from memory
+        or from the teachers' disk cache."""
+        return self._logit_cache(case, z)
 
     def _teacher_outputs(self, k: int, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Teacher ``k``'s logits (and feature maps) for the batch: run on ``batch.x``, or taken from the cached

@@ -37,6 +37,8 @@ class Teacher:
         score: its best validation Dice (on cases it never trained on), or None.
         out_channels: its logits' channels: 1 (sigmoid) or 2 (softmax).
         site_scores: its mean validation Dice per site (see :func:`validation_site_scores`), or None.
+        checkpoint: the checkpoint file it was loaded from, or None (names its logit cache, see
+            :mod:`prokd.distill.logit_cache`).
     """
 
     name: str
@@ -46,6 +48,7 @@ class Teacher:
     score: float | None
     out_channels: int
     site_scores: dict[str, float] | None = None
+    checkpoint: Path | None = None
 
     @torch.no_grad()
     def __call__(self, x: torch.Tensor, with_features: bool = False) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -87,6 +90,7 @@ def load_teacher(run: str | Path, taps: list[str] | None = None) -> Teacher:
         taps=tuple(taps or get_spec(payload["model"]["name"]).default_taps),
         score=None if score is None or score < 0 else float(score),
         out_channels=int(payload["model"]["out_channels"]),
+        checkpoint=path,
     )
 
 

@@ -12,9 +12,11 @@ import os
 import platform
 import shutil
 import subprocess
+import tempfile
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import monai
 import numpy as np
@@ -42,6 +44,22 @@ def prepare_run_dir(out: str | Path, resume: bool = False, overwrite: bool = Fal
         shutil.rmtree(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     return run_dir
+
+
+def atomic_write(path: str | Path, write: Callable[[IO[bytes]], None]) -> Path:
+    """Create or replace ``path`` atomically: ``write`` fills a temporary file in the same folder, which is then
+    renamed over ``path``, so a reader never sees a half-written file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            write(handle)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
 
 
 def write_json(path: str | Path, data: Any) -> Path:
