@@ -170,6 +170,8 @@ class DistillConfig:
         temperature: softening temperature T of the output KL (the term is scaled by T²).
         kl: weight of the KL between the student and the aggregated teacher outputs.
         feature: weight of the feature term (0 disables it).
+        pseudo: weight of the segmentation loss (Dice + Lovász + CE) against the aggregated teachers' mask
+            (foreground probability at T = 1 above 0.5) on unlabelled slices (0 disables it).
         feature_term: registered feature term: ``hint``, ``attention`` or ``affinity``.
         feature_kwargs: keyword arguments of the feature term.
         student_taps / teacher_taps: module names of the feature taps; None uses the registry's defaults.
@@ -190,6 +192,7 @@ class DistillConfig:
     temperature: float = 2.0
     kl: float = 1.0
     feature: float = 0.0
+    pseudo: float = 0.0
     feature_term: str = "attention"
     feature_kwargs: dict[str, Any] = field(default_factory=dict)
     student_taps: list[str] | None = None
@@ -204,7 +207,7 @@ class DistillConfig:
 
     def __post_init__(self) -> None:
         _require(self.temperature > 0, "distill.temperature", "must be positive")
-        _require(self.kl >= 0 and self.feature >= 0, "distill", "term weights must be >= 0")
+        _require(min(self.kl, self.feature, self.pseudo) >= 0, "distill", "term weights must be >= 0")
         _require(self.restrict in ("none", "uncertain", "boundary"), "distill.restrict", "must be none, uncertain or boundary")
         _require(0.0 <= self.unlabeled_fraction < 1.0, "distill.unlabeled_fraction", "must be in [0, 1)")
         _require(not (self.cache_teachers and self.feature > 0), "distill.cache_teachers",

@@ -152,3 +152,20 @@ def test_cached_teacher_logits_equal_fresh_ones_and_run_once_per_slice():
         assert batch.teacher.shape == (16, 2, 32, 32)
         plain = Batch(batch.x, batch.y, batch.labelled, batch.keys)
         assert loss == pytest.approx(fresh(student, plain)[0].item(), rel=1e-5)
+
+
+def test_pseudo_label_term_is_the_segmentation_loss_against_the_teacher_mask_on_unlabelled_slices():
+    teacher = make_teacher()
+    student = build_model("unet-small", 1, 1)
+    objective = objective_for(student, [teacher], kl=0.0, pseudo=2.0)
+    mixed = batch()
+    mixed = Batch(mixed.x, mixed.y, torch.tensor([True, False]))
+    loss, terms = objective(student, mixed)
+    logits = student(mixed.x)
+    teacher_mask = torch.sigmoid(teacher.model(mixed.x)) > 0.5
+    supervised, _ = SegmentationLoss()(logits[:1], mixed.y[:1])
+    pseudo, _ = SegmentationLoss()(logits[1:], teacher_mask[1:])
+    assert terms["pseudo"] == pytest.approx(pseudo.item(), rel=1e-5)
+    assert loss.item() == pytest.approx(supervised.item() + 2.0 * pseudo.item(), rel=1e-5)
+    _, labelled_only = objective(student, batch(labelled=True))
+    assert "pseudo" not in labelled_only

@@ -196,3 +196,16 @@ def test_cli_dry_run_and_one_line_errors(experiment, tmp_path):
     assert result.exit_code == 1
     assert "students[0].teachers: unknown teacher 'fulll' (known: full, site)" in result.output.replace("\n", "")
     assert not (tmp_path / "x").exists()
+
+
+def test_a_key_added_in_a_later_version_does_not_invalidate_a_finished_stage(experiment, tmp_path):
+    path, out, _ = experiment
+    copy = tmp_path / "out"
+    shutil.copytree(out, copy)
+    stored = copy / "runs" / "student-kd-seed0" / "config.yaml"
+    older = yaml.safe_load(stored.read_text())
+    del older["distill"]["pseudo"]  # as written before the pseudo-label term existed
+    stored.write_text(yaml.safe_dump(older))
+    console = quiet()
+    run_experiment(load_experiment(path), copy, dry_run=True, console=console)
+    assert "student-kd-seed0" in output(console) and "new" not in output(console)

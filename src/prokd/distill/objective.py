@@ -4,10 +4,12 @@ distillation, for one or several frozen teachers.
     loss = seg(student, y)                              on labelled slices (Dice + Lovász + CE)
          + kl      · T² · KL(aggregate_T(teachers) ‖ student_T)   on every slice (optionally restricted)
          + feature · Σ_k w_k · feature_term_k(student taps, teacher k taps)
+         + pseudo  · seg(student, aggregate_1(teachers) > 0.5)   on unlabelled slices
          + gate    · gate_loss                          (``learned`` aggregation only)
 
 where ``aggregate_T`` combines the teachers' temperature-softened foreground probabilities with the
-configured :mod:`prokd.distill.aggregate` mode and ``w_k`` is teacher k's mean aggregation weight on the
+configured :mod:`prokd.distill.aggregate` mode (``aggregate_1``: the same weights on the probabilities at
+T = 1) and ``w_k`` is teacher k's mean aggregation weight on the
 batch, so feature distillation, too, listens most to the teacher trusted on these images. Each teacher has
 its own feature term (and so its own adapters). The method follows "Knowledge distillation for adaptive MRI
 prostate segmentation based on limit-trained multi-teacher models" (arXiv 2303.09494): feature-based
@@ -112,6 +114,11 @@ class DistillationObjective(nn.Module):
             kl = kl_distillation(logits, result.probs.detach(), temperature, weight_map)
             total = total + self.config.kl * kl
             terms["kl"] = kl.item()
+        if self.config.pseudo > 0 and not labelled.all():
+            pseudo_label = self._plain_aggregate(outputs, result) > 0.5
+            pseudo, _ = self.seg_loss(logits[~labelled], pseudo_label[~labelled])
+            total = total + self.config.pseudo * pseudo
+            terms["pseudo"] = pseudo.item()
         if isinstance(self.aggregator, LearnedAggregator) and self.config.gate > 0:
             gate = gate_loss(result, batch.y, labelled)
             total = total + self.config.gate * gate
@@ -169,11 +176,16 @@ class DistillationObjective(nn.Module):
         """The pixels the KL is restricted to, from the aggregated teacher at temperature 1 (None: all)."""
         if self.config.restrict == "none":
             return None
-        plain = torch.stack([soft_foreground(t_logits, 1.0) for t_logits, _ in outputs])
-        aggregate = (result.weights * plain).sum(dim=0)
+        aggregate = self._plain_aggregate(outputs, result)
         if self.config.restrict == "uncertain":
             return uncertainty_weights(aggregate)
         return boundary_weights(aggregate > 0.5, self.config.boundary_width)
+
+    @staticmethod
+    def _plain_aggregate(outputs: list[tuple[torch.Tensor, dict]], result: AggregateResult) -> torch.Tensor:
+        """(B, 1, H, W) the teachers' foreground probabilities at T = 1 under the aggregation's weights."""
+        plain = torch.stack([soft_foreground(t_logits, 1.0) for t_logits, _ in outputs])
+        return (result.weights.detach() * plain).sum(dim=0)
 
     def _build_feature_terms(self, student: nn.Module, preprocess: PreprocessConfig) -> None:
         size = preprocess.size

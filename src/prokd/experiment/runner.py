@@ -23,6 +23,7 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
+from prokd.config import RunConfig
 from prokd.data.datalist import load_cases
 from prokd.experiment.config import ExperimentConfig
 from prokd.experiment.plan import Stage, make_plan
@@ -136,13 +137,15 @@ def check_out_dir(config: ExperimentConfig, out: Path, plan: list[Stage], overwr
 
 def recipe_difference(out: Path, stage: Stage) -> tuple[str, Any, Any] | None:
     """The first difference between how ``stage`` was trained in ``out`` (its RUN folder's ``config.yaml`` and
-    ``split.json``) and how the plan would train it; None when it matches or has not started. Teachers are
+    ``split.json``) and how the plan would train it; None when it matches or has not started. The stored config
+    is read with today's defaults, so a key added in a later version does not count as a change; teachers are
     compared by stage name, so a copied or moved experiment folder still matches."""
     run_dir = out / stage.run
     if not (run_dir / "config.yaml").is_file() or not (run_dir / "split.json").is_file():
         return None
     split = read_json(run_dir / "split.json")
-    trained = {**yaml.safe_load((run_dir / "config.yaml").read_text()), "split": {k: split.get(k) for k in stage.split}}
+    trained_config = RunConfig.from_dict(yaml.safe_load((run_dir / "config.yaml").read_text())).to_dict()
+    trained = {**trained_config, "split": {k: split.get(k) for k in stage.split}}
     planned = {**stage.run_config(out).to_dict(), "split": stage.split}
     for recipe in (trained, planned):
         if recipe.get("distill"):
