@@ -63,10 +63,9 @@ def atomic_write(path: str | Path, write: Callable[[IO[bytes]], None]) -> Path:
 
 
 def write_json(path: str | Path, data: Any) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data, indent=2, default=_json_default) + "\n")
-    return path
+    """Write ``data`` as indented JSON to ``path``, atomically (see :func:`atomic_write`)."""
+    text = json.dumps(data, indent=2, default=_json_default) + "\n"
+    return atomic_write(path, lambda handle: handle.write(text.encode()))
 
 
 def read_json(path: str | Path) -> Any:
