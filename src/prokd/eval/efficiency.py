@@ -1,17 +1,30 @@
-"""Efficiency of a network: parameter count, multiply-accumulates per forward pass, CPU latency."""
+"""Efficiency of a network: parameter count, multiply-accumulates per forward pass, CPU latency.
+
+Latencies that are compared with each other are measured together (:func:`interleaved_latency`): in one
+process, with the same threads, the models taking turns (A, B, C, A, B, C, ...), so that a change of
+machine load during the measurement affects every model alike.
+"""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
+from functools import partial
 
 import numpy as np
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-__all__ = ["count_macs", "count_parameters", "measure_latency"]
+__all__ = [
+    "count_macs",
+    "count_parameters",
+    "interleaved_latency",
+    "measure_latency",
+    "time_interleaved",
+    "torch_threads",
+]
 
 
 def count_parameters(model: nn.Module) -> int:
@@ -40,37 +53,83 @@ def measure_latency(
     warmup: int = 3,
     repeats: int = 20,
 ) -> dict[str, float | int]:
-    """Wall-clock time of one forward pass on a zero tensor, with ``threads`` intra-op threads.
-
-    The model runs in eval mode under :func:`torch.inference_mode`; its training mode and the
-    process's thread count are restored afterwards.
+    """Wall-clock time of one forward pass on a zero tensor, with ``threads`` intra-op threads (one model of
+    :func:`interleaved_latency`).
 
     Returns:
-        ``{"median_ms", "p90_ms", "threads"}`` over ``repeats`` timed passes after ``warmup`` untimed ones.
+        ``{"median_ms", "p90_ms", "threads", "repeats"}`` over ``repeats`` timed passes after ``warmup`` untimed ones.
+    """
+    return interleaved_latency([model], [input_shape], threads, warmup, repeats)[0]
+
+
+def interleaved_latency(
+    models: Sequence[nn.Module],
+    input_shapes: Sequence[Sequence[int]],
+    threads: int = 2,
+    warmup: int = 3,
+    repeats: int = 20,
+) -> list[dict[str, float | int]]:
+    """Wall-clock time of one forward pass of each model on a zero tensor of its input shape (e.g. (1, C, H, W)),
+    all models timed in one pass: ``warmup`` untimed rounds, then ``repeats`` timed rounds, each round running
+    every model once in turn (:func:`time_interleaved`).
+
+    The models run in eval mode under :func:`torch.inference_mode`; their training modes and the process's
+    thread count are restored afterwards.
+
+    Returns:
+        one ``{"median_ms", "p90_ms", "threads", "repeats"}`` per model, in the order given.
+    """
+    if len(models) != len(input_shapes):
+        raise ValueError(f"interleaved_latency: {len(models)} models but {len(input_shapes)} input shapes")
+    with ExitStack() as stack:
+        for model in models:
+            stack.enter_context(_inference(model))
+        calls = [partial(model, _example_input(model, shape)) for model, shape in zip(models, input_shapes)]
+        timings = time_interleaved(calls, threads, warmup, repeats)
+    return [
+        {"median_ms": float(np.median(ms)), "p90_ms": float(np.percentile(ms, 90)), "threads": threads,
+         "repeats": repeats}
+        for ms in timings
+    ]
+
+
+def time_interleaved(
+    calls: Sequence[Callable[[], object]], threads: int, warmup: int, repeats: int
+) -> list[list[float]]:
+    """Milliseconds of each of ``repeats`` calls of every callable, with ``threads`` intra-op threads.
+
+    ``warmup`` untimed rounds come first; in every round each callable runs once, in the order given (A, B, C,
+    A, B, C, ...).
+
+    Returns:
+        per callable, its ``repeats`` timings in ms.
     """
     if threads < 1 or repeats < 1 or warmup < 0:
         raise ValueError(
-            f"measure_latency: need threads >= 1, repeats >= 1, warmup >= 0; got {threads}, {repeats}, {warmup}"
+            f"time_interleaved: need threads >= 1, repeats >= 1, warmup >= 0; got {threads}, {repeats}, {warmup}"
         )
-    previous_threads = torch.get_num_threads()
+    timings_ms: list[list[float]] = [[] for _ in calls]
+    with torch_threads(threads):
+        for _ in range(warmup):
+            for call in calls:
+                call()
+        for _ in range(repeats):
+            for call, timings in zip(calls, timings_ms):
+                start = time.perf_counter()
+                call()
+                timings.append((time.perf_counter() - start) * 1000.0)
+    return timings_ms
+
+
+@contextmanager
+def torch_threads(threads: int) -> Iterator[None]:
+    """``threads`` intra-op torch threads inside the block; the previous count is restored on exit."""
+    previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        with _inference(model):
-            example = _example_input(model, input_shape)
-            for _ in range(warmup):
-                model(example)
-            timings_ms = []
-            for _ in range(repeats):
-                start = time.perf_counter()
-                model(example)
-                timings_ms.append((time.perf_counter() - start) * 1000.0)
+        yield
     finally:
-        torch.set_num_threads(previous_threads)
-    return {
-        "median_ms": float(np.median(timings_ms)),
-        "p90_ms": float(np.percentile(timings_ms, 90)),
-        "threads": threads,
-    }
+        torch.set_num_threads(previous)
 
 
 @contextmanager
