@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -21,6 +22,26 @@ def phantom_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from prokd.data.phantom import write_phantom
 
     return write_phantom(tmp_path_factory.mktemp("phantom"), cases_per_site=3, unlabeled_per_site=1, seed=0)
+
+
+class DamagedDataset:
+    """A copy of a dataset whose labelled images are not volumes (found only when a run reads them);
+    :meth:`repair` puts the real images back."""
+
+    def __init__(self, datalist: Path, folder: Path) -> None:
+        self.source = datalist.parent
+        self.datalist = shutil.copytree(self.source, folder) / datalist.name
+        for image in (folder / "imagesTr").iterdir():
+            image.write_bytes(b"not a volume")
+
+    def repair(self) -> None:
+        shutil.copytree(self.source / "imagesTr", self.datalist.parent / "imagesTr", dirs_exist_ok=True)
+
+
+@pytest.fixture
+def damaged_phantom(phantom_data: Path, tmp_path: Path) -> DamagedDataset:
+    """The phantom with unreadable labelled images, in ``tmp_path/damaged``; ``.repair()`` fixes it."""
+    return DamagedDataset(phantom_data, tmp_path / "damaged")
 
 
 @pytest.fixture(scope="session")
@@ -47,3 +68,19 @@ def make_tiny_config(**train: object) -> RunConfig:
             "train": {"epochs": 3, "steps_per_epoch": 10, "batch_size": 8, "lr": 3e-3, "threads": 2, **train},
         }
     )
+
+
+@pytest.fixture(scope="session")
+def reoriented():
+    """Factory: ``reoriented(source, target)`` writes the volume ``source`` to ``target`` (NIfTI or an ITK format)
+    with its axes permuted and one flipped, by SimpleITK's own filters, which keep every voxel at its place in
+    space: the same scan, stored another way."""
+    return write_reoriented
+
+
+def write_reoriented(source: Path, target: Path) -> Path:
+    import SimpleITK as sitk
+
+    image = sitk.PermuteAxes(sitk.ReadImage(str(source)), (2, 0, 1))
+    sitk.WriteImage(sitk.Flip(image, (True, False, False)), str(target))
+    return target

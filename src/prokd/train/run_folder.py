@@ -13,7 +13,8 @@ import platform
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO, Any
@@ -44,6 +45,31 @@ def prepare_run_dir(out: str | Path, resume: bool = False, overwrite: bool = Fal
         shutil.rmtree(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     return run_dir
+
+
+def first_missing(path: str | Path) -> Path | None:
+    """The outermost folder that creating ``path`` with its parents would make (``path`` itself or one of its
+    ancestors), or None when ``path`` exists: taken before a command creates its output folder, it is what the
+    command owns (:func:`removed_on_failure`)."""
+    missing = Path(path).absolute()
+    if missing.exists():
+        return None
+    while not missing.parent.exists():
+        missing = missing.parent
+    return missing
+
+
+@contextmanager
+def removed_on_failure(created: Path | None, keep: Callable[[], bool]) -> Iterator[None]:
+    """Run the body; if it raises, delete ``created`` (a folder this command made, from :func:`first_missing`)
+    unless ``keep()`` says it now holds something of value, then re-raise. A folder that existed before the
+    command (``created`` is None) is never touched."""
+    try:
+        yield
+    except BaseException:
+        if created is not None and created.is_dir() and not keep():
+            shutil.rmtree(created, ignore_errors=True)
+        raise
 
 
 def atomic_write(path: str | Path, write: Callable[[IO[bytes]], None]) -> Path:

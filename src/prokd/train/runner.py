@@ -27,7 +27,13 @@ from prokd.distill.setup import build_distillation, check_teachers
 from prokd.losses import SegmentationLoss
 from prokd.models import build_model
 from prokd.train.loop import EpochCallback, RunState, SupervisedObjective, ValidationCase, fit
-from prokd.train.run_folder import environment_info, prepare_run_dir, write_json
+from prokd.train.run_folder import (
+    environment_info,
+    first_missing,
+    prepare_run_dir,
+    removed_on_failure,
+    write_json,
+)
 
 
 @dataclass
@@ -43,10 +49,12 @@ class PreparedRun:
     model: nn.Module
 
     def unlabeled_cases(self) -> list[GridCase]:
-        """Images the run may use without labels: the dataset's unlabelled images plus the labelled cases left
-        out of every split (training cases dropped by ``sites`` / ``max_cases``); never validation or test."""
+        """Images the run may use without labels: the dataset's unlabelled images (and its test images with
+        ``unlabeled_include_test``) plus the labelled cases left out of every split (training cases dropped by
+        ``sites`` / ``max_cases``); never validation or test cases."""
         in_split = {case_id for ids in self.split.values() for case_id in ids}
-        cases = self.index.unlabeled + [c for c in self.index.labeled if c.case_id not in in_split]
+        test_images = self.index.test if self.config.unlabeled_include_test else []
+        cases = self.index.unlabeled + test_images + [c for c in self.index.labeled if c.case_id not in in_split]
         preprocessor = Preprocessor(self.config.preprocess)
         return [to_grid_case(_without_label(load_case(c, self.config.label_map)), preprocessor) for c in cases]
 
@@ -63,14 +71,19 @@ def prepare_run(
 
     On resume the folder's own ``config.yaml`` and ``split.json`` are used, so the run continues unchanged.
     ``split`` forces given case ids (e.g. a benchmark's saved split) instead of drawing one from the config.
+    A distillation's teachers are checked against the split (:func:`~prokd.distill.setup.check_teachers`)
+    before the folder is created.
     """
-    run_dir = prepare_run_dir(out, resume=resume, overwrite=overwrite)
     index = load_cases(data)
+    if not resume:
+        split = split or _draw_split(index, config)
+        if config.distill is not None:
+            check_teachers(config, split)
+    run_dir = prepare_run_dir(out, resume=resume, overwrite=overwrite)
     if resume:
         config = load_config(run_dir / "config.yaml")
         split = load_split(run_dir / "split.json")
     else:
-        split = split or _draw_split(index, config)
         save_config(config, run_dir / "config.yaml")
         save_split(split, run_dir / "split.json", seed=config.train.seed, mode=config.split.mode, data=str(data))
     torch.set_num_threads(config.train.threads or os.cpu_count() or 1)
@@ -140,31 +153,34 @@ def train_run(
     Without a ``distill`` section this is supervised training (segmentation loss on labelled slices); with
     one, the frozen teachers it names are distilled into the model (:mod:`prokd.distill`). Both use the
     same RUN folder, loop and checkpoints.
+
+    A run that fails before its first checkpoint (bad data or an option found out late, or interrupted in its
+    first epoch: nothing to resume) removes ``out`` if this call created it, so the corrected command needs no
+    ``--overwrite``; a folder that existed before is left as it is.
     """
-    if config.distill is not None and not resume:
-        check_teachers(config)
-    prepared = prepare_run(data, out, config, resume=resume, overwrite=overwrite, split=split)
-    config = prepared.config
-    seg_loss = SegmentationLoss.from_config(config.loss, config.model.out_channels)
-    if config.distill is None:
-        objective, sampler = SupervisedObjective(seg_loss), make_sampler(prepared)
-    else:
-        objective = build_distillation(prepared, seg_loss, data)
-        unlabeled = prepared.unlabeled_cases() if config.distill.unlabeled_fraction > 0 else None
-        cached = objective.teacher_logits if config.distill.cache_teachers else None
-        sampler = make_sampler(prepared, context=objective.context, unlabeled=unlabeled, teacher_maps=cached)
-    return fit(
-        prepared.run_dir,
-        config,
-        prepared.model,
-        objective,
-        sampler,
-        prepared.val_cases,
-        checkpoint_meta(prepared),
-        resume=resume,
-        on_epoch_end=on_epoch_end,
-        console=console,
-    )
+    with removed_on_failure(first_missing(out), keep=lambda: (Path(out) / "checkpoints" / "last.pt").is_file()):
+        prepared = prepare_run(data, out, config, resume=resume, overwrite=overwrite, split=split)
+        config = prepared.config
+        seg_loss = SegmentationLoss.from_config(config.loss, config.model.out_channels)
+        if config.distill is None:
+            objective, sampler = SupervisedObjective(seg_loss), make_sampler(prepared)
+        else:
+            objective = build_distillation(prepared, seg_loss, data)
+            unlabeled = prepared.unlabeled_cases() if config.distill.unlabeled_fraction > 0 else None
+            cached = objective.teacher_logits if config.distill.cache_teachers else None
+            sampler = make_sampler(prepared, context=objective.context, unlabeled=unlabeled, teacher_maps=cached)
+        return fit(
+            prepared.run_dir,
+            config,
+            prepared.model,
+            objective,
+            sampler,
+            prepared.val_cases,
+            checkpoint_meta(prepared),
+            resume=resume,
+            on_epoch_end=on_epoch_end,
+            console=console,
+        )
 
 
 def _without_label(loaded: LoadedCase) -> LoadedCase:

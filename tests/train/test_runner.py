@@ -1,0 +1,58 @@
+"""A training command that fails before its first checkpoint leaves no folder behind; one that existed stays."""
+
+from __future__ import annotations
+
+import pytest
+from typer.testing import CliRunner
+
+from prokd.cli import app
+from prokd.data.datalist import DatasetError
+from prokd.train.run_folder import first_missing, removed_on_failure
+from prokd.train.runner import train_run
+
+TINY = ["--set", "train.steps_per_epoch=2", "--set", "preprocess.size=64", "--set", "preprocess.target_spacing=2.0",
+        "--set", "augment.enabled=false"]
+
+
+def test_removed_on_failure_deletes_only_the_folder_the_command_created(tmp_path):
+    (tmp_path / "existing").mkdir()
+    assert first_missing(tmp_path / "existing") is None
+    assert first_missing(tmp_path / "new" / "run") == tmp_path / "new"
+    for keep, exists in ((False, False), (True, True)):
+        with pytest.raises(RuntimeError), removed_on_failure(first_missing(tmp_path / "new" / "run"), lambda: keep):
+            (tmp_path / "new" / "run").mkdir(parents=True)
+            raise RuntimeError("late failure")
+        assert (tmp_path / "new").exists() is exists
+    with pytest.raises(RuntimeError), removed_on_failure(first_missing(tmp_path / "existing"), lambda: False):
+        raise RuntimeError("late failure")
+    assert (tmp_path / "existing").is_dir()
+
+
+def test_cli_train_failing_on_bad_data_leaves_nothing_and_the_corrected_command_runs(damaged_phantom, tmp_path):
+    out = tmp_path / "runs" / "student"  # runs/ is created by the command too
+    args = ["train", "--data", str(damaged_phantom.datalist), "--out", str(out), "--model", "unet-tiny",
+            "--epochs", "1", *TINY]
+    result = CliRunner().invoke(app, args, catch_exceptions=False)
+    assert result.exit_code == 1
+    assert "error:" in result.output and "imagesTr" in result.output
+    assert not (tmp_path / "runs").exists()
+
+    damaged_phantom.repair()
+    result = CliRunner().invoke(app, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert (out / "checkpoints" / "last.pt").is_file()
+
+
+def test_a_folder_that_existed_before_or_holds_a_checkpoint_is_kept(damaged_phantom, phantom_data, tmp_path, tiny_config):
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    with pytest.raises(DatasetError, match="imagesTr"):
+        train_run(damaged_phantom.datalist, mine, tiny_config(epochs=1, steps_per_epoch=1))
+    assert mine.is_dir()
+
+    def interrupt(epoch, record):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train_run(phantom_data, tmp_path / "started", tiny_config(epochs=2, steps_per_epoch=1), on_epoch_end=interrupt)
+    assert (tmp_path / "started" / "checkpoints" / "last.pt").is_file()  # resumable, so kept
