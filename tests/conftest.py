@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
@@ -50,6 +51,61 @@ def promise12() -> Path:
     if not (PROMISE12 / "dataset.json").is_file():
         pytest.skip(f"PROMISE12 copy not found at {PROMISE12} (set PROKD_PROMISE12 to its folder)")
     return PROMISE12
+
+
+WALL_CLOCK = "elapsed_seconds"
+"""The one field of a checkpoint's progress and of ``metrics.jsonl`` that a resumed run does not reproduce."""
+
+
+@pytest.fixture(scope="session")
+def check_resume():
+    """``check_resume(data, folder, config, stop_after)``: train ``config`` straight through into ``folder/straight``
+    and, into ``folder/resumed``, stopped after ``stop_after`` epochs then resumed; assert that both end with the same
+    checkpoints (model, objective and optimiser state, progress) and ``metrics.jsonl``, wall-clock times aside."""
+    return assert_resumes_exactly
+
+
+def assert_resumes_exactly(data: Path, folder: Path, config: RunConfig, stop_after: int) -> None:
+    from prokd.train.checkpoint import load_checkpoint
+    from prokd.train.runner import train_run
+
+    def interrupt(epoch: int, record: dict) -> None:
+        if epoch == stop_after:
+            raise KeyboardInterrupt
+
+    train_run(data, folder / "straight", config)
+    with pytest.raises(KeyboardInterrupt):
+        train_run(data, folder / "resumed", config, on_epoch_end=interrupt)
+    assert len(read_metrics(folder / "resumed")) == stop_after
+    train_run(data, folder / "resumed", config, resume=True)
+    for name in ("last.pt", "best.pt"):
+        straight, resumed = (load_checkpoint(folder / run / "checkpoints" / name) for run in ("straight", "resumed"))
+        for part in ("state_dict", "extra", "optimizer", "progress"):
+            assert_same(straight[part], resumed[part], f"{name}:{part}")
+    assert read_metrics(folder / "resumed") == read_metrics(folder / "straight")
+
+
+def read_metrics(run_dir: Path) -> list[dict]:
+    """``metrics.jsonl`` without its wall-clock field."""
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    return [{k: v for k, v in json.loads(line).items() if k != WALL_CLOCK} for line in lines]
+
+
+def assert_same(expected: object, actual: object, where: str) -> None:
+    """Nested containers of tensors and numbers, equal bit for bit (the wall-clock field aside)."""
+    if isinstance(expected, torch.Tensor):
+        assert torch.equal(expected, actual), where
+    elif isinstance(expected, dict):
+        assert expected.keys() == actual.keys(), where
+        for key in expected:
+            if key != WALL_CLOCK:
+                assert_same(expected[key], actual[key], f"{where}.{key}")
+    elif isinstance(expected, (list, tuple)):
+        assert len(expected) == len(actual), where
+        for i, (a, b) in enumerate(zip(expected, actual)):
+            assert_same(a, b, f"{where}[{i}]")
+    else:
+        assert expected == actual, where
 
 
 @pytest.fixture(scope="session")

@@ -7,6 +7,7 @@ checkpoint, so that a checkpoint alone is enough to rebuild the model and its pr
 from __future__ import annotations
 
 import dataclasses
+import os
 import types
 import typing
 from dataclasses import dataclass, field
@@ -33,6 +34,8 @@ class PreprocessConfig:
         clip_percentiles: intensity percentiles clipped before z-scoring, per volume.
         context: number of neighbouring slices on each side stacked as input channels (2.5D);
             the network gets ``2 * context + 1`` channels.
+        channel: the channel read from multi-channel (4D) volumes, e.g. 0 for T2 in MSD Task05_Prostate
+            (1 is ADC); ``None`` for single-channel data, where a multi-channel volume is an error.
     """
 
     size: int = 160
@@ -40,12 +43,14 @@ class PreprocessConfig:
     crop_fraction: float | None = None
     clip_percentiles: tuple[float, float] = (0.5, 99.5)
     context: int = 0
+    channel: int | None = None
 
     def __post_init__(self) -> None:
         lo, hi = self.clip_percentiles
         _require(self.size >= 16, "preprocess.size", "must be at least 16")
         _require(0.0 <= lo < hi <= 100.0, "preprocess.clip_percentiles", "must satisfy 0 <= low < high <= 100")
         _require(self.context >= 0, "preprocess.context", "must be >= 0")
+        _require(self.channel is None or self.channel >= 0, "preprocess.channel", "must be >= 0")
         if self.target_spacing is not None:
             _require(self.target_spacing > 0, "preprocess.target_spacing", "must be positive")
         if self.crop_fraction is not None:
@@ -217,7 +222,17 @@ class DistillConfig:
 
 @dataclass
 class RunConfig:
-    """Everything that defines one training run."""
+    """Everything that defines one training run.
+
+    Besides the sections, four keys choose the data:
+
+    Attributes:
+        sites: train on the labelled cases of these sites only (None: all sites).
+        max_cases: train on at most this many labelled cases, chosen site-stratified (None: all).
+        label_map: label value → 0 or 1, for labels other than {0, 1} (e.g. ``{1: 1, 2: 1}`` merges zones).
+        unlabeled_include_test: a distillation also draws its unlabelled images from the dataset's test images
+            (a datalist's ``test`` entries, ``imagesTs/``); by default only images listed under ``unlabeled``.
+    """
 
     model: ModelConfig = field(default_factory=ModelConfig)
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
@@ -230,6 +245,7 @@ class RunConfig:
     sites: list[str] | None = None
     max_cases: int | None = None
     label_map: dict[int, int] | None = None
+    unlabeled_include_test: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return plain(dataclasses.asdict(self))
@@ -254,13 +270,23 @@ def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None
             raise ConfigError(f"{path}: cannot read YAML config ({err})") from err
         if loaded is not None and not isinstance(loaded, dict):
             raise ConfigError(f"{path}: top level must be a mapping of sections, got {type(loaded).__name__}")
-        data = loaded or {}
+        data = resolve_teacher_paths(loaded or {}, path.parent)
     for dotted, value in (overrides or {}).items():
         set_dotted(data, dotted, value)
     try:
         return RunConfig.from_dict(data)
     except ConfigError as err:
         raise ConfigError(f"{path}: {err}" if path else str(err)) from err
+
+
+def resolve_teacher_paths(data: dict[str, Any], root: Path) -> dict[str, Any]:
+    """``data`` with relative ``distill.teachers`` paths made absolute against ``root``, the folder of the YAML
+    file they were written in (paths given on the command line are absolute already)."""
+    distill = data.get("distill")
+    if not isinstance(distill, dict) or not isinstance(distill.get("teachers"), list):
+        return data
+    teachers = [os.path.abspath(root / Path(t).expanduser()) if isinstance(t, str) else t for t in distill["teachers"]]
+    return {**data, "distill": {**distill, "teachers": teachers}}
 
 
 def set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:

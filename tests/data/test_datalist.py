@@ -3,12 +3,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 import pytest
 
 from prokd.config import ConfigError
 from prokd.data.datalist import Case, DatasetError, load_case, load_cases
-from prokd.data.io import Geometry, write_volume
+from prokd.data.io import Geometry, read_volume, write_volume
 
 GRID = Geometry(spacing=(3.0, 0.5, 0.5), origin=(1.0, 2.0, 3.0))
 SHAPE = (3, 4, 5)
@@ -34,7 +35,7 @@ def write_json(path: Path, data: object) -> Path:
 
 @pytest.fixture
 def datalist(tmp_path: Path) -> Path:
-    """Two labelled cases (one with an absolute path), one validation case, three unlabelled entries."""
+    """Two labelled cases (one with an absolute path), one validation case, two unlabelled entries, one test image."""
     for name in ("a", "b", "c", "u1_0000", "u2", "t1"):
         volume(tmp_path / "img" / f"{name}.nii.gz")
     for name in ("a", "b", "c"):
@@ -65,8 +66,8 @@ def test_datalist_cases_ids_sites_and_paths(datalist):
     assert index.unlabeled == [
         Case("u1", root / "img/u1_0000.nii.gz", None),
         Case("u2", root / "img/u2.nii.gz", None, "S3"),
-        Case("t1", root / "img/t1.nii.gz", None),
     ]
+    assert index.test == [Case("t1", root / "img/t1.nii.gz", None)]
     assert index.sites() == ["S1", "S2"]
 
 
@@ -94,7 +95,8 @@ def test_folder_with_dataset_json_is_a_datalist(tmp_path):
     assert [(c.case_id, c.image, c.label) for c in index.labeled] == [
         ("p_00", tmp_path / "imagesTr/p_00.nii.gz", tmp_path / "labelsTr/p_00.nii.gz")
     ]
-    assert [c.case_id for c in index.unlabeled] == ["p_01"]
+    assert index.unlabeled == []
+    assert [c.case_id for c in index.test] == ["p_01"]
     assert index.sites() == ["unknown"]
 
 
@@ -112,7 +114,8 @@ def test_nnunet_folder_is_scanned(tmp_path):
         ("pro_001", "pro_001_0000.nii.gz", "pro_001.nii.gz"),
         ("pro_002", "pro_002_0000.nii.gz", "pro_002.nii.gz"),
     ]
-    assert [(c.case_id, c.label) for c in index.unlabeled] == [("pro_009", None)]
+    assert index.unlabeled == []
+    assert [(c.case_id, c.label) for c in index.test] == [("pro_009", None)]
 
 
 def test_msd_folder_without_list_pairs_same_names(tmp_path):
@@ -154,6 +157,10 @@ def test_scanned_image_without_label(tmp_path):
         (
             {"training": [{"image": "a.nii", "label": "a.nii"}], "unlabeled": [{"image": "b.nii", "case": "a"}]},
             r"duplicate case id 'a' \(training\[0\] and unlabeled\[0\]\)",
+        ),
+        (
+            {"training": [], "unlabeled": ["a.nii"], "test": [{"image": "b.nii", "case": "a"}]},
+            r"duplicate case id 'a' \(unlabeled\[0\] and test\[0\]\)",
         ),
     ],
 )
@@ -241,3 +248,29 @@ def test_label_values_outside_0_1_need_a_label_map(tmp_path):
 def test_float_labels_with_integral_values_are_accepted(tmp_path):
     case = case_with(tmp_path, np.ones(SHAPE, np.int16), block_label().astype(np.float32))
     np.testing.assert_array_equal(load_case(case).label, block_label())
+
+
+def test_a_case_stored_in_another_axis_order_loads_as_the_same_arrays(phantom_data, reoriented, tmp_path):
+    original = load_cases(phantom_data).labeled[0]
+    reference = load_case(original)
+    for suffix in (".nii.gz", ".mha"):
+        image = reoriented(original.image, tmp_path / f"image{suffix}")
+        label = reoriented(original.label, tmp_path / f"label{suffix}")
+        assert read_volume(image)[0].shape != reference.image.shape  # stored with other slices
+        loaded = load_case(Case(original.case_id, image, label, original.site))
+        np.testing.assert_array_equal(loaded.image, reference.image)
+        np.testing.assert_array_equal(loaded.label, reference.label)
+        assert loaded.geometry.same_grid(reference.geometry, tol=1e-4)
+    mixed = load_case(Case(original.case_id, original.image, tmp_path / "label.mha", original.site))
+    np.testing.assert_array_equal(mixed.label, reference.label)  # a label in another axis order, same voxels
+
+
+def test_the_channel_of_a_multichannel_image_is_chosen(tmp_path):
+    t2 = np.arange(np.prod(SHAPE), dtype=np.int16).reshape(SHAPE)
+    image = tmp_path / "prostate_00.nii.gz"
+    nib.save(nib.Nifti1Image(np.stack([t2, -t2], axis=-1).transpose(2, 1, 0, 3), GRID.ras_affine()), image)
+    case = Case("prostate_00", image, volume(tmp_path / "label.nii.gz", block_label()))
+    np.testing.assert_array_equal(load_case(case, channel=0).image, t2)
+    np.testing.assert_array_equal(load_case(case, channel=1).image, -t2)
+    with pytest.raises(DatasetError, match=r"prostate_00\.nii\.gz: has 2 channels \(shape \(channels, slices, rows, cols\) = \(2, 3, 4, 5\)\); choose one with --channel N"):
+        load_case(case)

@@ -197,10 +197,47 @@ def test_two_dimensional_arrays_are_refused(tmp_path):
         write_volume(tmp_path / "slice.nii", np.zeros((5, 6)), Geometry())
 
 
-def test_multichannel_volumes_are_refused(tmp_path):
-    nib.save(nib.Nifti1Image(np.zeros((6, 5, 4, 2), np.float32), np.eye(4)), tmp_path / "t2_adc.nii.gz")
-    with pytest.raises(VolumeError, match=r"t2_adc\.nii\.gz: has shape \(2, 4, 5, 6\)"):
-        read_volume(tmp_path / "t2_adc.nii.gz")
+def two_channel_files(folder: Path) -> list[Path]:
+    """T2 = ``ramp()`` and ADC = ``-ramp()`` as a NIfTI ``(i, j, k, 2)``, an ITK 4D image, an ITK vector image and
+    a numpy ``(2, Z, Y, X)`` array; each on the geometry ``OBLIQUE`` except numpy."""
+    zyx = np.stack([ramp(), -ramp()])
+    nib.save(nib.Nifti1Image(zyx.transpose(3, 2, 1, 0), OBLIQUE.ras_affine()), folder / "mc.nii.gz")
+    volume = sitk.GetImageFromArray(ramp())
+    volume.SetSpacing(OBLIQUE.itk_spacing())
+    volume.SetOrigin(OBLIQUE.origin)
+    volume.SetDirection(OBLIQUE.direction)
+    series = sitk.JoinSeries([sitk.Image(volume), sitk.Image(volume) * -1])
+    vector = sitk.Compose(volume, volume * -1)
+    sitk.WriteImage(series, str(folder / "mc4d.mha"))
+    sitk.WriteImage(vector, str(folder / "mcvector.nrrd"))
+    np.save(folder / "mc.npy", zyx)
+    return [folder / name for name in ("mc.nii.gz", "mc4d.mha", "mcvector.nrrd", "mc.npy")]
+
+
+def test_a_channel_is_picked_from_multichannel_volumes(tmp_path):
+    for path in two_channel_files(tmp_path):
+        t2, geometry = read_volume(path, channel=0)
+        adc, _ = read_volume(path, channel=1)
+        np.testing.assert_array_equal(t2, ramp())
+        np.testing.assert_array_equal(adc, -ramp())
+        if path.suffix != ".npy":
+            assert geometry.same_grid(OBLIQUE, tol=1e-5), path
+
+
+def test_multichannel_volumes_need_a_channel(tmp_path):
+    for path in two_channel_files(tmp_path):
+        expected = rf"{path.name}: has 2 channels \(shape \(channels, slices, rows, cols\) = \(2, 4, 5, 6\)\); choose one with --channel N"
+        with pytest.raises(VolumeError, match=expected):
+            read_volume(path)
+        with pytest.raises(VolumeError, match=rf"{path.name}: has 2 channel\(s\) .*; channel 2 does not exist"):
+            read_volume(path, channel=2)
+
+
+def test_a_3d_volume_is_its_own_channel_0(tmp_path):
+    path = write_volume(tmp_path / "v.nii.gz", ramp(), OBLIQUE)
+    np.testing.assert_array_equal(read_volume(path, channel=0)[0], ramp())
+    with pytest.raises(VolumeError, match=r"v\.nii\.gz: has 1 channel\(s\) \(shape \(4, 5, 6\)\); channel 1 does not exist"):
+        read_volume(path, channel=1)
 
 
 def test_missing_corrupt_and_unsupported_files_are_named(tmp_path):

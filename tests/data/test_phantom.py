@@ -161,10 +161,11 @@ def test_write_phantom_datalist_and_files(tmp_path):
         assert image.shape == label.shape and image.shape[1:] == (style.matrix, style.matrix)
         assert spacing == label_spacing and spacing[0] == pytest.approx(style.slice_thickness)
         assert style.spacing_range[0] <= spacing[1] == spacing[2] <= style.spacing_range[1] + 1e-6
-        assert np.array_equal(nib.load(datalist_path.parent / entry["image"]).affine[:3, :3], np.diag(spacing[::-1]))
+        lps_axes = np.diag(spacing[::-1]) * [-1, -1, 1]  # x left, y posterior, z superior: the canonical frame
+        assert np.array_equal(nib.load(datalist_path.parent / entry["image"]).affine[:3, :3], lps_axes)
         assert set(np.unique(label)) == {0, 1}
     for entry in datalist["unlabeled"]:
-        assert set(entry) == {"case", "site", "image"} and entry["image"].startswith("imagesTs/")
+        assert set(entry) == {"case", "site", "image"} and entry["image"].startswith("imagesUn/")
         assert (datalist_path.parent / entry["image"]).is_file()
 
 

@@ -10,9 +10,11 @@ import numpy as np
 import pytest
 import torch
 
-from prokd.data.preprocess import GridPlan
-from prokd.data.slices import GridCase, context_stack
-from prokd.distill.logit_cache import CACHE_FOLDER, TeacherLogitCache
+from prokd.config import PreprocessConfig
+from prokd.data.datalist import Case, load_case, load_cases
+from prokd.data.preprocess import GridPlan, Preprocessor
+from prokd.data.slices import GridCase, context_stack, to_grid_case
+from prokd.distill.logit_cache import CACHE_FOLDER, TeacherLogitCache, case_digest
 from prokd.distill.teachers import Teacher
 from tests.distill.test_objective import make_teacher
 
@@ -87,3 +89,12 @@ def test_teacher_without_checkpoint_is_cached_in_memory_only(tmp_path):
         blocked = teacher_with_checkpoint(tmp_path, "b", 0)
         (blocked.checkpoint.parent / CACHE_FOLDER).write_text("not a folder")
         TeacherLogitCache([blocked], context=0)(grid_case(), 0)
+
+
+def test_a_case_stored_in_another_axis_order_has_the_same_digest(phantom_data, reoriented, tmp_path):
+    """Cases are read in the canonical orientation, so the cache entry does not depend on how a file stores them."""
+    original = load_cases(phantom_data).labeled[0]
+    image, label = (reoriented(path, tmp_path / f"{name}.mha") for name, path in (("i", original.image), ("l", original.label)))
+    preprocessor = Preprocessor(PreprocessConfig(size=64, target_spacing=2.5))
+    digests = {case_digest(to_grid_case(load_case(case), preprocessor)) for case in (original, Case(original.case_id, image, label))}
+    assert len(digests) == 1

@@ -7,13 +7,19 @@ Three sources are accepted by :func:`load_cases`:
        {"training":  [{"image": "imagesTr/a.nii.gz", "label": "labelsTr/a.nii.gz", "site": "A"}, ...],
         "validation": [...],                       # optional, labelled like "training"
         "unlabeled": ["imagesUn/b.nii.gz", ...],   # optional, path strings or {"image", "site"?, "case"?}
-        "test":      [...]}                        # optional, read like "unlabeled"
+        "test":      [...]}                        # optional, test images in the form of "unlabeled"
 
    with paths relative to the JSON's folder (absolute paths allowed);
 2. a folder holding such a ``dataset.json`` (MSD task folders are of this kind);
 3. an MSD or nnU-Net v2 folder whose ``dataset.json`` has no ``training`` list: ``imagesTr/`` and
-   ``labelsTr/`` are paired by case id and ``imagesTs/`` gives unlabelled cases. nnU-Net names
+   ``labelsTr/`` are paired by case id and ``imagesTs/`` gives test images. nnU-Net names
    images ``{case}_0000.nii.gz`` and labels ``{case}.nii.gz``; MSD uses the same name in both.
+
+Test images (a datalist's ``test`` entries, an MSD/nnU-Net ``imagesTs/``) are kept apart from the
+``unlabeled`` images (:attr:`CaseIndex.test`): ``data check`` and prediction see them, but a
+distillation uses them as unlabelled training images only when its run config says so
+(``unlabeled_include_test``, ``--unlabeled test``), so a test image never reaches training unasked. To
+train on images without labels, list them under ``unlabeled``.
 
 A case id is the entry's ``"case"`` key, else the image file name without its suffix and without
 nnU-Net's ``_0000`` channel tag. Only single-modality datasets are supported.
@@ -24,17 +30,19 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from prokd.config import ConfigError
-from prokd.data.io import SUPPORTED_SUFFIXES, Geometry, VolumeError, read_volume, volume_suffix
+from prokd.data.io import SUPPORTED_SUFFIXES, Geometry, VolumeError, volume_suffix
+from prokd.data.orientation import read_canonical
 
 LABELLED_KEYS = ("training", "validation")
-UNLABELLED_KEYS = ("unlabeled", "test")
+UNLABELLED_KEYS = ("unlabeled",)
+TEST_KEYS = ("test",)
 GRID_TOLERANCE_MM = 1e-4
 _CHANNEL_TAG = re.compile(r"(?P<case>.+)_\d{4}")
 
@@ -55,29 +63,32 @@ class Case:
 
 @dataclass
 class CaseIndex:
-    """The cases of a dataset, labelled and unlabelled, in the order the source lists them.
+    """The cases of a dataset, labelled, unlabelled and test images, in the order the source lists them.
 
     Attributes:
         root: the folder paths are relative to (the datalist's folder, or the MSD/nnU-Net folder).
         labeled: cases with a label.
-        unlabeled: cases with an image only.
+        unlabeled: cases with an image only, listed for training without labels.
+        test: test images, without labels (a datalist's ``test`` entries, ``imagesTs/``); never training
+            images unless a run asks for them.
     """
 
     root: Path
     labeled: list[Case]
     unlabeled: list[Case]
+    test: list[Case] = field(default_factory=list)
 
     def sites(self) -> list[str]:
         """The sorted sites of the labelled cases."""
         return sorted({case.site for case in self.labeled})
 
     def case(self, case_id: str) -> Case:
-        """The labelled or unlabelled case with this id.
+        """The labelled, unlabelled or test case with this id.
 
         Raises:
             KeyError: no case has this id.
         """
-        for case in (*self.labeled, *self.unlabeled):
+        for case in (*self.labeled, *self.unlabeled, *self.test):
             if case.case_id == case_id:
                 return case
         raise KeyError(f"{self.root}: no case '{case_id}' in this dataset")
@@ -95,7 +106,10 @@ class LoadedCase:
         case: where it came from.
         image: ``(Z, Y, X)`` float32 intensities, all finite.
         label: ``(Z, Y, X)`` uint8 mask in {0, 1} on the image's grid, or ``None`` for unlabelled cases.
-        geometry: the image's voxel geometry.
+        geometry: the voxel geometry of ``image``.
+
+    Image and label are in the canonical orientation of :mod:`prokd.data.orientation` (axial slices along
+    axis 0), whatever the files' axis order; ``geometry`` describes the canonical array.
     """
 
     case: Case
@@ -130,21 +144,26 @@ def load_cases(source: str | Path, *, require_files: bool = True) -> CaseIndex:
     raise DatasetError(f"{source}: found neither a dataset.json with a 'training' list nor an imagesTr/ folder")
 
 
-def load_case(case: Case, label_map: dict[int, int] | None = None) -> LoadedCase:
-    """Read and validate one case.
+def load_case(case: Case, label_map: dict[int, int] | None = None, channel: int | None = None) -> LoadedCase:
+    """Read and validate one case, in the canonical orientation (:func:`prokd.data.orientation.read_canonical`).
+
+    Image and label are compared in the canonical frame, so a label stored in another axis order than its
+    image is accepted when it covers the same voxels in space.
 
     Args:
         case: the case to read.
         label_map: label value → 0 or 1, for labels with values other than {0, 1} (e.g. ``{1: 1, 2: 1}``
             merges two zones). Background 0 maps to 0 unless listed; any other value present must be listed.
+        channel: the channel of a multi-channel image (e.g. 0 for T2 in MSD Task05_Prostate); labels are 3D.
 
     Raises:
-        DatasetError: ``"<file>: <problem>"`` for an unreadable file, non-finite intensities, a label whose
-            shape or grid differs from the image's, or label values outside {0, 1} and ``label_map``.
+        DatasetError: ``"<file>: <problem>"`` for an unreadable file, a multi-channel image without
+            ``channel``, non-finite intensities, a label whose shape or grid differs from the image's, or
+            label values outside {0, 1} and ``label_map``.
         ConfigError: ``label_map`` maps a value to something other than 0 or 1.
     """
     mapping = _label_mapping(label_map)
-    raw_image, geometry = _read(case.image)
+    raw_image, geometry = _read(case.image, channel)
     image = raw_image.astype(np.float32)
     non_finite = image.size - int(np.count_nonzero(np.isfinite(image)))
     if non_finite:
@@ -173,17 +192,20 @@ def _read_json(path: Path) -> dict[str, Any]:
 def _index_datalist(datalist: Path, data: dict[str, Any], require_files: bool) -> CaseIndex:
     if not isinstance(data.get("training"), list):
         raise DatasetError(f"{datalist}: needs a 'training' list of {{'image', 'label'}} entries")
-    labeled = _listed_cases(datalist, data, True, require_files)
-    unlabeled = _listed_cases(datalist, data, False, require_files)
-    _require_unique_ids(datalist, labeled + unlabeled)
-    return CaseIndex(datalist.parent, [case for _, case in labeled], [case for _, case in unlabeled])
+    labeled = _listed_cases(datalist, data, LABELLED_KEYS, True, require_files)
+    unlabeled = _listed_cases(datalist, data, UNLABELLED_KEYS, False, require_files)
+    test = _listed_cases(datalist, data, TEST_KEYS, False, require_files)
+    _require_unique_ids(datalist, labeled + unlabeled + test)
+    return CaseIndex(datalist.parent, *([case for _, case in listed] for listed in (labeled, unlabeled, test)))
 
 
-def _listed_cases(datalist: Path, data: dict[str, Any], labelled: bool, require_files: bool) -> list[tuple[str, Case]]:
-    """``(where, case)`` for every labelled (or unlabelled) entry; ``where`` names it, e.g. ``training[3]``."""
+def _listed_cases(
+    datalist: Path, data: dict[str, Any], keys: tuple[str, ...], labelled: bool, require_files: bool
+) -> list[tuple[str, Case]]:
+    """``(where, case)`` for every entry under ``keys``; ``where`` names it, e.g. ``training[3]``."""
     return [
         (f"{key}[{i}]", _datalist_case(datalist, f"{key}[{i}]", entry, labelled, require_files))
-        for key in (LABELLED_KEYS if labelled else UNLABELLED_KEYS)
+        for key in keys
         for i, entry in enumerate(_entries(datalist, data, key))
     ]
 
@@ -230,7 +252,7 @@ def _listed_file(datalist: Path, where: str, listed: str, require_files: bool) -
 
 
 def _index_folders(root: Path, require_files: bool) -> CaseIndex:
-    """Pair ``imagesTr/`` with ``labelsTr/`` by case id; ``imagesTs/`` holds unlabelled cases."""
+    """Pair ``imagesTr/`` with ``labelsTr/`` by case id; ``imagesTs/`` holds test images."""
     images = _volumes_by_case(root / "imagesTr", channel_tagged=True)
     if not images:
         raise DatasetError(f"{root / 'imagesTr'}: no volume files")
@@ -241,9 +263,9 @@ def _index_folders(root: Path, require_files: bool) -> CaseIndex:
         if require_files and case_id not in labels:
             raise DatasetError(f"{image}: no label for case '{case_id}' (expected {expected})")
         labeled.append(Case(case_id, image, labels.get(case_id, expected)))
-    unlabeled = [Case(case_id, image, None) for case_id, image in _volumes_by_case(root / "imagesTs", True).items()]
-    _require_unique_ids(root, [(str(case.image), case) for case in labeled + unlabeled])
-    return CaseIndex(root, labeled, unlabeled)
+    test = [Case(case_id, image, None) for case_id, image in _volumes_by_case(root / "imagesTs", True).items()]
+    _require_unique_ids(root, [(str(case.image), case) for case in labeled + test])
+    return CaseIndex(root, labeled, [], test)
 
 
 def _volumes_by_case(folder: Path, channel_tagged: bool) -> dict[str, Path]:
@@ -284,11 +306,13 @@ def _require_unique_ids(source: Path, located: list[tuple[str, Case]]) -> None:
         seen[case.case_id] = where
 
 
-def _read(path: Path) -> tuple[np.ndarray, Geometry]:
+def _read(path: Path, channel: int | None = None) -> tuple[np.ndarray, Geometry]:
+    """The canonical array and its geometry."""
     try:
-        return read_volume(path)
+        volume = read_canonical(path, channel)
     except VolumeError as err:
         raise DatasetError(str(err)) from err
+    return volume.array, volume.geometry
 
 
 def _label_mapping(label_map: dict[int, int] | None) -> dict[int, int]:

@@ -11,6 +11,11 @@ Every volume in memory is a numpy array of shape ``(Z, Y, X)`` = (slices, rows, 
 * MetaImage (``.mha``, ``.mhd``) and NRRD (``.nrrd``) go through SimpleITK, whose
   ``GetArrayFromImage`` is already ``(z, y, x)``.
 * numpy (``.npy``, ``.npy.gz``) stores no geometry: its spacing is unknown (``None``).
+
+Multi-channel volumes (NIfTI ``(i, j, k, c)``, ITK 4D or vector images, numpy ``(C, Z, Y, X)``, e.g. the T2 and
+ADC channels of MSD Task05_Prostate) are read one channel at a time: ``read_volume(path, channel=0)``.
+
+Arrays are returned in the file's own axis order; :mod:`prokd.data.orientation` brings them to the canonical one.
 """
 
 from __future__ import annotations
@@ -180,14 +185,18 @@ def volume_suffix(path: str | Path) -> str:
     raise VolumeError(path, f"unsupported file type (supported: {', '.join(SUPPORTED_SUFFIXES)})")
 
 
-def read_volume(path: str | Path) -> tuple[np.ndarray, Geometry]:
+def read_volume(path: str | Path, channel: int | None = None) -> tuple[np.ndarray, Geometry]:
     """Read a 3D volume as a ``(Z, Y, X)`` array in the file's dtype (native byte order) and its geometry.
 
-    A 4D volume with a single channel (NIfTI ``(i, j, k, 1)``, ITK one time point or one vector
-    component, numpy ``(1, Z, Y, X)``) is squeezed to 3D.
+    Args:
+        path: the volume file.
+        channel: the channel to read from a multi-channel volume (NIfTI ``(i, j, k, c)``, ITK time points or
+            vector components, numpy ``(C, Z, Y, X)``). ``None`` accepts a 3D volume or a single channel; a
+            3D volume is its own channel 0.
 
     Raises:
-        VolumeError: the file is missing, of an unsupported type, unreadable, or not a 3D volume.
+        VolumeError: the file is missing, of an unsupported type, unreadable, not a 3D volume or one channel,
+            a multi-channel volume without ``channel``, or ``channel`` out of range.
     """
     path = Path(path)
     suffix = volume_suffix(path)
@@ -198,11 +207,26 @@ def read_volume(path: str | Path) -> tuple[np.ndarray, Geometry]:
         array, geometry = reader(path)
     except _READ_ERRORS as err:
         raise VolumeError(path, f"cannot read {suffix} file ({_reason(err)})") from err
+    array = _one_channel(path, array, channel)
+    return np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("=")), geometry
+
+
+def _one_channel(path: Path, array: np.ndarray, channel: int | None) -> np.ndarray:
+    """The ``(Z, Y, X)`` channel ``channel`` of a ``(Z, Y, X)`` or ``(C, Z, Y, X)`` array."""
     if array.ndim == 2:
         raise VolumeError(path, f"is a 2D image of shape {array.shape}; expected a 3D volume (slices, rows, cols)")
-    if array.ndim != 3:
+    if array.ndim not in (3, 4):
         raise VolumeError(path, f"has shape {array.shape}; expected a 3D volume (slices, rows, cols) or one channel")
-    return np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("=")), geometry
+    channels = 1 if array.ndim == 3 else array.shape[0]
+    if channel is None and channels > 1:
+        raise VolumeError(
+            path,
+            f"has {channels} channels (shape (channels, slices, rows, cols) = {array.shape}); choose one with "
+            "--channel N (run config key preprocess.channel), e.g. 0 for T2 in MSD Task05_Prostate",
+        )
+    if channel is not None and not 0 <= channel < channels:
+        raise VolumeError(path, f"has {channels} channel(s) (shape {array.shape}); channel {channel} does not exist")
+    return array if array.ndim == 3 else array[channel or 0]
 
 
 def write_volume(path: str | Path, array: np.ndarray, geometry: Geometry, *, overwrite: bool = False) -> Path:
@@ -240,11 +264,9 @@ def write_volume(path: str | Path, array: np.ndarray, geometry: Geometry, *, ove
 
 
 def _read_nifti(path: Path) -> tuple[np.ndarray, Geometry]:
-    """The data array ``(i, j, k)`` (or ``(i, j, k, 1)``) transposed to ``(Z, Y, X)``."""
+    """The data array ``(i, j, k)`` or ``(i, j, k, c)`` transposed to ``(Z, Y, X)`` or ``(C, Z, Y, X)``."""
     image = nib.load(path, mmap=False)
     data = np.asanyarray(image.dataobj)
-    if data.ndim == 4 and data.shape[3] == 1:
-        data = data[..., 0]
     return data.transpose(*range(data.ndim)[::-1]), _nifti_geometry(image.header)
 
 
@@ -261,30 +283,29 @@ def _nifti_geometry(header: nib.Nifti1Header) -> Geometry:
 
 
 def _read_itk(path: Path) -> tuple[np.ndarray, Geometry]:
-    """``GetArrayFromImage`` is ``(z, y, x)``, or ``(z, y, x, components)`` for vector voxels."""
+    """``GetArrayFromImage`` is ``(z, y, x)``, ``(t, z, y, x)`` for 4D images and ``(z, y, x, components)`` for
+    vector voxels, whose components are moved first; the geometry is that of the first three axes."""
     image = sitk.ReadImage(str(path))
-    if image.GetDimension() == 4 and image.GetSize()[3] == 1:
-        image = image[:, :, :, 0]
     array = sitk.GetArrayFromImage(image)
-    if image.GetNumberOfComponentsPerPixel() == 1 and array.ndim == image.GetDimension() + 1:
-        array = array[..., 0]
+    dimension = image.GetDimension()
+    if array.ndim == dimension + 1:
+        array = np.moveaxis(array, -1, 0)
+    direction = np.reshape(image.GetDirection(), (dimension, dimension))[:3, :3]
     geometry = Geometry(
-        spacing=_floats(image.GetSpacing()[::-1]),
-        origin=_floats(image.GetOrigin()),
-        direction=_floats(image.GetDirection()),
+        spacing=_floats(image.GetSpacing()[:3][::-1]),
+        origin=_floats(image.GetOrigin()[:3]),
+        direction=_floats(direction.ravel()),
     )
     return array, geometry
 
 
 def _read_numpy(path: Path) -> tuple[np.ndarray, Geometry]:
-    """``numpy.load`` (through gzip for ``.npy.gz``); a leading singleton channel is dropped."""
+    """``numpy.load`` (through gzip for ``.npy.gz``): ``(Z, Y, X)`` or ``(C, Z, Y, X)``."""
     if path.name.lower().endswith(".gz"):
         with gzip.open(path, "rb") as stream:
             array = np.load(stream, allow_pickle=False)
     else:
         array = np.load(path, allow_pickle=False)
-    if array.ndim == 4 and array.shape[0] == 1:
-        array = array[0]
     return array, Geometry()
 
 

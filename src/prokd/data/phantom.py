@@ -39,7 +39,7 @@ from scipy import ndimage
 
 __all__ = ["PHANTOM_VERSION", "SITES", "PhantomCase", "SiteStyle", "make_case", "write_phantom"]
 
-PHANTOM_VERSION = 1
+PHANTOM_VERSION = 2
 """Version of the generator; part of the provenance record in ``dataset.json``."""
 
 # Relative T2-weighted intensities (fat = 1), before the site's contrast, bias, scale and noise.
@@ -194,10 +194,10 @@ def write_phantom(
     """Write a phantom data set as NIfTI files plus a MONAI-style datalist, and return the datalist path.
 
     Layout under ``out_dir``: ``imagesTr/<id>.nii.gz`` and ``labelsTr/<id>.nii.gz`` for labelled cases,
-    ``imagesTs/<id>.nii.gz`` for unlabelled ones (as in the Medical Segmentation Decathlon), and
-    ``dataset.json`` with ``training`` entries ``{"case", "site", "image", "label"}``, ``unlabeled``
-    entries ``{"case", "site", "image"}`` (paths relative to ``out_dir``) and a ``phantom`` record of
-    the arguments. Case ids are ``<site>_<nnn>`` (labelled) and ``<site>_U<nnn>`` (unlabelled).
+    ``imagesUn/<id>.nii.gz`` for unlabelled ones, and ``dataset.json`` with ``training`` entries
+    ``{"case", "site", "image", "label"}``, ``unlabeled`` entries ``{"case", "site", "image"}`` (paths
+    relative to ``out_dir``; images for training without labels, not test images, see
+    :mod:`prokd.data.datalist`) and a ``phantom`` record of the arguments. Case ids are ``<site>_<nnn>`` (labelled) and ``<site>_U<nnn>`` (unlabelled).
 
     Each case has its own generator seeded by (``seed``, site name, labelled or not, index), so a case
     does not change when the number of cases or the list of sites changes.
@@ -287,7 +287,7 @@ def _write_entry(out_dir: Path, style: SiteStyle, index: int, seed: int, labeled
     case = make_case(style, rng)
     case_id = f"{style.name}_{index:03d}" if labeled else f"{style.name}_U{index:03d}"
     entry: dict[str, Any] = {"case": case_id, "site": style.name}
-    image_folder = "imagesTr" if labeled else "imagesTs"
+    image_folder = "imagesTr" if labeled else "imagesUn"
     entry["image"] = _save_nifti(case.image, case.spacing, out_dir, f"{image_folder}/{case_id}")
     if labeled:
         entry["label"] = _save_nifti(case.label, case.spacing, out_dir, f"labelsTr/{case_id}")
@@ -295,11 +295,13 @@ def _write_entry(out_dir: Path, style: SiteStyle, index: int, seed: int, labeled
 
 
 def _save_nifti(array: np.ndarray, spacing: tuple[float, float, float], out_dir: Path, stem: str) -> str:
-    """Save (Z, Y, X) ``array`` as ``out_dir/stem.nii.gz`` (data axes reversed, affine diag(sx, sy, sz, 1))."""
+    """Save (Z, Y, X) ``array`` as ``out_dir/stem.nii.gz``: data axes reversed, affine diag(-sx, -sy, sz, 1), i.e.
+    x towards the patient's left, y posterior (the rectum lies at larger y) and z superior, the canonical
+    orientation of :mod:`prokd.data.orientation`, so the arrays are read back as generated."""
     relative = f"{stem}.nii.gz"
     path = out_dir / relative
     path.parent.mkdir(parents=True, exist_ok=True)
-    image = nib.Nifti1Image(array.transpose(2, 1, 0), np.diag([*spacing[::-1], 1.0]))
+    image = nib.Nifti1Image(array.transpose(2, 1, 0), np.diag([-spacing[2], -spacing[1], spacing[0], 1.0]))
     image.header.set_xyzt_units("mm")
     nib.save(image, path)
     return relative

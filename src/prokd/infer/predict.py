@@ -1,7 +1,9 @@
-"""Whole-volume prediction: volume → canonical grid → slice-wise network → original grid → mask.
+"""Whole-volume prediction: volume → canonical orientation → network grid → slice-wise network → back → mask.
 
-A :class:`Predictor` is built from a checkpoint alone (model name, arguments, weights and preprocessing
-travel in it), so a RUN folder is all a user needs to segment new volumes.
+A :class:`Predictor` is built from a checkpoint alone (model name, arguments, weights and preprocessing, the
+input channel included, travel in it), so a RUN folder is all a user needs to segment new volumes. Files are
+read in the canonical orientation of :mod:`prokd.data.orientation`, like the training cases, and results are
+written back in the file's own axis order and geometry.
 """
 
 from __future__ import annotations
@@ -15,7 +17,8 @@ import torch
 from torch import nn
 
 from prokd.config import PostprocessConfig, PreprocessConfig
-from prokd.data.io import read_volume, volume_suffix, write_volume
+from prokd.data.io import volume_suffix, write_volume
+from prokd.data.orientation import read_canonical
 from prokd.data.preprocess import GridPlan, Preprocessor
 from prokd.data.slices import volume_inputs
 from prokd.infer.postprocess import probability_to_mask
@@ -87,13 +90,18 @@ class Predictor:
             chunks.append(prob[:, 0])
         return torch.cat(chunks).numpy()
 
+    def input_channel(self, override: int | None = None) -> int | None:
+        """The channel read from multi-channel volumes: ``override``, else the one the model was trained on."""
+        return self.preprocessor.config.channel if override is None else override
+
     def predict_grid(self, grid_image: np.ndarray, plan: GridPlan) -> Prediction:
         """Predict a preprocessed volume and map the result back to its original grid."""
         probability = self.preprocessor.grid_to_volume(self.grid_probability(grid_image), plan)
         return Prediction(probability, probability_to_mask(probability, self.postprocess))
 
     def predict(self, image: np.ndarray, spacing: tuple[float, float, float] | None) -> Prediction:
-        """Segment a raw volume ``(Z, Y, X)`` with the given spacing (or None when unknown)."""
+        """Segment a raw volume ``(Z, Y, X)``, axial slices along axis 0 (canonical orientation), with the given
+        spacing (or None when unknown)."""
         plan = self.preprocessor.plan(image.shape, spacing)
         return self.predict_grid(self.preprocessor.image_to_grid(image, plan), plan)
 
@@ -112,16 +120,24 @@ def predict_file(
     out_dir: Path,
     save_probability: bool = False,
     overwrite: bool = False,
+    channel: int | None = None,
 ) -> Path:
-    """Segment one volume file; write its mask (and probability map) with the input's format and geometry."""
+    """Segment one volume file; write its mask (and probability map) with the input's format, array shape and
+    geometry.
+
+    The volume is predicted in the canonical orientation and the results are mapped back to the file's own axis
+    order. ``channel`` picks the channel of a multi-channel volume (default: the model's, see
+    :meth:`Predictor.input_channel`).
+    """
     mask_path, prob_path = output_paths(image_path, out_dir)
     targets = [mask_path, prob_path] if save_probability else [mask_path]
     existing = [p for p in targets if p.exists()]
     if existing and not overwrite:
         raise FileExistsError(f"{existing[0]}: already exists (use --overwrite to replace it)")
-    image, geometry = read_volume(image_path)
-    prediction = predictor.predict(image.astype(np.float32), geometry.spacing)
-    write_volume(mask_path, prediction.mask, geometry, overwrite=overwrite)
+    volume = read_canonical(image_path, predictor.input_channel(channel))
+    prediction = predictor.predict(volume.array.astype(np.float32), volume.geometry.spacing)
+    write_volume(mask_path, volume.to_stored(prediction.mask), volume.stored_geometry, overwrite=overwrite)
     if save_probability:
-        write_volume(prob_path, prediction.probability.astype(np.float32), geometry, overwrite=overwrite)
+        probability = volume.to_stored(prediction.probability.astype(np.float32))
+        write_volume(prob_path, probability, volume.stored_geometry, overwrite=overwrite)
     return mask_path
