@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import csv
 import json
+from pathlib import Path
 
+import nibabel as nib
+import numpy as np
 import pytest
 import yaml
 from typer.testing import CliRunner
@@ -22,7 +26,8 @@ def trained_run(phantom_data, tmp_path_factory, tiny_config):
     folder = tmp_path_factory.mktemp("cli")
     config = folder / "tiny.yaml"
     config.write_text(yaml.safe_dump(tiny_config(epochs=2, steps_per_epoch=5).to_dict()))
-    result = invoke("train", "--data", phantom_data, "--out", folder / "run", "--config", config, "--set", "train.seed=3")
+    result = invoke("train", "--data", phantom_data, "--out", folder / "run", "--config", config, "--set", "train.seed=3",
+                    "--unlabeled", "test")
     assert result.exit_code == 0, result.output
     assert "best val Dice" in result.output
     return folder / "run"
@@ -38,6 +43,7 @@ def test_data_check_prints_site_table(phantom_data):
 def test_train_records_overrides(trained_run):
     config = yaml.safe_load((trained_run / "config.yaml").read_text())
     assert config["train"]["seed"] == 3 and config["preprocess"]["size"] == 64
+    assert config["unlabeled_include_test"] is True
 
 
 def test_evaluate_writes_tables(trained_run, phantom_data):
@@ -47,6 +53,40 @@ def test_evaluate_writes_tables(trained_run, phantom_data):
     summary = json.loads((trained_run / "eval" / "test" / "summary.json").read_text())
     assert 0.0 <= summary["summary"]["overall"]["dice"]["mean"] <= 1.0
     assert (trained_run / "eval" / "test" / "cases.csv").read_text().startswith("case,site,dice")
+
+
+def zonal_datalist(phantom_data: Path, folder: Path) -> Path:
+    """The phantom's labelled cases with zonal masks: 1 below the gland's median slice, 2 from it up."""
+    listing = json.loads(phantom_data.read_text())
+    root = phantom_data.parent
+    training = []
+    for entry in listing["training"]:
+        label = nib.load(root / entry["label"])
+        zones = np.asarray(label.dataobj).astype(np.uint8)
+        middle = int(np.median(np.nonzero(zones)[2]))
+        zones[:, :, middle:] *= 2
+        zonal = folder / f"{entry['case']}_zones.nii.gz"
+        nib.save(nib.Nifti1Image(zones, label.affine, label.header), zonal)
+        training.append({**entry, "image": str(root / entry["image"]), "label": str(zonal)})
+    datalist = folder / "zonal.json"
+    datalist.write_text(json.dumps({"training": training}))
+    return datalist
+
+
+def per_case_dice(run: Path) -> dict[str, str]:
+    with (run / "eval" / "test" / "cases.csv").open() as handle:
+        return {row["case"]: row["dice"] for row in csv.DictReader(handle)}
+
+
+def test_evaluate_maps_zonal_labels_to_the_whole_gland(trained_run, phantom_data, tmp_path):
+    zonal = zonal_datalist(phantom_data, tmp_path)
+    unmapped = invoke("evaluate", trained_run, "--data", zonal)
+    assert unmapped.exit_code == 1 and "_zones.nii.gz: label values 2 are not in {0, 1}" in unmapped.output
+    assert invoke("evaluate", trained_run, "--data", phantom_data).exit_code == 0
+    whole_gland = per_case_dice(trained_run)
+    mapped = invoke("evaluate", trained_run, "--data", zonal, "--label-map", "1:1,2:1")
+    assert mapped.exit_code == 0, mapped.output
+    assert per_case_dice(trained_run) == whole_gland
 
 
 def test_predict_folder_and_refuse_overwrite(trained_run, phantom_data, tmp_path):
@@ -115,3 +155,40 @@ def test_data_phantom_writes_a_dataset_and_refuses_to_overwrite_it(tmp_path):
     assert len(datalist["training"]) == 8 and len(datalist["unlabeled"]) == 4
     again = runner.invoke(app, ["data", "phantom", str(out)])
     assert again.exit_code == 1 and "dataset.json exists" in again.output
+
+
+def two_channel_datalist(phantom_data: Path, folder: Path) -> Path:
+    """The phantom's labelled cases as MSD Task05_Prostate stores them: 4D images, T2 (channel 0) and an
+    ADC-like inverted copy (channel 1)."""
+    listing = json.loads(phantom_data.read_text())
+    root = phantom_data.parent
+    training = []
+    for entry in listing["training"]:
+        t2 = nib.load(root / entry["image"])
+        data = np.asarray(t2.dataobj)
+        image = folder / f"{entry['case']}_t2_adc.nii.gz"
+        nib.save(nib.Nifti1Image(np.stack([data, data.max() - data], axis=-1), t2.affine), image)
+        training.append({**entry, "image": str(image), "label": str(root / entry["label"])})
+    datalist = folder / "msd.json"
+    datalist.write_text(json.dumps({"training": training}))
+    return datalist
+
+
+def test_the_t2_channel_of_4d_images_is_chosen_once_and_kept_by_the_run(phantom_data, tmp_path, tiny_config):
+    data = two_channel_datalist(phantom_data, tmp_path)
+    refused = invoke("data", "check", data)
+    message = " ".join(refused.output.split())  # rich wraps long lines
+    assert refused.exit_code == 1 and "t2_adc.nii.gz: has 2 channels" in message and "choose one with --channel N" in message
+    assert invoke("data", "check", data, "--channel", "0").exit_code == 0
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump(tiny_config(epochs=1, steps_per_epoch=2).to_dict()))
+    trained = invoke("train", "--data", data, "--out", tmp_path / "run", "--config", config, "--channel", "0")
+    assert trained.exit_code == 0, trained.output
+    assert yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["preprocess"]["channel"] == 0
+    image = Path(json.loads(data.read_text())["training"][0]["image"])
+    assert invoke("predict", tmp_path / "run", image, "--out", tmp_path / "pred").exit_code == 0  # the run's channel
+    mask = nib.load(next((tmp_path / "pred").glob("*_mask.nii.gz")))
+    assert mask.shape == nib.load(image).shape[:3] and np.allclose(mask.affine, nib.load(image).affine)
+    assert invoke("evaluate", tmp_path / "run", "--data", data).exit_code == 0
+    wrong = invoke("predict", tmp_path / "run", image, "--out", tmp_path / "adc", "--channel", "2")
+    assert wrong.exit_code == 1 and "channel 2 does not exist" in wrong.output

@@ -11,6 +11,7 @@ from prokd.data.splits import (
     check_disjoint,
     holdout_split,
     kfold_split,
+    leaked_cases,
     load_split,
     loso_split,
     make_split,
@@ -170,6 +171,12 @@ def test_restrict_rejects_unknown_sites_and_too_many_cases():
 def test_check_disjoint_names_the_leaked_case():
     with pytest.raises(ValueError, match="case 'A02' is in both 'train' and 'test'"):
         check_disjoint({"train": ["A01", "A02"], "val": [], "test": ["A02"]})
+
+
+def test_leaked_cases_are_the_trained_cases_in_val_or_test_by_part():
+    split = {"train": ["A01", "A02"], "val": ["B01", "B02"], "test": ["C01", "C02", "C03"]}
+    assert leaked_cases(["A01", "C03", "B02", "C01"], split) == {"val": ["B02"], "test": ["C01", "C03"]}
+    assert leaked_cases(["A01", "A02", "Z99"], split) == {}
 
 
 def test_save_and_load_round_trip(tmp_path):

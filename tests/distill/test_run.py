@@ -9,6 +9,7 @@ from typer.testing import CliRunner
 
 from prokd.cli import app
 from prokd.config import ConfigError, DistillConfig
+from prokd.data.splits import load_split, save_split
 from prokd.train.runner import train_run
 
 
@@ -17,6 +18,34 @@ def teacher_run(phantom_data, tmp_path_factory, tiny_config):
     run = tmp_path_factory.mktemp("teacher") / "run"
     train_run(phantom_data, run, tiny_config(epochs=6, steps_per_epoch=15))
     return run
+
+
+@pytest.fixture(scope="module")
+def second_teacher(phantom_data, tmp_path_factory, tiny_config):
+    """A weaker teacher of another architecture (a few steps of unet-tiny), for multi-teacher runs."""
+    run = tmp_path_factory.mktemp("teacher") / "tiny"
+    config = tiny_config(epochs=1, steps_per_epoch=3)
+    config.model.name = "unet-tiny"
+    train_run(phantom_data, run, config)
+    return run
+
+
+@pytest.mark.parametrize(
+    "distill",
+    [
+        {"feature": 1.0, "feature_term": "hint"},  # one teacher, its forward pass at every step, trained adapters
+        {"cache_teachers": True, "aggregate": "learned"},  # two teachers, cached logits, a trained gate
+    ],
+    ids=["one-teacher", "two-teachers-cached"],
+)
+def test_distillation_resumes_exactly(
+    phantom_data, teacher_run, second_teacher, tmp_path, tiny_config, check_resume, distill
+):
+    config = tiny_config(epochs=3, steps_per_epoch=3)
+    config.augment.enabled = True
+    teachers = [teacher_run, second_teacher] if distill.get("cache_teachers") else [teacher_run]
+    config.distill = DistillConfig(teachers=[str(t) for t in teachers], unlabeled_fraction=0.25, **distill)
+    check_resume(phantom_data, tmp_path, config, stop_after=1)
 
 
 def test_distilled_student_improves_and_uses_unlabelled_images(phantom_data, teacher_run, tmp_path, tiny_config):
@@ -58,12 +87,51 @@ def test_cli_distill_from_a_folder_of_teachers(phantom_data, teacher_run, tmp_pa
     result = CliRunner().invoke(
         app,
         ["distill", "--data", str(phantom_data), "--teacher", str(teacher_run.parent), "--student", "unet-tiny",
-         "--out", str(tmp_path / "kd"), "--aggregate", "adaptive", "--epochs", "1",
+         "--out", str(tmp_path / "kd"), "--aggregate", "adaptive", "--epochs", "1", "--split", str(teacher_run / "split.json"),
          "--set", "train.steps_per_epoch=2", "--set", "preprocess.size=64", "--set", "preprocess.target_spacing=2.0"],
         catch_exceptions=False,
     )
     assert result.exit_code == 0, result.output
     assert "best val Dice" in result.output
+    assert (tmp_path / "kd" / "split.json").read_text() == (teacher_run / "split.json").read_text()
+
+
+def leaky_split(teacher_run) -> dict[str, list[str]]:
+    """The teacher's split with its first training case moved to validation and its last two to test."""
+    split = load_split(teacher_run / "split.json")
+    first, *kept, second_last, last = split["train"]
+    return {"train": kept + split["val"] + split["test"], "val": [first], "test": [second_last, last]}
+
+
+def test_distill_refuses_teachers_trained_on_validation_or_test_cases(phantom_data, teacher_run, tmp_path, tiny_config):
+    config = tiny_config(epochs=1, steps_per_epoch=1)
+    config.distill = DistillConfig(teachers=[str(teacher_run)])
+    split = leaky_split(teacher_run)
+    (tmp_path / "student").mkdir()
+    (tmp_path / "student" / "keep.txt").write_text("an earlier run")
+    with pytest.raises(ConfigError) as caught:
+        train_run(phantom_data, tmp_path / "student", config, split=split, overwrite=True)
+    (first,), (second_last, last) = split["val"], split["test"]
+    assert str(caught.value) == (
+        f"teacher {teacher_run}: trained on case {first} that is in this run's val split and cases {second_last}, "
+        f"{last} that are in this run's test split (refusing: the comparison would leak)"
+    )
+    assert [p.name for p in (tmp_path / "student").iterdir()] == ["keep.txt"]  # checked before the folder is touched
+
+
+def test_cli_distill_with_a_leaky_split_is_one_error_line(phantom_data, teacher_run, tmp_path):
+    split = tmp_path / "split.json"
+    save_split(leaky_split(teacher_run), split)
+    result = CliRunner().invoke(
+        app,
+        ["distill", "--data", str(phantom_data), "--teacher", str(teacher_run), "--out", str(tmp_path / "kd"),
+         "--split", str(split)],
+        catch_exceptions=False,
+    )
+    assert result.exit_code == 1
+    assert result.output.startswith(f"error: teacher {teacher_run}: trained on case ")
+    assert result.output.rstrip().endswith("(refusing: the comparison would leak)") and result.output.count("\n") == 1
+    assert not (tmp_path / "kd").exists()
 
 
 def test_train_teachers_by_site_records_subsets_and_scores(phantom_data, tmp_path, tiny_config):
@@ -98,3 +166,28 @@ def test_cli_train_teachers_in_parallel(phantom_data, tmp_path):
     subsets = [set(r["train_cases"]) for r in summary["teachers"]]
     assert len(subsets) >= 2 and all(len(s) == 2 for s in subsets)
     assert not set.intersection(*subsets)
+
+
+def test_cli_distill_failing_before_its_first_checkpoint_leaves_nothing(phantom_data, teacher_run, tmp_path):
+    out = tmp_path / "kd"
+    not_a_run = tmp_path / "notes"
+    not_a_run.mkdir()
+
+    def distill(teacher, aggregate):
+        return CliRunner().invoke(
+            app,
+            ["distill", "--data", str(phantom_data), "--teacher", str(teacher), "--student", "unet-tiny",
+             "--out", str(out), "--aggregate", aggregate, "--epochs", "1", "--set", "train.steps_per_epoch=2",
+             "--set", "preprocess.size=64", "--set", "preprocess.target_spacing=2.0"],
+            catch_exceptions=False,
+        )
+
+    result = distill(not_a_run, "mean")
+    assert result.exit_code == 1 and "not a RUN folder" in result.output
+    assert not out.exists() and not_a_run.is_dir()
+    result = distill(teacher_run, "best")  # found out once the teachers are loaded, after the folder was made
+    assert result.exit_code == 1 and "unknown aggregator 'best'" in result.output
+    assert not out.exists()
+    result = distill(teacher_run, "mean")
+    assert result.exit_code == 0, result.output
+    assert (out / "checkpoints" / "last.pt").is_file()

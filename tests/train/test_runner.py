@@ -1,6 +1,9 @@
-"""A training command that fails before its first checkpoint leaves no folder behind; one that existed stays."""
+"""A training command that fails before its first checkpoint leaves no folder behind; one that existed stays.
+A run's unlabelled pool holds the dataset's test images only when its config asks for them."""
 
 from __future__ import annotations
+
+import json
 
 import pytest
 from typer.testing import CliRunner
@@ -8,7 +11,7 @@ from typer.testing import CliRunner
 from prokd.cli import app
 from prokd.data.datalist import DatasetError
 from prokd.train.run_folder import first_missing, removed_on_failure
-from prokd.train.runner import train_run
+from prokd.train.runner import prepare_run, train_run
 
 TINY = ["--set", "train.steps_per_epoch=2", "--set", "preprocess.size=64", "--set", "preprocess.target_spacing=2.0",
         "--set", "augment.enabled=false"]
@@ -56,3 +59,24 @@ def test_a_folder_that_existed_before_or_holds_a_checkpoint_is_kept(damaged_phan
     with pytest.raises(KeyboardInterrupt):
         train_run(phantom_data, tmp_path / "started", tiny_config(epochs=2, steps_per_epoch=1), on_epoch_end=interrupt)
     assert (tmp_path / "started" / "checkpoints" / "last.pt").is_file()  # resumable, so kept
+
+
+def test_test_images_join_the_unlabelled_pool_only_when_asked(phantom_data, tmp_path, tiny_config):
+    listing = json.loads(phantom_data.read_text())
+    root = phantom_data.parent
+
+    def absolute(entry: dict) -> dict:
+        return {**entry, **{key: str(root / entry[key]) for key in ("image", "label") if key in entry}}
+
+    listed, test = listing["unlabeled"][:2], listing["unlabeled"][2:]
+    parts = {"training": listing["training"], "unlabeled": listed, "test": test}
+    data = tmp_path / "with_test_images.json"
+    data.write_text(json.dumps({key: [absolute(entry) for entry in entries] for key, entries in parts.items()}))
+    pools = {}
+    for include_test in (False, True):
+        config = tiny_config()
+        config.unlabeled_include_test = include_test
+        prepared = prepare_run(data, tmp_path / f"include-test-{include_test}", config)
+        pools[include_test] = sorted(case.case_id for case in prepared.unlabeled_cases())
+    assert pools[False] == sorted(e["case"] for e in listed)
+    assert pools[True] == sorted(e["case"] for e in listed + test)

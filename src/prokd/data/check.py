@@ -7,10 +7,10 @@ from typing import Any
 
 import numpy as np
 from rich.console import Console
-from rich.table import Table
 from rich.text import Text
 
 from prokd.data.datalist import CaseIndex, DatasetError, LoadedCase, load_case
+from prokd.table import FittedTable
 
 
 @dataclass(frozen=True)
@@ -60,17 +60,17 @@ class CheckReport:
         return [_site_row(site, by_site[site]) for site in sorted(by_site)]
 
 
-def check_cases(index: CaseIndex, label_map: dict[int, int] | None = None) -> CheckReport:
-    """Load every labelled and unlabelled case of ``index``, collecting one error line per bad case.
+def check_cases(index: CaseIndex, label_map: dict[int, int] | None = None, channel: int | None = None) -> CheckReport:
+    """Load every labelled, unlabelled and test case of ``index``, collecting one error line per bad case.
 
     Args:
         index: the dataset.
-        label_map: passed to :func:`prokd.data.datalist.load_case`.
+        label_map, channel: passed to :func:`prokd.data.datalist.load_case`.
     """
     stats, errors = [], []
-    for case in (*index.labeled, *index.unlabeled):
+    for case in (*index.labeled, *index.unlabeled, *index.test):
         try:
-            loaded = load_case(case, label_map)
+            loaded = load_case(case, label_map, channel)
         except DatasetError as err:
             errors.append(str(err))
             continue
@@ -79,18 +79,18 @@ def check_cases(index: CaseIndex, label_map: dict[int, int] | None = None) -> Ch
 
 
 def render_report(report: CheckReport, console: Console) -> None:
-    """Print the per-site table, then every error (or a line saying all cases loaded)."""
-    table = Table(title="Dataset check")
-    for column, justify in (
-        ("Site", "left"),
-        ("Cases", "right"),
-        ("Labelled", "right"),
-        ("Slices", "right"),
-        ("In-plane (rows x cols)", "left"),
-        ("Spacing (z, y, x)", "left"),
-        ("Foreground", "right"),
+    """Print the per-site table, then every error on a line of its own (or a line saying all cases loaded)."""
+    table = FittedTable(title="Dataset check")
+    for column, justify, wrap in (
+        ("Site", "left", False),
+        ("Cases", "right", False),
+        ("Labelled", "right", False),
+        ("Slices", "right", False),
+        ("In-plane (rows x cols)", "left", True),
+        ("Spacing (z, y, x)", "left", True),
+        ("Foreground", "right", False),
     ):
-        table.add_column(column, justify=justify)
+        table.add_column(column, justify=justify, wrap=wrap)
     for row in report.site_rows():
         foreground = "-" if row["foreground"] is None else f"{row['foreground']:.2%}"
         cells = (row["site"], row["cases"], row["labelled"], row["slices"], row["in_plane"], row["spacing"], foreground)
@@ -101,7 +101,7 @@ def render_report(report: CheckReport, console: Console) -> None:
         return
     console.print(Text(f"{len(report.errors)} case(s) with problems:", style="bold red"))
     for error in report.errors:
-        console.print(Text(error, style="red"))
+        console.print(Text(error, style="red"), soft_wrap=True)
 
 
 def _case_stats(loaded: LoadedCase) -> CaseStats:

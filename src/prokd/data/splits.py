@@ -211,6 +211,14 @@ def check_disjoint(split: Mapping[str, Sequence[str]]) -> None:
             part_of[case_id] = part
 
 
+def leaked_cases(trained_on: Iterable[str], split: Mapping[str, Sequence[str]]) -> dict[str, list[str]]:
+    """The cases of ``trained_on`` (e.g. a teacher's training cases) that are in the ``"val"`` or ``"test"`` part
+    of ``split``, sorted, by part; parts with no such case are left out (``{}``: nothing leaks)."""
+    trained = set(trained_on)
+    leaked = {part: sorted(trained.intersection(split[part])) for part in ("val", "test")}
+    return {part: ids for part, ids in leaked.items() if ids}
+
+
 def save_split(split: Mapping[str, Sequence[str]], path: str | Path, **meta: Any) -> None:
     """Write ``split`` as JSON, with ``meta`` (e.g. ``seed``, ``mode``) under the key ``"meta"``."""
     check_disjoint(split)

@@ -94,6 +94,11 @@ def load_teacher(run: str | Path, taps: list[str] | None = None) -> Teacher:
     )
 
 
+def training_cases(run: str | Path) -> list[str]:
+    """The case ids a teacher was trained on: the ``train`` part of the split its best checkpoint carries."""
+    return list(load_checkpoint(resolve_checkpoint(run, "best"))["split"]["train"])
+
+
 def validation_site_scores(run: str | Path, data: str | Path) -> dict[str, float]:
     """A teacher's mean 3D Dice per site on its run's validation cases (cases it never trained on), from
     ``RUN/eval/val/summary.json`` when that is newer than the best checkpoint, else evaluated now and written
@@ -118,8 +123,10 @@ def teacher_runs(paths: list[str | Path]) -> list[Path]:
 
 
 def check_compatible(student: PreprocessConfig, teacher: Teacher) -> None:
-    """Raise ValueError unless ``teacher`` sees the student's field of view with the same normalisation."""
+    """Raise ValueError unless ``teacher`` sees the student's input channel and field of view with the same
+    normalisation (no channel choice reads channel 0 of single-channel data)."""
     theirs = teacher.preprocess
+    same_channel = (theirs.channel or 0) == (student.channel or 0)
     same_normalisation = tuple(theirs.clip_percentiles) == tuple(student.clip_percentiles)
     if student.target_spacing is None and theirs.target_spacing is None:
         same_view = (student.crop_fraction or 1.0) == (theirs.crop_fraction or 1.0)
@@ -127,8 +134,8 @@ def check_compatible(student: PreprocessConfig, teacher: Teacher) -> None:
         same_view = abs(student.size * student.target_spacing - theirs.size * theirs.target_spacing) < 1e-6
     else:
         same_view = False
-    if not (same_normalisation and same_view):
+    if not (same_channel and same_normalisation and same_view):
         raise ValueError(
-            f"teacher {teacher.name}: its preprocessing {theirs} does not see the student's field of view "
-            f"with the same normalisation ({student}); train the teacher with a compatible preprocess section"
+            f"teacher {teacher.name}: its preprocessing {theirs} does not see the student's channel and field of "
+            f"view with the same normalisation ({student}); train the teacher with a compatible preprocess section"
         )

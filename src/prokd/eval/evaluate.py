@@ -13,11 +13,11 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.table import Table
 
 from prokd.data.datalist import load_case, load_cases
 from prokd.eval.metrics import case_metrics, summarize
 from prokd.infer.predict import Predictor
+from prokd.table import FittedTable
 from prokd.train.checkpoint import load_checkpoint, resolve_checkpoint
 from prokd.train.run_folder import is_fresh, read_json, write_json
 
@@ -40,19 +40,27 @@ def evaluate_run(
     split: str = "test",
     which: str = "best",
     write: bool = True,
+    label_map: dict[int, int] | None = None,
+    channel: int | None = None,
 ) -> Evaluation:
-    """Predict every case of ``split`` (case ids stored in the checkpoint) and score it against its label."""
+    """Predict every case of ``split`` (case ids stored in the checkpoint) and score it against its label.
+
+    ``label_map`` maps the labels of ``data`` to {0, 1} (e.g. ``{1: 1, 2: 1}``: zonal masks → whole gland); by
+    default the run's own ``label_map``. ``channel`` picks the channel of multi-channel images; by default the
+    run's own ``preprocess.channel``. Cases are scored in the canonical orientation (distances do not change).
+    """
     if split not in SPLITS:
         raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
     checkpoint_path = resolve_checkpoint(run, which)
     payload = load_checkpoint(checkpoint_path)
     predictor = Predictor.from_payload(payload)
-    label_map = payload["config"].get("label_map")
+    label_map = label_map or payload["config"].get("label_map")
     index = load_cases(data)
     case_ids = [c.case_id for c in index.labeled] if split == "all" else payload["split"][split]
     if not case_ids:
         raise ValueError(f"{checkpoint_path}: the run's {split} split has no cases")
-    rows = [_evaluate_case(predictor, load_case(case, label_map)) for case in index.select(case_ids)]
+    channel = predictor.input_channel(channel)
+    rows = [_evaluate_case(predictor, load_case(case, label_map, channel)) for case in index.select(case_ids)]
     evaluation = Evaluation(split, rows, summarize(rows, metrics=METRICS, by="site"))
     if write and Path(run).is_dir():
         write_evaluation(evaluation, Path(run) / "eval" / split, checkpoint_path)
@@ -86,10 +94,10 @@ def write_evaluation(evaluation: Evaluation, out_dir: Path, checkpoint: Path) ->
     )
 
 
-def summary_table(evaluation: Evaluation, title: str | None = None) -> Table:
-    """A rich table: one row per site plus ``overall``, mean ± sd of each metric."""
+def summary_table(evaluation: Evaluation, title: str | None = None) -> FittedTable:
+    """One row per site plus ``overall``, mean ± sd of each metric."""
     unit = evaluation.rows[0]["distance_unit"] if evaluation.rows else "px"
-    table = Table(title=title or f"{evaluation.split} split")
+    table = FittedTable(title=title or f"{evaluation.split} split")
     table.add_column("site")
     table.add_column("n", justify="right")
     for metric in METRICS:
@@ -102,7 +110,7 @@ def summary_table(evaluation: Evaluation, title: str | None = None) -> Table:
 
 
 def print_cases(evaluation: Evaluation, console: Console) -> None:
-    table = Table(title="per case")
+    table = FittedTable(title="per case")
     for column in ("case", "site", "dice", "iou", "hd95", "assd"):
         table.add_column(column, justify="left" if column in ("case", "site") else "right")
     for row in evaluation.rows:

@@ -19,7 +19,7 @@ from torch import nn
 
 from prokd.config import ConfigError, RunConfig, load_config, save_config
 from prokd.data.augment import build_augmentation
-from prokd.data.datalist import CaseIndex, LoadedCase, load_case, load_cases
+from prokd.data.datalist import Case, CaseIndex, LoadedCase, load_case, load_cases
 from prokd.data.preprocess import Preprocessor
 from prokd.data.slices import GridCase, SliceSampler, to_grid_case
 from prokd.data.splits import load_split, make_split, restrict, save_split
@@ -56,7 +56,7 @@ class PreparedRun:
         test_images = self.index.test if self.config.unlabeled_include_test else []
         cases = self.index.unlabeled + test_images + [c for c in self.index.labeled if c.case_id not in in_split]
         preprocessor = Preprocessor(self.config.preprocess)
-        return [to_grid_case(_without_label(load_case(c, self.config.label_map)), preprocessor) for c in cases]
+        return [to_grid_case(_without_label(load_run_case(c, self.config)), preprocessor) for c in cases]
 
 
 def prepare_run(
@@ -89,10 +89,10 @@ def prepare_run(
     torch.set_num_threads(config.train.threads or os.cpu_count() or 1)
     write_json(run_dir / "env.json", environment_info(config.train.seed))
     preprocessor = Preprocessor(config.preprocess)
-    train_cases = [to_grid_case(load_case(c, config.label_map), preprocessor) for c in index.select(split["train"])]
+    train_cases = [to_grid_case(load_run_case(c, config), preprocessor) for c in index.select(split["train"])]
     val_cases = []
     for case in index.select(split["val"]):
-        loaded = load_case(case, config.label_map)
+        loaded = load_run_case(case, config)
         val_cases.append(ValidationCase(to_grid_case(loaded, preprocessor), loaded.label))
     torch.manual_seed(config.train.seed)
     model = build_model(config.model.name, config.preprocess.in_channels, config.model.out_channels, **config.model.kwargs)
@@ -181,6 +181,11 @@ def train_run(
             on_epoch_end=on_epoch_end,
             console=console,
         )
+
+
+def load_run_case(case: Case, config: RunConfig) -> LoadedCase:
+    """``case`` read as the run reads it: with its ``label_map`` and input ``preprocess.channel``."""
+    return load_case(case, config.label_map, config.preprocess.channel)
 
 
 def _without_label(loaded: LoadedCase) -> LoadedCase:
