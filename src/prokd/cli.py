@@ -6,6 +6,7 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from enum import Enum
+from importlib.metadata import version
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -24,6 +25,19 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, help="Knowledge di
 data_app = typer.Typer(no_args_is_help=True, help="Inspect and validate datasets.")
 app.add_typer(data_app, name="data")
 console = Console()
+
+
+def print_version(value: bool) -> None:
+    if value:
+        console.print(f"prokd {version('prokd')}", highlight=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    show_version: Annotated[bool, typer.Option("--version", callback=print_version, is_eager=True, help="Print the version and exit.")] = False,
+) -> None:
+    """Knowledge distillation for prostate MRI segmentation."""
 
 USER_ERRORS = (ConfigError, DatasetError, VolumeError, CheckpointError, RunDirError, BrowserError, FileExistsError, FileNotFoundError, KeyError, ValueError)
 
@@ -73,7 +87,7 @@ def parse_overrides(pairs: list[str]) -> dict[str, Any]:
 @data_app.command("check")
 def data_check(
     data: Annotated[Path, typer.Argument(callback=absolute_path, help="Datalist JSON, a folder with dataset.json, or an MSD/nnU-Net folder.")],
-    label_map: Annotated[Optional[str], typer.Option(help="Map label values to {0,1}, e.g. '1:1,2:1'.")] = None,
+    label_map: Annotated[Optional[str], typer.Option(help="Map label values to {0,1}, e.g. '1:1,2:1'.", show_default="none: labels must be 0 or 1")] = None,
     channel: ChannelOption = None,
 ) -> None:
     """Validate every case and print a per-site table; exit 1 if any case is bad."""
@@ -104,7 +118,7 @@ CasesOption = Annotated[Optional[int], typer.Option(help="Use labels of at most 
 EpochsOption = Annotated[Optional[int], typer.Option(help="Number of epochs.", show_default=from_config(DEFAULTS.train.epochs))]
 MinutesOption = Annotated[Optional[float], typer.Option(help="Time budget for training, in minutes.", show_default=from_config("no time budget"))]
 SeedOption = Annotated[Optional[int], typer.Option(help="Random seed.", show_default=from_config(DEFAULTS.train.seed))]
-LabelMapOption = Annotated[Optional[str], typer.Option(help="Map label values to {0,1}, e.g. '1:1,2:1'.", show_default=from_config("none: labels must be 0 and 1"))]
+LabelMapOption = Annotated[Optional[str], typer.Option(help="Map label values to {0,1}, e.g. '1:1,2:1'.", show_default=from_config("none: labels must be 0 or 1"))]
 ChannelOption = Annotated[Optional[int], typer.Option(min=0, help="Channel of multi-channel (4D) images, e.g. 0 for T2 in MSD Task05_Prostate (config key preprocess.channel; a run keeps it).")]
 SetOption = Annotated[list[str], typer.Option("--set", help="Any config key, e.g. --set train.lr=0.001.")]
 ResumeOption = Annotated[bool, typer.Option(help="Continue an interrupted run in OUT.")]

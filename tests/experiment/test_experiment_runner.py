@@ -28,7 +28,8 @@ from prokd.train.runner import train_run
 
 STAGES = ["teacher-full-seed0", "teacher-site-k0-seed0", "teacher-site-k1-seed0", "student-scratch-seed0",
           "student-kd-seed0", "student-scratch-seed1"]
-EFFICIENCY_KEYS = {"params", "macs", "latency_slice_ms", "latency_volume_ms", "slice_input", "volume_slices", "threads"}
+EFFICIENCY_KEYS = {"params", "macs", "latency_slice_ms", "latency_volume_ms", "slice_input", "volume_slices", "threads",
+                   "repeats", "volume_repeats"}
 
 
 def quiet() -> Console:
@@ -74,6 +75,11 @@ def test_experiment_writes_the_folder_contract(experiment, phantom_data):
         assert facts["params"] == count_parameters(build_model(entry["model"]))
         assert facts["slice_input"] == [1, 1, 64, 64] and facts["volume_slices"] == slices and facts["threads"] == 1
         assert facts["macs"] > 0 and 0 < facts["latency_slice_ms"] < facts["latency_volume_ms"]
+        assert (facts["repeats"], facts["volume_repeats"]) == (2, 2)  # efficiency.repeats: 2, per model
+    # every model is timed in one pass once all stages are trained
+    trained = max((out / e["run"] / "checkpoints" / "best.pt").stat().st_mtime_ns for e in plan)
+    assert min((out / e["run"] / "efficiency.json").stat().st_mtime_ns for e in plan) > trained
+    assert results["latency"] == {"threads": 1, "repeats": 2, "volume_repeats": 2}
     teachers = json.loads((out / "runs" / "student-kd-seed0" / "teachers.json").read_text())
     assert [t["run"] for t in teachers] == [str(out.resolve() / "runs" / name) for name in STAGES[:3]]
 
@@ -86,6 +92,8 @@ def test_experiment_writes_the_folder_contract(experiment, phantom_data):
     assert kd["overall"]["dice"]["mean"] == summary["overall"]["dice"]["mean"]
     assert set(kd["sites"]) == {"SiteA", "SiteB", "SiteC", "SiteD"} and kd["distance_unit"] == "mm"
     assert kd["steps"] == 20 and kd["train_minutes"] >= 0
+    train_cases = len(json.loads((out / "runs" / "student-kd-seed0" / "split.json").read_text())["train"])
+    assert kd["labelled_cases"] == train_cases and rows["teacher-site-k0-seed0"]["labelled_cases"] == 2
     groups = {group["group"]: group for group in results["groups"]}
     assert list(groups) == ["teacher-full", "teacher-site-k0", "teacher-site-k1", "student-scratch", "student-kd"]
     scratch = groups["student-scratch"]
@@ -209,3 +217,21 @@ def test_a_key_added_in_a_later_version_does_not_invalidate_a_finished_stage(exp
     console = quiet()
     run_experiment(load_experiment(path), copy, dry_run=True, console=console)
     assert "student-kd-seed0" in output(console) and "new" not in output(console)
+
+
+def test_cli_experiment_failing_in_its_first_stage_leaves_nothing(damaged_phantom, tmp_path, write_experiment):
+    one_teacher = [{"name": "full", "model": "unet-tiny", "steps": 10}]
+    path = write_experiment(tmp_path / "one.yaml", damaged_phantom.datalist, teachers=one_teacher, students=[])
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    for out in (tmp_path / "exp", mine):
+        result = CliRunner().invoke(app, ["experiment", str(path), "--out", str(out)], catch_exceptions=False)
+        assert result.exit_code == 1
+        assert "error:" in result.output and "imagesTr" in result.output
+    assert not (tmp_path / "exp").exists()
+    assert mine.is_dir() and not any(mine.iterdir())  # it existed before: emptied of the failed stage, kept
+
+    damaged_phantom.repair()
+    result = CliRunner().invoke(app, ["experiment", str(path), "--out", str(tmp_path / "exp")], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "exp" / "runs" / "teacher-full-seed0" / "checkpoints" / "last.pt").is_file()

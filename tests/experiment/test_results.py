@@ -1,4 +1,5 @@
-"""Results from hand-made stage outputs: rows, mean ± sd over seeds, stale or missing evaluations, CSV and Markdown."""
+"""Results from hand-made stage outputs: rows, mean ± sd over seeds, stale or missing evaluations, CSV and Markdown;
+the verdict in words."""
 
 from __future__ import annotations
 
@@ -14,17 +15,21 @@ import yaml
 from prokd.experiment.results import (
     collect_results,
     compare_students,
+    format_stats,
     group_rows,
     mean_sd,
     results_markdown,
     stage_row,
+    verdict_lines,
     write_results,
 )
 
-ROW_KEYS = {"stage", "group", "kind", "model", "seed", "run", "teachers", "aggregate", "baseline", "params", "macs",
-            "latency_slice_ms", "latency_volume_ms", "train_minutes", "steps", "distance_unit", "overall", "sites"}
-GROUP_KEYS = {"group", "kind", "model", "seeds", "params", "macs", "latency_slice_ms", "latency_volume_ms",
-              "train_minutes", "overall", "sites", "sd_over"}
+ROW_KEYS = {"stage", "group", "kind", "model", "seed", "run", "teachers", "aggregate", "baseline", "labelled",
+            "labelled_cases", "budget", "params", "macs", "latency_slice_ms", "latency_volume_ms", "train_minutes", "steps",
+            "distance_unit", "overall", "sites"}
+GROUP_KEYS = {"group", "kind", "model", "seeds", "labelled_cases", "budget", "steps", "params", "macs",
+              "latency_slice_ms", "latency_volume_ms", "train_minutes", "overall", "sites", "sd_over"}
+TRAIN_CASES = 12
 
 
 def stats(dice: float, n: int) -> dict[str, dict[str, float]]:
@@ -58,13 +63,14 @@ def plan_entry(partial: dict[str, Any]) -> dict[str, Any]:
 
 
 def make_rows() -> list[dict[str, Any]]:
-    return [stage_row(plan_entry(stage), summary_, facts, log, "px") for stage, summary_, facts, log in STAGES]
+    return [stage_row(plan_entry(stage), summary_, facts, log, "px", TRAIN_CASES) for stage, summary_, facts, log in STAGES]
 
 
 def test_rows_and_groups_against_hand_computed_values():
     rows = make_rows()
     assert all(set(row) == ROW_KEYS for row in rows)
     assert (rows[0]["train_minutes"], rows[0]["steps"], rows[0]["distance_unit"]) == (2.0, 100, "px")
+    assert (rows[0]["labelled_cases"], rows[0]["labelled"], rows[0]["budget"]) == (12, None, {"steps": 50, "minutes": None})
     assert rows[1]["overall"]["dice"] == {"mean": 0.80, "sd": 0.05, "n": 4}
     assert rows[1]["teachers"] == ["teacher-full-seed0"]
     assert rows[2]["sites"]["SiteB"]["hd95"]["mean"] == pytest.approx(9.2)
@@ -83,13 +89,24 @@ def test_rows_and_groups_against_hand_computed_values():
     assert kd["sites"]["SiteB"]["dice"] == pytest.approx({"mean": 0.91, "sd": 0.02 / 2**0.5, "n": 2})
     assert (kd["params"], kd["macs"]) == (400_000, 48_000_000)
     assert (kd["latency_slice_ms"], kd["latency_volume_ms"], kd["train_minutes"]) == pytest.approx((11.0, 400.0, 1.25))
+    assert (kd["steps"], kd["labelled_cases"], teacher["steps"]) == (50, 12, 100)
+
+
+def test_rows_before_the_latency_is_measured_have_no_efficiency():
+    row = stage_row(plan_entry(STAGES[0][0]), STAGES[0][1], None, {"step": 7, "elapsed_seconds": 6.0}, "mm", 3)
+    assert all(row[key] is None for key in ("params", "macs", "latency_slice_ms", "latency_volume_ms"))
+    (group,) = group_rows([row])
+    assert group["params"] is None and group["latency_slice_ms"] is None and group["steps"] == 7
+    markdown = results_markdown({"experiment": "x", "rows": [row], "groups": [group], "latency": None})
+    assert "| teacher-full | – | – | – | – |" in markdown and "Latency: not measured yet" in markdown
 
 
 def scratch_row(seed: int, dice: float) -> dict[str, Any]:
     entry = {"stage": f"student-scratch-seed{seed}", "group": "student-scratch", "kind": "student",
              "model": "unet-small", "seed": seed}
     facts = {"params": 400_000, "macs": 48_000_000, "latency_slice_ms": 10.0, "latency_volume_ms": 300.0}
-    return stage_row(plan_entry(entry), summary(dice, dice, dice), facts, {"step": 50, "elapsed_seconds": 60.0}, "px")
+    return stage_row(plan_entry(entry), summary(dice, dice, dice), facts, {"step": 50, "elapsed_seconds": 60.0}, "px",
+                     TRAIN_CASES)
 
 
 def test_distilled_students_are_compared_with_their_baseline_and_best_teacher():
@@ -98,6 +115,7 @@ def test_distilled_students_are_compared_with_their_baseline_and_best_teacher():
         row["baseline"] = "student-scratch"
     (comparison,) = compare_students(rows)
     assert comparison["group"] == "student-kd" and comparison["baseline"] == "student-scratch"
+    assert (comparison["teachers"], comparison["labelled"]) == (1, None)
     assert comparison["dice"] == pytest.approx({"mean": 0.83, "sd": 0.06 / 2**0.5, "n": 2})
     assert comparison["baseline_dice"] == pytest.approx({"mean": 0.72, "sd": 0.04 / 2**0.5, "n": 2})
     assert comparison["change_points"] == pytest.approx(11.0)
@@ -117,10 +135,13 @@ def test_distilled_students_are_compared_with_their_baseline_and_best_teacher():
     assert no_baseline["beyond_spread"] is None and no_baseline["teacher_gap_points"] == pytest.approx(-7.0)
 
 
-def test_mean_sd_formatting():
+def test_mean_sd_formatting_shows_n_1_instead_of_a_zero_spread():
     assert mean_sd([0.8, 0.9]) == "0.850 ± 0.071"
-    assert mean_sd([0.5]) == "0.500 ± 0.000"
+    assert mean_sd([0.5]) == "0.500 (n = 1)"
     assert mean_sd([]) == "–"
+    assert format_stats({"mean": 12.345, "sd": 0.0, "n": 1}, 1) == "12.3 (n = 1)"
+    assert format_stats({"mean": 0.8, "sd": 0.0, "n": 3}) == "0.800 ± 0.000"  # three equal values: a real zero sd
+    assert format_stats(None) == "–"
 
 
 def write_stage(out: Path, stage: dict[str, Any], summary_: dict, facts: dict, log: dict, evaluated_at: int) -> None:
@@ -133,7 +154,10 @@ def write_stage(out: Path, stage: dict[str, Any], summary_: dict, facts: dict, l
     (run / "metrics.jsonl").write_text(json.dumps(first) + "\n" + json.dumps(log) + "\n")
     (run / "eval" / "test" / "cases.csv").write_text("case,site,dice,distance_unit\nc1,SiteA,0.8,px\n")
     (run / "eval" / "test" / "summary.json").write_text(json.dumps({"split": "test", "summary": summary_}))
-    facts = {**facts, "slice_input": [1, 3, 160, 160], "volume_slices": 20, "threads": 2}
+    train = [f"c{i}" for i in range(TRAIN_CASES)]
+    (run / "split.json").write_text(json.dumps({"train": train, "val": ["v1"], "test": ["c1"]}))
+    facts = {**facts, "slice_input": [1, 3, 160, 160], "volume_slices": 20, "threads": 2, "repeats": 30,
+             "volume_repeats": 3}
     (run / "efficiency.json").write_text(json.dumps(facts))
     os.utime(run / "checkpoints" / "best.pt", (1000, 1000))
     for name in ("eval/test/summary.json", "efficiency.json"):
@@ -156,23 +180,28 @@ def test_collect_and_write_results_from_a_folder(tmp_path):
     results = collect_results(out)
     assert results["experiment"] == "hand" and "torch" in results["env"]
     assert results["rows"] == make_rows()  # the stale and the pending stage are left out
+    assert results["latency"] == {"threads": 2, "repeats": 30, "volume_repeats": 3}
     assert [group["group"] for group in results["groups"]] == ["teacher-full", "student-kd"]
 
     markdown = write_results(out, results)
     assert json.loads((out / "results" / "results.json").read_text()) == results
     with (out / "results" / "results.csv").open() as handle:
         lines = list(csv.reader(handle))
-    assert lines[0] == ["stage", "group", "kind", "model", "seed", "params", "macs", "latency_slice_ms",
-                        "latency_volume_ms", "train_minutes", "dice", "dice_sd", "iou", "hd95", "assd",
-                        "dice_SiteA", "dice_SiteB"]
-    assert lines[2] == ["student-kd-seed0", "student-kd", "student", "unet-small", "0", "400000", "48000000", "10.0",
-                        "300.0", "1.0", "0.8", "0.05", str(0.8 - 0.1), "8.0", "0.4", "0.7", "0.9"]
+    assert lines[0] == ["stage", "group", "kind", "model", "seed", "labelled_cases", "steps", "params", "macs",
+                        "latency_slice_ms", "latency_volume_ms", "train_minutes", "dice", "dice_sd", "iou", "hd95",
+                        "assd", "dice_SiteA", "dice_SiteB"]
+    assert lines[2] == ["student-kd-seed0", "student-kd", "student", "unet-small", "0", "12", "50", "400000",
+                        "48000000", "10.0", "300.0", "1.0", "0.8", "0.05", str(0.8 - 0.1), "8.0", "0.4", "0.7", "0.9"]
     text = markdown.read_text()
-    kd = "| student-kd | student | `unet-small` | 0, 1 | 0.40 M | 48.0 M | 11.0 ms | 400 ms | 1.2 | 0.830 ± 0.042 |"
-    teacher = "| teacher-full | teacher | `unet-large` | 0 | 6.50 M | 2.00 G | 30.0 ms | 900 ms | 2.0 | 0.900 ± 0.050 |"
-    assert kd in text and teacher in text
-    assert "HD95 (px)" in text and text.count("| cases |\n") == 1 and text.count("| seeds |\n") == 1
+    assert "| student-kd | student | unet-small | 12 | 2 | 50 steps | 50 | 1.2 |" in text  # two seeds, counted
+    assert "| teacher-full | teacher | unet-large | 12 | 1 | 50 steps | 100 | 2.0 |" in text
+    assert "| student-kd | 0.830 ± 0.042 | 0.730 ± 0.042 | 8.30 ± 0.42 | 0.42 ± 0.02 | seeds |" in text
+    assert "| teacher-full | 0.900 ± 0.050 | 0.800 ± 0.050 | 9.00 ± 0.05 | 0.45 ± 0.05 | cases |" in text
+    assert "| student-kd | 0.40 M | 48.0 M | 11.0 ms | 400 ms |" in text
+    assert "| teacher-full | 6.50 M | 2.00 G | 30.0 ms | 900 ms |" in text
+    assert "(30 repeats per model)" in text and "(3 repeats), 2 thread(s)" in text and "HD95 (px)" in text
     assert "| group | SiteA | SiteB |" in text and "| student-kd | 0.750 ± 0.071 | 0.910 ± 0.014 |" in text
+    assert text.index("## Verdict") < text.index("## Models") and "- Best model overall: teacher-full" in text
 
 
 def test_markdown_before_any_stage_is_evaluated(tmp_path):
@@ -183,3 +212,64 @@ def test_markdown_before_any_stage_is_evaluated(tmp_path):
     results = collect_results(out)
     assert results["rows"] == [] and results["groups"] == []
     assert "No stage has been evaluated yet." in write_results(out, results).read_text()
+
+
+def hand_group(name: str, kind: str, dice: float, sd: float, seeds: int) -> dict[str, Any]:
+    """A GROUP as far as the verdict reads it; one seed keeps its sd over 8 test cases."""
+    return {"group": name, "kind": kind, "model": "unet-small", "seeds": list(range(seeds)),
+            "overall": {"dice": {"mean": dice, "sd": sd, "n": seeds if seeds > 1 else 8}},
+            "sd_over": "seeds" if seeds > 1 else "cases"}
+
+
+def hand_comparison(group: str, dice: dict, baseline: str | None, baseline_dice: dict | None, beyond: bool | None,
+                    teachers: int = 1, labelled: int | None = None) -> dict[str, Any]:
+    change = 100 * (dice["mean"] - baseline_dice["mean"]) if baseline_dice else None
+    return {"group": group, "teachers": teachers, "labelled": labelled, "dice": dice, "baseline": baseline,
+            "baseline_dice": baseline_dice, "change_points": change, "beyond_spread": beyond,
+            "best_teacher": "teacher-full-seed0", "best_teacher_dice": 0.85,
+            "teacher_gap_points": 100 * (dice["mean"] - 0.85)}
+
+
+def test_verdict_lines_say_whether_a_change_exceeds_the_seed_spread():
+    kd = {"mean": 0.831, "sd": 0.008, "n": 3}
+    scratch = {"mean": 0.800, "sd": 0.011, "n": 3}
+    noisy = {"mean": 0.810, "sd": 0.020, "n": 3}
+    mkd, scratch4 = {"mean": 0.62, "sd": 0.0, "n": 1}, {"mean": 0.50, "sd": 0.0, "n": 1}
+    results = {
+        "groups": [hand_group("teacher-full", "teacher", 0.85, 0.05, 1), hand_group("student-scratch", "student", 0.80, 0.011, 3),
+                   hand_group("student-kd", "student", 0.831, 0.008, 3)],
+        "comparisons": [
+            hand_comparison("student-kd", kd, "student-scratch", scratch, True),
+            hand_comparison("student-kd-noisy", noisy, "student-scratch", scratch, False),
+            hand_comparison("student-mkd-adaptive", mkd, "student-scratch4", scratch4, None, teachers=4, labelled=4),
+            hand_comparison("student-alone", kd, None, None, None),
+        ],
+    }
+    lines = verdict_lines(results)
+    assert lines[:4] == [
+        "student-kd vs student-scratch: +3.1 Dice points (larger than the seed spread: sd 0.8 and 1.1 points); "
+        "vs its teacher teacher-full-seed0: -1.9 points",
+        "student-kd-noisy vs student-scratch: +1.0 Dice points (within the seed spread: sd 2.0 and 1.1 points); "
+        "vs its teacher teacher-full-seed0: -4.0 points",
+        "student-mkd-adaptive (4 labelled cases) vs student-scratch4 with the same 4 labelled cases: +12.0 Dice points "
+        "(fewer than two seeds: no seed spread to judge it by); vs its best teacher teacher-full-seed0: -23.0 points",
+        "student-alone: no student trained on the same cases without teachers to compare with; "
+        "vs its teacher teacher-full-seed0: -1.9 points",
+    ]
+    # a one-seed teacher is best: its sd over test cases is not a seed spread
+    assert lines[4] == ("Best model overall: teacher-full (unet-small), Dice 0.850 (one seed); 1.9 Dice points ahead of "
+                        "student-kd (fewer than two seeds: no seed spread to judge it by)")
+    assert lines[5] == ("Best student: student-kd (unet-small), Dice 0.831 ± 0.008 (mean ± sd over 3 seeds); 1.9 Dice "
+                        "points behind teacher-full (fewer than two seeds: no seed spread to judge it by)")
+    assert len(lines) == 6
+
+
+def test_verdict_names_the_best_model_and_judges_its_lead_by_the_seed_spread():
+    close = [hand_group("student-kd", "student", 0.84, 0.02, 3), hand_group("student-scratch", "student", 0.83, 0.01, 3)]
+    assert verdict_lines({"groups": close, "comparisons": []}) == [
+        "Best model overall: student-kd (unet-small), Dice 0.840 ± 0.020 (mean ± sd over 3 seeds); 1.0 Dice points "
+        "ahead of student-scratch (within the seed spread: sd 2.0 and 1.0 points)"
+    ]
+    clear = [close[0], hand_group("student-scratch", "student", 0.78, 0.01, 3)]
+    assert "6.0 Dice points ahead of student-scratch (larger than the seed spread" in verdict_lines({"groups": clear})[0]
+    assert verdict_lines({"groups": [], "comparisons": []}) == []

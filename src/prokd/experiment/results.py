@@ -5,8 +5,10 @@ and training facts. A GROUP averages the rows of one recipe: the mean and sd ove
 mean, or, for a group with a single seed, the mean and sd over its test cases (``sd_over``). A COMPARISON
 sets each distilled student group against its baseline (the same student without teachers, see
 :func:`prokd.experiment.plan.link_baselines`) and against its best teacher, in Dice points, and says whether
-the change is larger than the seed spread. The layout is the contract with ``prokd report`` (see
-``docs/architecture.md``).
+the change is larger than the seed spread. :func:`verdict_lines` says the same in plain words. The layout is
+the contract with ``prokd report`` (see ``docs/architecture.md``).
+
+A mean ± sd is shown as ``mean (n = 1)`` where a single value gives no spread (:func:`format_stats`).
 """
 
 from __future__ import annotations
@@ -23,11 +25,19 @@ from prokd.eval.evaluate import METRICS, stored_summary
 from prokd.train.run_folder import environment_info, is_fresh, read_json, write_json
 
 EFFICIENCY_KEYS = ("params", "macs", "latency_slice_ms", "latency_volume_ms")
-CSV_KEYS = ("stage", "group", "kind", "model", "seed", *EFFICIENCY_KEYS, "train_minutes")
+LATENCY_SETTINGS = ("threads", "repeats", "volume_repeats")
+CSV_KEYS = ("stage", "group", "kind", "model", "seed", "labelled_cases", "steps", *EFFICIENCY_KEYS, "train_minutes")
+MISSING = "–"
 
 
-def format_mean_sd(mean: float, sd: float, digits: int = 3) -> str:
-    return f"{mean:.{digits}f} ± {sd:.{digits}f}"
+def format_stats(stats: dict[str, Any] | None, digits: int = 3) -> str:
+    """``{"mean", "sd", "n"}`` as ``"0.851 ± 0.046"``, or ``"0.851 (n = 1)"`` when a single value gives no spread,
+    or ``"–"`` for none."""
+    if stats is None or stats.get("mean") is None:
+        return MISSING
+    if stats.get("n", 2) < 2:
+        return f"{stats['mean']:.{digits}f} (n = 1)"
+    return f"{stats['mean']:.{digits}f} ± {stats['sd']:.{digits}f}"
 
 
 def describe(values: list[float]) -> dict[str, float | int]:
@@ -37,29 +47,35 @@ def describe(values: list[float]) -> dict[str, float | int]:
 
 
 def mean_sd(values: list[float]) -> str:
-    """``"0.851 ± 0.046"`` (sample sd), or ``"–"`` for no values."""
-    if not values:
-        return "–"
-    stats = describe(values)
-    return format_mean_sd(stats["mean"], stats["sd"])
+    """``"0.851 ± 0.046"`` (sample sd), ``"0.500 (n = 1)"`` for one value, or ``"–"`` for no values."""
+    return format_stats(describe(values)) if values else MISSING
 
 
 def stage_row(
-    stage: dict[str, Any], summary: dict[str, Any], efficiency: dict[str, Any], last_epoch: dict[str, Any], unit: str
+    stage: dict[str, Any],
+    summary: dict[str, Any],
+    efficiency: dict[str, Any] | None,
+    last_epoch: dict[str, Any],
+    unit: str,
+    labelled_cases: int,
 ) -> dict[str, Any]:
     """The ROW of one stage.
 
     Args:
         stage: its ``plan.json`` entry.
         summary: its test ``summarize`` output, ``{site | "overall": {metric: {"mean", "sd", "n"}}}``.
-        efficiency: its ``efficiency.json``.
+        efficiency: its ``efficiency.json``, or None when not measured yet (the efficiency keys are then None).
         last_epoch: the last ``metrics.jsonl`` record (``step``, ``elapsed_seconds``).
         unit: the distance unit of HD95 and ASSD (``"mm"`` or ``"px"``).
+        labelled_cases: the number of labelled cases it trained on (its ``split.json`` training cases).
     """
     return {
         **{key: stage[key] for key in ("stage", "group", "kind", "model", "seed", "run", "teachers", "aggregate")},
         "baseline": stage.get("baseline"),
-        **{key: efficiency[key] for key in EFFICIENCY_KEYS},
+        "labelled": stage.get("labelled"),
+        "labelled_cases": labelled_cases,
+        "budget": stage.get("budget"),
+        **{key: efficiency[key] if efficiency else None for key in EFFICIENCY_KEYS},
         "train_minutes": round(last_epoch["elapsed_seconds"] / 60, 2),
         "steps": last_epoch["step"],
         "distance_unit": unit,
@@ -92,18 +108,28 @@ def _group(name: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
             site: {m: describe([r["sites"][site][m]["mean"] for r in rows if site in r["sites"]]) for m in METRICS}
             for site in sites
         }
+    params, macs = _mean_of(rows, "params"), _mean_of(rows, "macs")
     return {
         "group": name,
         "kind": first["kind"],
         "model": first["model"],
         "seeds": [row["seed"] for row in rows],
-        "params": round(float(np.mean([row["params"] for row in rows]))),
-        "macs": round(float(np.mean([row["macs"] for row in rows]))),
-        **{key: float(np.mean([row[key] for row in rows])) for key in (*EFFICIENCY_KEYS[2:], "train_minutes")},
+        "labelled_cases": first["labelled_cases"],
+        "budget": first["budget"],
+        "steps": round(_mean_of(rows, "steps")),
+        "params": None if params is None else round(params),
+        "macs": None if macs is None else round(macs),
+        **{key: _mean_of(rows, key) for key in (*EFFICIENCY_KEYS[2:], "train_minutes")},
         "overall": overall,
         "sites": per_site,
         "sd_over": "cases" if len(rows) == 1 else "seeds",
     }
+
+
+def _mean_of(rows: list[dict[str, Any]], key: str) -> float | None:
+    """The mean of ``key`` over ``rows``; None when any row lacks it (not measured yet)."""
+    values = [row[key] for row in rows]
+    return None if any(value is None for value in values) else float(np.mean(values))
 
 
 def compare_students(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -112,6 +138,7 @@ def compare_students(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     ``change_points`` is 100 × (the group's mean Dice over seeds − its baseline's); ``beyond_spread`` is whether
     that change is larger than both groups' sd over seeds (None when either has fewer than two seeds, or there
     is no baseline). ``teacher_gap_points`` is 100 × (the group's mean Dice − its best teacher's Dice).
+    ``teachers`` counts its teacher stages, ``labelled`` is its restriction to K labelled cases (or None).
     """
     groups = rows_by_group(rows)
     seed_dice = {group: [row["overall"]["dice"]["mean"] for row in members] for group, members in groups.items()}
@@ -127,6 +154,8 @@ def compare_students(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         best = max(teachers, key=stage_dice.__getitem__)
         comparisons.append({
             "group": group,
+            "teachers": len(teachers),
+            "labelled": members[0]["labelled"],
             "dice": student,
             "baseline": baseline_name if baseline else None,
             "baseline_dice": baseline,
@@ -147,15 +176,19 @@ def _beyond_spread(student: dict[str, float | int], baseline: dict[str, float | 
 
 def collect_results(out: str | Path) -> dict[str, Any]:
     """The results of the experiment folder ``out``: a ROW for every stage of ``plan.json`` whose test evaluation
-    and efficiency are newer than its best checkpoint (stages not evaluated yet are left out), and the GROUPs."""
+    is newer than its best checkpoint (stages not evaluated yet are left out; a row's efficiency is None until
+    its ``efficiency.json`` is newer than the checkpoint too), the GROUPs, the COMPARISONs and ``latency``, the
+    threads and repeats of the latency measurement (None before it)."""
     out = Path(out)
-    rows = []
+    rows, measured = [], []
     for stage in read_json(out / "plan.json"):
         run_dir = out / stage["run"]
         summary, efficiency = stored_summary(run_dir, "test"), run_dir / "efficiency.json"
-        if summary is not None and is_fresh(efficiency, run_dir):
-            facts = read_json(efficiency)
-            rows.append(stage_row(stage, summary, facts, _last_epoch(run_dir), _unit(run_dir)))
+        if summary is not None:
+            facts = read_json(efficiency) if is_fresh(efficiency, run_dir) else None
+            measured += [facts] if facts else []
+            labelled_cases = len(read_json(run_dir / "split.json")["train"])
+            rows.append(stage_row(stage, summary, facts, _last_epoch(run_dir), _unit(run_dir), labelled_cases))
     name = yaml.safe_load((out / "experiment.yaml").read_text())["name"]
     return {
         "env": environment_info(),
@@ -163,6 +196,7 @@ def collect_results(out: str | Path) -> dict[str, Any]:
         "rows": rows,
         "groups": group_rows(rows),
         "comparisons": compare_students(rows),
+        "latency": {key: measured[0].get(key) for key in LATENCY_SETTINGS} if measured else None,
     }
 
 
@@ -185,57 +219,105 @@ def write_results(out: str | Path, results: dict[str, Any]) -> Path:
 
 
 def results_markdown(results: dict[str, Any]) -> str:
-    """The GROUPS as a Markdown table (mean ± sd), then their Dice per site."""
+    """The verdict, the GROUPS (what was trained; accuracy; size and speed), their Dice per site and the
+    COMPARISONS, as Markdown tables narrow enough to read in a terminal."""
     lines = [f"# Experiment `{results['experiment']}`", ""]
     groups = results["groups"]
     if not groups:
         return "\n".join([*lines, "No stage has been evaluated yet.", ""])
-    unit = "/".join(sorted({row["distance_unit"] for row in results["rows"]}))
-    lines += [
-        "3D metrics on the test cases. ± is the sd over seeds of each seed's mean over the test cases; for a group "
-        "with one seed (`cases` in the last column) it is the sd over the test cases. Latency: median CPU time of "
-        "one 1×C×S×S slice and of the whole prediction of one test volume.",
-        "",
-        "| group | kind | model | seeds | params | MACs / slice | slice latency | volume latency | train min | Dice "
-        f"| IoU | HD95 ({unit}) | ASSD ({unit}) | ± over |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for group in groups:
-        stats = group["overall"]
-        cells = [
-            group["group"], group["kind"], f"`{group['model']}`", ", ".join(map(str, group["seeds"])),
-            f"{group['params'] / 1e6:.2f} M", _macs(group["macs"]), f"{group['latency_slice_ms']:.1f} ms",
-            _milliseconds(group["latency_volume_ms"]), f"{group['train_minutes']:.1f}",
-            *(format_mean_sd(stats[m]["mean"], stats[m]["sd"], 3 if m in ("dice", "iou") else 2) for m in METRICS),
-            group["sd_over"],
-        ]
-        lines.append("| " + " | ".join(cells) + " |")
     sites = sorted({site for group in groups for site in group["sites"]})
-    lines += ["", "## Dice per site", "", "| group | " + " | ".join(sites) + " |", "|---|" + "---|" * len(sites)]
-    for group in groups:
-        dice = [group["sites"][s]["dice"] if s in group["sites"] else None for s in sites]
-        cells = [format_mean_sd(d["mean"], d["sd"]) if d else "–" for d in dice]
-        lines.append(f"| {group['group']} | " + " | ".join(cells) + " |")
+    site_rows = [[g["group"], *(format_stats(g["sites"].get(site, {}).get("dice")) for site in sites)] for g in groups]
+    lines += [
+        "## Verdict", "", *(f"- {line}" for line in verdict_lines(results)),
+        "", "## Models", "", MODELS_NOTE, "", *markdown_table(*models_table(groups)),
+        "", "## Accuracy on the test cases", "", ACCURACY_NOTE, "", *markdown_table(*accuracy_table(results)),
+        "", "## Size and speed", "", latency_note(results.get("latency")), "", *markdown_table(*speed_table(groups)),
+        "", "## Dice per site", "", *markdown_table(["group", *sites], site_rows),
+    ]
     return "\n".join([*lines, *comparisons_markdown(results.get("comparisons", []))]) + "\n"
 
 
+MODELS_NOTE = (
+    "Labelled cases: the training cases whose labels a model learnt from (a student with `labelled: K` keeps K; a "
+    "teacher by site has its site's). Budget: as configured; steps: training steps taken (mean over seeds)."
+)
+ACCURACY_NOTE = (
+    "3D metrics on the test cases. ± is the sd over seeds of each seed's mean over the test cases; for a group with "
+    "one seed (`cases` in the last column) it is the sd over the test cases. `(n = 1)`: a single value, no spread."
+)
 COMPARISON_NOTE = (
     "Change in Dice points (× 100) of the mean over seeds. Beyond spread: the change is larger than the sd over "
     "seeds of both groups (– with fewer than two seeds each)."
 )
 
 
+def models_table(groups: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of what each GROUP is: kind, model, labelled cases, number of seeds, budget, steps, minutes."""
+    header = ["group", "kind", "model", "labelled cases", "seeds", "budget", "steps", "train min"]
+    rows = [
+        [g["group"], g["kind"], g["model"], str(g.get("labelled_cases", MISSING)), str(len(g["seeds"])),
+         budget_text(g.get("budget")), str(g.get("steps", MISSING)), f"{g['train_minutes']:.1f}"]
+        for g in groups
+    ]
+    return header, rows
+
+
+def accuracy_table(results: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of the GROUPS' test metrics (mean ± sd) and what the ± is over."""
+    unit = "/".join(sorted({row["distance_unit"] for row in results["rows"]}))
+    header = ["group", "Dice", "IoU", f"HD95 ({unit})", f"ASSD ({unit})", "± over"]
+    rows = [
+        [g["group"], *(format_stats(g["overall"][m], 3 if m in ("dice", "iou") else 2) for m in METRICS), g["sd_over"]]
+        for g in results["groups"]
+    ]
+    return header, rows
+
+
+def speed_table(groups: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of the GROUPS' size and CPU latency (– before the latency is measured)."""
+    header = ["group", "params", "MACs / slice", "slice latency", "volume latency"]
+    rows = [
+        [g["group"], format_count(g["params"]), format_count(g["macs"]), format_ms(g["latency_slice_ms"]),
+         format_ms(g["latency_volume_ms"])]
+        for g in groups
+    ]
+    return header, rows
+
+
+def latency_note(latency: dict[str, Any] | None) -> str:
+    """How the latencies were measured, with the repeat counts."""
+    if latency is None:
+        return "Latency: not measured yet (every model is timed once all stages are trained)."
+    return (
+        f"Latency: median CPU time of one 1×C×S×S slice ({latency['repeats']} repeats per model) and of the whole "
+        f"prediction of one test volume ({latency.get('volume_repeats', MISSING)} repeats), {latency['threads']} "
+        "thread(s); all models timed in one pass after training, taking turns (A, B, C, A, B, C, ...)."
+    )
+
+
+def budget_text(budget: dict[str, Any] | None) -> str:
+    """``{"steps": 200, "minutes": None}`` → ``"200 steps"``; ``{"steps": None, "minutes": 0.5}`` → ``"0.5 min"``."""
+    if not budget:
+        return MISSING
+    return f"{budget['steps']} steps" if budget.get("steps") is not None else f"{budget['minutes']:g} min"
+
+
+def markdown_table(header: list[str], rows: list[list[str]]) -> list[str]:
+    """A Markdown table's lines."""
+    return ["| " + " | ".join(line) + " |" for line in (header, ["---"] * len(header), *rows)]
+
+
 def comparison_table(comparisons: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
-    """Header and rows of the COMPARISONS table (shared by ``results.md`` and the report)."""
+    """Header and rows of the COMPARISONS table (shared by ``results.md``, the terminal and the report)."""
     header = ["student", "Dice", "baseline", "its Dice", "change", "beyond spread", "best teacher", "its Dice",
               "student − teacher"]
     rows = []
     for c in comparisons:
         baseline = c["baseline_dice"]
         rows.append([
-            c["group"], format_mean_sd(c["dice"]["mean"], c["dice"]["sd"]), c["baseline"] or "–",
-            format_mean_sd(baseline["mean"], baseline["sd"]) if baseline else "–",
-            f"{c['change_points']:+.1f}" if baseline else "–", {True: "yes", False: "no", None: "–"}[c["beyond_spread"]],
+            c["group"], format_stats(c["dice"]), c["baseline"] or MISSING, format_stats(baseline),
+            f"{c['change_points']:+.1f}" if baseline else MISSING,
+            {True: "yes", False: "no", None: MISSING}[c["beyond_spread"]],
             c["best_teacher"], f"{c['best_teacher_dice']:.3f}", f"{c['teacher_gap_points']:+.1f}",
         ])
     return header, rows
@@ -245,24 +327,99 @@ def comparisons_markdown(comparisons: list[dict[str, Any]]) -> list[str]:
     """The COMPARISONS as Markdown lines (none without distilled students)."""
     if not comparisons:
         return []
-    header, rows = comparison_table(comparisons)
-    table = [header, ["---"] * len(header), *rows]
     return [
         "",
         "## Distilled students against their baseline and their best teacher",
         "",
         COMPARISON_NOTE,
         "",
-        *("| " + " | ".join(line) + " |" for line in table),
+        *markdown_table(*comparison_table(comparisons)),
     ]
 
 
-def _macs(macs: float) -> str:
-    return f"{macs / 1e9:.2f} G" if macs >= 1e9 else f"{macs / 1e6:.1f} M"
+def verdict_lines(results: dict[str, Any]) -> list[str]:
+    """What happened, in plain words: one line per distilled student group (against the same student trained
+    without teachers, and against its best teacher), then the best model overall (and the best student when a
+    teacher is best). A change is called larger than the seed spread only when it exceeds the sd over seeds of
+    both groups; with fewer than two seeds there is no seed spread to judge it by, and the line says so.
+    Empty before any stage is evaluated."""
+    groups = results["groups"]
+    if not groups:
+        return []
+    lines = [comparison_line(c) for c in results.get("comparisons", [])]
+    ranked = sorted(groups, key=lambda group: -group["overall"]["dice"]["mean"])
+    lines.append("Best model overall: " + ranking_text(ranked))
+    students = [group for group in ranked if group["kind"] == "student"]
+    if ranked[0]["kind"] != "student" and students:
+        lines.append(f"Best student: {ranking_text([students[0], ranked[0]])}")
+    return lines
 
 
-def _milliseconds(ms: float) -> str:
-    return f"{ms / 1000:.2f} s" if ms >= 1000 else f"{ms:.0f} ms"
+def comparison_line(comparison: dict[str, Any]) -> str:
+    """``"student-kd vs student-scratch: +3.1 Dice points (larger than the seed spread: sd 0.8 and 1.1 points);
+    vs its teacher teacher-full-seed0: -2.0 points"``."""
+    c, labelled = comparison, comparison.get("labelled")
+    name = c["group"] if labelled is None else f"{c['group']} ({labelled} labelled cases)"
+    if c["baseline"] is None:
+        versus = f"{name}: no student trained on the same cases without teachers to compare with"
+    else:
+        same = "" if labelled is None else f" with the same {labelled} labelled cases"
+        spread = spread_words(c["dice"], c["baseline_dice"], c["beyond_spread"])
+        versus = f"{name} vs {c['baseline']}{same}: {c['change_points']:+.1f} Dice points ({spread})"
+    teacher = "its teacher" if c.get("teachers") == 1 else "its best teacher"
+    return f"{versus}; vs {teacher} {c['best_teacher']}: {c['teacher_gap_points']:+.1f} points"
+
+
+def ranking_text(ranked: list[dict[str, Any]]) -> str:
+    """The first GROUP with its Dice over seeds and, when there is a second, how far ahead of (or behind) it it is."""
+    first = ranked[0]
+    text = f"{first['group']} ({first['model']}), Dice {_seed_dice_text(first)}"
+    if len(ranked) < 2:
+        return text
+    second = ranked[1]
+    a, b = _seed_dice(first), _seed_dice(second)
+    gap = 100 * (a["mean"] - b["mean"])
+    direction = "ahead of" if gap >= 0 else "behind"
+    spread = spread_words(a, b, _beyond_spread(a, b))
+    return f"{text}; {abs(gap):.1f} Dice points {direction} {second['group']} ({spread})"
+
+
+def spread_words(a: dict[str, Any], b: dict[str, Any] | None, beyond: bool | None) -> str:
+    """Whether a difference between two groups' Dice over seeds (``{"mean", "sd", "n"}``) exceeds their seed
+    spread, in words."""
+    if beyond is None or b is None:
+        return "fewer than two seeds: no seed spread to judge it by"
+    where = "larger than" if beyond else "within"
+    return f"{where} the seed spread: sd {100 * a['sd']:.1f} and {100 * b['sd']:.1f} points"
+
+
+def _seed_dice(group: dict[str, Any]) -> dict[str, Any]:
+    """A GROUP's Dice over its seeds, ``{"mean", "sd", "n"}`` with n the number of seeds (sd 0 for one seed)."""
+    dice = group["overall"]["dice"]
+    seeds = len(group["seeds"])
+    return {"mean": dice["mean"], "sd": dice["sd"] if seeds > 1 else 0.0, "n": seeds}
+
+
+def _seed_dice_text(group: dict[str, Any]) -> str:
+    stats = _seed_dice(group)
+    if stats["n"] < 2:
+        return f"{stats['mean']:.3f} (one seed)"
+    return f"{format_stats(stats)} (mean ± sd over {stats['n']} seeds)"
+
+
+def format_count(value: float | None) -> str:
+    """``412345`` → ``"0.41 M"``; ``2.0e9`` → ``"2.00 G"``; ``48e6`` → ``"48.0 M"``."""
+    if value is None:
+        return MISSING
+    if value >= 1e9:
+        return f"{value / 1e9:.2f} G"
+    return f"{value / 1e6:.2f} M" if value < 1e7 else f"{value / 1e6:.1f} M"
+
+
+def format_ms(ms: float | None) -> str:
+    if ms is None:
+        return MISSING
+    return f"{ms / 1000:.2f} s" if ms >= 1000 else f"{ms:.1f} ms" if ms < 100 else f"{ms:.0f} ms"
 
 
 def _metric_stats(stats: dict[str, Any]) -> dict[str, dict[str, float | int]]:

@@ -5,8 +5,10 @@ The folder (the contract with ``prokd report``, see ``docs/architecture.md``)::
     DIR/experiment.yaml  plan.json  runs/<stage>/ (RUN folder + efficiency.json)  results/results.{json,csv,md}
 
 A stage whose training is finished is skipped, an interrupted one resumed from ``checkpoints/last.pt``; its
-test evaluation and efficiency are recomputed only when older than its best checkpoint. So an experiment can
-be stopped at any time and continued with the same command. An experiment can also grow: entries may be added
+test evaluation is recomputed only when older than its best checkpoint. Once every stage is trained, all the
+models are timed together in one interleaved pass, when any stage's efficiency is older than its best
+checkpoint (:func:`~prokd.experiment.stages.measure_stages`). So an experiment can be stopped at any time and
+continued with the same command. An experiment can also grow: entries may be added
 or removed between runs, but a stage already trained in the folder must keep its recipe (run config and
 split) and the experiment its data and split; otherwise the folder is refused, naming the stage and the first
 differing key, unless ``overwrite`` deletes it first.
@@ -14,6 +16,7 @@ differing key, unless ``overwrite`` deletes it first.
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections import Counter
 from pathlib import Path
@@ -21,21 +24,24 @@ from typing import Any
 
 import yaml
 from rich.console import Console
-from rich.table import Table
 
 from prokd.config import RunConfig
 from prokd.data.datalist import load_cases
 from prokd.experiment.config import ExperimentConfig
+from prokd.experiment.estimate import format_duration, stage_seconds
 from prokd.experiment.plan import Stage, make_plan
 from prokd.experiment.results import (
     COMPARISON_NOTE,
     collect_results,
     comparison_table,
-    format_mean_sd,
+    format_count,
+    format_ms,
+    format_stats,
     write_results,
 )
-from prokd.experiment.stages import evaluate_stage, stage_efficiency, stage_status, train_stage
-from prokd.train.run_folder import RunDirError, is_fresh, read_json, write_json
+from prokd.experiment.stages import evaluate_stage, measure_stages, stage_status, train_stage
+from prokd.table import FittedTable
+from prokd.train.run_folder import RunDirError, first_missing, read_json, removed_on_failure, write_json
 
 STATUS_TEXT = {"done": "trained, reused", "resume": "resuming", "new": "training"}
 _MISSING = "<missing>"
@@ -61,7 +67,7 @@ def run_experiment(
         RunDirError: ``out`` is not empty and holds no experiment, or one on other data or another split, or a
             stage trained with another recipe, and ``overwrite`` is off.
     """
-    out = Path(out)
+    out = Path(os.path.abspath(out))  # stages store their teachers' RUN folders by this path
     console = console or Console()
     index = load_cases(config.data)
     plan = make_plan(config, index)
@@ -69,15 +75,22 @@ def run_experiment(
     if dry_run:
         statuses = {stage.name: "new" if overwrite else stage_status(out / stage.run) for stage in plan}
         console.print(plan_table(plan, statuses, title=f"experiment {config.name} → {out}"))
+        console.print(plan_total(plan, statuses), highlight=False)
         return None
+    created = first_missing(out)  # removed again if the first stage fails before it has a checkpoint
     if overwrite and out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "experiment.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
     write_json(out / "plan.json", [stage.to_json() for stage in plan])
     for number, stage in enumerate(plan, start=1):
-        volume = index.case(stage.split["test"][0]).image
-        run_stage(config, stage, out, volume, console, f"[{number}/{len(plan)}]")
+        with removed_on_failure(created, keep=lambda: any((out / "runs").glob("*"))):
+            run_stage(config, stage, out, console, f"[{number}/{len(plan)}]")
+        results = collect_results(out)
+        write_results(out, results)
+    volume = index.case(plan[0].split["test"][0]).image  # every stage is tested on the same cases
+    timing = config.efficiency
+    if measure_stages([out / stage.run for stage in plan], volume, timing.threads, timing.repeats, console):
         results = collect_results(out)
         write_results(out, results)
     console.print(groups_table(results))
@@ -86,19 +99,14 @@ def run_experiment(
     return results
 
 
-def run_stage(
-    config: ExperimentConfig, stage: Stage, out: Path, volume: Path, console: Console, label: str = ""
-) -> str:
-    """Train (or resume, or reuse) one stage, evaluate it on the test split and measure its efficiency on the
-    ``volume`` image; the last two only when older than the stage's best checkpoint. Returns its prior status."""
+def run_stage(config: ExperimentConfig, stage: Stage, out: Path, console: Console, label: str = "") -> str:
+    """Train (or resume, or reuse) one stage and evaluate it on the test split, unless its evaluation is newer
+    than its best checkpoint; its efficiency is measured later, with every stage's. Returns its prior status."""
     run_dir = out / stage.run
     status = stage_status(run_dir)
     console.rule(f"{label} {stage.name}: {STATUS_TEXT[status]}".strip())
     train_stage(config.data, run_dir, stage.run_config(out), stage.split, console)
     evaluate_stage(run_dir, config.data, console)
-    if not is_fresh(run_dir / "efficiency.json", run_dir):
-        facts = stage_efficiency(run_dir, volume, config.efficiency.threads, config.efficiency.repeats)
-        write_json(run_dir / "efficiency.json", facts)
     return status
 
 
@@ -172,40 +180,65 @@ def first_difference(old: Any, new: Any, key: str = "") -> tuple[str, Any, Any] 
     return None if old == new else (key or "experiment", old, new)
 
 
-def plan_table(plan: list[Stage], statuses: dict[str, str], title: str) -> Table:
-    """The plan as a rich table: stage, kind, model, seed, teachers, budget, status."""
+def plan_table(plan: list[Stage], statuses: dict[str, str], title: str) -> FittedTable:
+    """The plan: each stage's model, teachers, budget, estimated time (:mod:`~prokd.experiment.estimate`) and
+    status; a finished stage takes no time."""
     by_name = {stage.name: stage for stage in plan}
-    table = Table(title=title)
-    for column in ("stage", "kind", "model", "seed", "teachers", "budget", "status"):
-        table.add_column(column, justify="right" if column == "seed" else "left", no_wrap=True)
+    estimates = stage_estimates(plan)
+    table = FittedTable(title=title)
+    for column in ("stage", "model", "teachers", "budget", "time", "status"):
+        table.add_column(column, justify="right" if column in ("budget", "time") else "left", wrap=column == "teachers")
     for stage in plan:
         steps, minutes = stage.budget["steps"], stage.budget["minutes"]
         budget = f"{steps} steps" if steps is not None else f"{minutes:g} min"
         counts = Counter(by_name[name].entry for name in stage.teachers)
         teachers = ", ".join(entry if n == 1 else f"{entry} ×{n}" for entry, n in counts.items()) or "–"
-        table.add_row(stage.name, stage.kind, stage.model, str(stage.seed), teachers, budget, statuses[stage.name])
+        time = "–" if statuses[stage.name] == "done" else format_duration(estimates[stage.name])
+        table.add_row(stage.name, stage.model, teachers, budget, time, statuses[stage.name])
     return table
 
 
-def groups_table(results: dict[str, Any]) -> Table:
-    """The groups in brief (``results/results.md`` has every column): size, latency, Dice and HD95, mean ± sd."""
+def plan_total(plan: list[Stage], statuses: dict[str, str]) -> str:
+    """``"11 stages, 9 to train: ~42 min (an estimate ...)"``; stages whose time cannot be estimated are counted."""
+    estimates = stage_estimates(plan)
+    to_train = [estimates[stage.name] for stage in plan if statuses[stage.name] != "done"]
+    known = [seconds for seconds in to_train if seconds is not None]
+    total = f"{len(plan)} stages, {len(to_train)} to train"
+    if to_train:
+        total += f": {format_duration(sum(known))} (an estimate from measured step costs, 2 threads)"
+    unknown = len(to_train) - len(known)
+    return total + (f", plus {unknown} stage(s) of models without a measured step cost" if unknown else "")
+
+
+def stage_estimates(plan: list[Stage]) -> dict[str, float | None]:
+    """Each stage's :func:`~prokd.experiment.estimate.stage_seconds`, by stage name."""
+    models = {stage.name: stage.model for stage in plan}
+    return {
+        stage.name: stage_seconds(stage.config, stage.split, [models[name] for name in stage.teachers])
+        for stage in plan
+    }
+
+
+def groups_table(results: dict[str, Any]) -> FittedTable:
+    """The groups in brief (``results/results.md`` has every column): seeds, labelled cases, steps, size, latency,
+    Dice and HD95, mean ± sd."""
     unit = "/".join(sorted({row["distance_unit"] for row in results["rows"]}))
-    table = Table(title=f"experiment {results['experiment']} — test split",
-                  caption="± over seeds, or over test cases for one seed")
-    for column in ("group", "seeds", "params", "ms / slice", "Dice", f"HD95 ({unit})"):
+    table = FittedTable(title=f"experiment {results['experiment']} — test split",
+                  caption="± over seeds, or over test cases for one seed; cases: labelled training cases")
+    for column in ("group", "seeds", "cases", "steps", "params", "slice", "Dice", f"HD95 ({unit})"):
         table.add_column(column, justify="left" if column == "group" else "right")
     for group in results["groups"]:
         dice, hd95 = group["overall"]["dice"], group["overall"]["hd95"]
-        table.add_row(group["group"], ", ".join(map(str, group["seeds"])), f"{group['params'] / 1e6:.2f} M",
-                      f"{group['latency_slice_ms']:.1f}", format_mean_sd(dice["mean"], dice["sd"]),
-                      format_mean_sd(hd95["mean"], hd95["sd"], 1))
+        table.add_row(group["group"], str(len(group["seeds"])), str(group["labelled_cases"]), str(group["steps"]),
+                      format_count(group["params"]), format_ms(group["latency_slice_ms"]),
+                      format_stats(dice), format_stats(hd95, 1))
     return table
 
 
-def comparisons_table(comparisons: list[dict[str, Any]]) -> Table:
+def comparisons_table(comparisons: list[dict[str, Any]]) -> FittedTable:
     """Each distilled student against its baseline and its best teacher (as in ``results/results.md``)."""
     header, rows = comparison_table(comparisons)
-    table = Table(title="distilled students", caption=COMPARISON_NOTE)
+    table = FittedTable(title="distilled students", caption=COMPARISON_NOTE)
     for column in header:
         table.add_column(column, justify="left" if column in ("student", "baseline", "best teacher") else "right")
     for row in rows:

@@ -1,4 +1,5 @@
-"""One stage's RUN folder: train it fresh, resume it or leave it finished; test evaluation; efficiency.
+"""One stage's RUN folder: train it fresh, resume it or leave it finished; test evaluation; efficiency (the
+stages of an experiment are timed together, in one interleaved pass: :func:`measure_stages`).
 
 Used by ``prokd experiment`` and by the benchmark scripts (``benchmarks/common.py``), so that a study can be
 spread over several sessions: finished runs are reused and interrupted ones resumed from ``last.pt``.
@@ -6,27 +7,27 @@ spread over several sessions: finished runs are reused and interrupted ones resu
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from rich.console import Console
 from torch import nn
 
 from prokd.config import RunConfig
 from prokd.data.io import read_volume
-from prokd.eval.efficiency import count_macs, count_parameters, measure_latency
+from prokd.eval.efficiency import count_macs, count_parameters, interleaved_latency, measure_latency
+from prokd.eval.efficiency import time_interleaved
 from prokd.eval.evaluate import Evaluation, evaluate_run, summary_table
 from prokd.infer.predict import Predictor
 from prokd.train.checkpoint import load_checkpoint
-from prokd.train.run_folder import is_fresh
+from prokd.train.run_folder import is_fresh, write_json
 from prokd.train.runner import train_run
 
 VOLUME_REPEATS = 3
-"""Timed whole-volume predictions per stage (the median is reported)."""
+"""At most this many timed whole-volume predictions per stage (the median is reported)."""
 
 
 def finished(run_dir: Path) -> bool:
@@ -95,43 +96,51 @@ def efficiency(run_dir: Path, size: int = 256, threads: int = 2) -> dict[str, An
     return {**model_efficiency(predictor.model, shape, threads), "latency_input": list(shape), "threads": threads}
 
 
-def volume_latency(
-    predictor: Predictor, image_path: Path, threads: int, repeats: int = VOLUME_REPEATS
-) -> tuple[float, int]:
-    """Median wall-clock ms of :meth:`Predictor.predict` on the volume ``image_path`` (pre- and post-processing
-    included) with ``threads`` threads, and its number of slices."""
-    image, geometry = read_volume(image_path)
+def measure_stages(
+    run_dirs: Sequence[Path], volume: Path, threads: int, repeats: int, console: Console | None = None
+) -> bool:
+    """Write every stage's ``efficiency.json`` from one measurement of all of them (:func:`stages_efficiency`),
+    unless each is newer than its stage's best checkpoint. Returns whether it measured."""
+    if all(is_fresh(run_dir / "efficiency.json", run_dir) for run_dir in run_dirs):
+        return False
+    if console is not None:
+        console.rule(f"efficiency: {len(run_dirs)} models timed together, {repeats} repeats each, {threads} thread(s)")
+    for run_dir, facts in zip(run_dirs, stages_efficiency(run_dirs, volume, threads, repeats)):
+        write_json(run_dir / "efficiency.json", facts)
+    return True
+
+
+def stages_efficiency(run_dirs: Sequence[Path], volume: Path, threads: int, repeats: int) -> list[dict[str, Any]]:
+    """Each stage's ``efficiency.json``: parameters, MACs and latency of one ``1 x C x S x S`` slice on the model's
+    own grid and of the whole prediction of ``volume`` (pre- and post-processing included).
+
+    All best checkpoints are timed in one pass, in this process with ``threads`` threads, taking turns
+    (:func:`~prokd.eval.efficiency.interleaved_latency`): ``repeats`` slices per model, then
+    ``min(repeats, VOLUME_REPEATS)`` volumes per model after one untimed round; medians are reported.
+    """
+    predictors = [Predictor.from_checkpoint(run_dir) for run_dir in run_dirs]
+    shapes = [(1, p.preprocessor.config.in_channels, p.preprocessor.config.size, p.preprocessor.config.size)
+              for p in predictors]
+    slices = interleaved_latency([p.model for p in predictors], shapes, threads, repeats=repeats)
+    image, geometry = read_volume(volume)
     image = image.astype(np.float32)
-    previous = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        timings = []
-        for _ in range(repeats):
-            started = time.perf_counter()
-            predictor.predict(image, geometry.spacing)
-            timings.append((time.perf_counter() - started) * 1000.0)
-    finally:
-        torch.set_num_threads(previous)
-    return float(np.median(timings)), int(image.shape[0])
-
-
-def stage_efficiency(run_dir: Path, volume: Path, threads: int, repeats: int = 30) -> dict[str, Any]:
-    """The stage's ``efficiency.json``: parameters, MACs and latency of one ``1 x C x S x S`` slice on the model's
-    own grid, and of the whole prediction of ``volume``."""
-    predictor = Predictor.from_checkpoint(run_dir)
-    config = predictor.preprocessor.config
-    shape = (1, config.in_channels, config.size, config.size)
-    facts = model_efficiency(predictor.model, shape, threads, repeats)
-    volume_ms, slices = volume_latency(predictor, volume, threads)
-    return {
-        "params": facts["params"],
-        "macs": facts["macs"],
-        "latency_slice_ms": facts["latency_ms"],
-        "latency_volume_ms": volume_ms,
-        "slice_input": list(shape),
-        "volume_slices": slices,
-        "threads": threads,
-    }
+    volume_repeats = min(repeats, VOLUME_REPEATS)
+    volumes = time_interleaved([partial(p.predict, image, geometry.spacing) for p in predictors], threads,
+                               warmup=1, repeats=volume_repeats)
+    return [
+        {
+            "params": count_parameters(predictor.model),
+            "macs": count_macs(predictor.model, shape),
+            "latency_slice_ms": latency["median_ms"],
+            "latency_volume_ms": float(np.median(volume_ms)),
+            "slice_input": list(shape),
+            "volume_slices": int(image.shape[0]),
+            "threads": threads,
+            "repeats": repeats,
+            "volume_repeats": volume_repeats,
+        }
+        for predictor, shape, latency, volume_ms in zip(predictors, shapes, slices, volumes)
+    ]
 
 
 def train_or_resume(data: Path, run_dir: Path, config: RunConfig, split: dict, console: Console) -> dict[str, Any]:
