@@ -14,8 +14,10 @@ from rich.console import Console
 from typer.testing import CliRunner
 
 from prokd.cli import app
+from prokd.config import ConfigError
 from prokd.data.datalist import load_cases
 from prokd.data.io import read_volume
+from prokd.data.splits import load_split
 from prokd.eval.efficiency import count_parameters
 from prokd.experiment import stages
 from prokd.experiment.config import load_experiment
@@ -235,3 +237,14 @@ def test_cli_experiment_failing_in_its_first_stage_leaves_nothing(damaged_phanto
     result = CliRunner().invoke(app, ["experiment", str(path), "--out", str(tmp_path / "exp")], catch_exceptions=False)
     assert result.exit_code == 0, result.output
     assert (tmp_path / "exp" / "runs" / "teacher-full-seed0" / "checkpoints" / "last.pt").is_file()
+
+
+def test_a_stage_whose_split_would_leak_a_teachers_training_case_is_refused(experiment, tmp_path):
+    path, out, _ = experiment
+    config = load_experiment(path)
+    stage = next(stage for stage in make_plan(config, load_cases(config.data)) if stage.name == "student-kd-seed0")
+    moved = load_split(out / "runs" / "teacher-full-seed0" / "split.json")["train"][0]
+    leaky = {**stage.split, "train": [c for c in stage.split["train"] if c != moved], "test": [*stage.split["test"], moved]}
+    with pytest.raises(ConfigError, match=rf"^teacher .+: trained on case {moved} that is in this run's test split"):
+        stages.train_stage(config.data, tmp_path / "kd", stage.run_config(out), leaky)
+    assert not (tmp_path / "kd").exists()
