@@ -158,12 +158,12 @@ def test_data_phantom_writes_a_dataset_and_refuses_to_overwrite_it(tmp_path):
 
 
 def two_channel_datalist(phantom_data: Path, folder: Path) -> Path:
-    """The phantom's labelled cases as MSD Task05_Prostate stores them: 4D images, T2 (channel 0) and an
+    """Six of the phantom's labelled cases as MSD Task05_Prostate stores them: 4D images, T2 (channel 0) and an
     ADC-like inverted copy (channel 1)."""
     listing = json.loads(phantom_data.read_text())
     root = phantom_data.parent
     training = []
-    for entry in listing["training"]:
+    for entry in listing["training"][::2]:
         t2 = nib.load(root / entry["image"])
         data = np.asarray(t2.dataobj)
         image = folder / f"{entry['case']}_t2_adc.nii.gz"

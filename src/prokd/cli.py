@@ -430,7 +430,7 @@ def import_report_writer():
 @app.command()
 def report(
     directory: Annotated[Path, typer.Argument(callback=absolute_path, help="Experiment folder written by `prokd experiment`.")],
-    check: Annotated[bool, typer.Option(help="Open the page in headless chromium: broken images, screenshot.")] = False,
+    check: Annotated[bool, typer.Option(help="Open the page in headless chromium: broken images, tables wider than the page, whole-page screenshot.")] = False,
 ) -> None:
     """Write DIR/report/: a self-contained index.html, report.md and figures/*.png; print the page's path."""
     from prokd.report.browser import check_page
@@ -441,9 +441,12 @@ def report(
         checked = check_page(index, index.parent / "screenshot.png") if check else None
     console.print(str(index), highlight=False, soft_wrap=True)
     if checked is not None:
-        summary = f"{checked.images} images, {checked.broken} broken; screenshot: {checked.screenshot}"
+        summary = (
+            f"{checked.images} images, {checked.broken} broken; {checked.overflowing} tables wider than the page; "
+            f"screenshot of the whole page ({checked.height} px tall): {checked.screenshot}"
+        )
         console.print(summary, highlight=False, soft_wrap=True)
-        if checked.broken:
+        if checked.broken or checked.overflowing:
             raise typer.Exit(1)
 
 

@@ -4,6 +4,7 @@ heterogeneous teacher/student pairs, several teachers, teachers kept out of the 
 from __future__ import annotations
 
 import copy
+import dataclasses
 
 import numpy as np
 import pytest
@@ -127,6 +128,10 @@ def test_incompatible_teacher_is_rejected():
     teacher = make_teacher(preprocess=PreprocessConfig(size=32, crop_fraction=0.5))
     with pytest.raises(ValueError, match="field of view"):
         check_compatible(PRE, teacher)
+    on_adc = make_teacher(preprocess=dataclasses.replace(PRE, channel=1))
+    with pytest.raises(ValueError, match="channel"):
+        check_compatible(PRE, on_adc)
+    check_compatible(dataclasses.replace(PRE, channel=0), make_teacher(preprocess=PRE))  # 3D data is channel 0
     with pytest.raises(ValueError, match="need 3 context channels"):
         centre_channels(torch.zeros(1, 1, 4, 4), 3)
 

@@ -21,6 +21,8 @@ from prokd.infer.predict import Prediction, Predictor
 from prokd.report.figures import png_bytes
 
 __all__ = [
+    "CONTOUR_NOTE",
+    "HEAT_TRUTH_NOTE",
     "SliceView",
     "VolumePredictions",
     "disagreement_figure",
@@ -31,8 +33,14 @@ __all__ = [
     "teacher_disagreement",
 ]
 
-TRUTH_COLOUR = "lime"
-PREDICTION_COLOUR = "orangered"
+TRUTH_COLOUR = "#56B4E9"  # Okabe–Ito sky blue
+PREDICTION_COLOUR = "#E69F00"  # Okabe–Ito orange
+HEAT_TRUTH_COLOUR = "white"  # over the viridis / magma heat maps
+CONTOUR_NOTE = (
+    f"Contours in Okabe–Ito colours, told apart with red-green colour blindness: ground truth sky blue "
+    f"({TRUTH_COLOUR}), prediction orange ({PREDICTION_COLOUR})."
+)
+HEAT_TRUTH_NOTE = f"Ground truth contour in {HEAT_TRUTH_COLOUR}."
 PANEL_INCHES = 2.4
 MAX_SD = 0.5  # the largest possible sd of values in [0, 1]
 
@@ -70,18 +78,20 @@ class VolumePredictions:
     Args:
         data: the dataset (datalist, folder with ``dataset.json``, or MSD/nnU-Net folder).
         label_map: the label map the runs were trained with.
+        channel: the channel of multi-channel images the runs were trained on.
     """
 
-    def __init__(self, data: Path, label_map: dict[int, int] | None = None) -> None:
+    def __init__(self, data: Path, label_map: dict[int, int] | None = None, channel: int | None = None) -> None:
         self.index = load_cases(data)
         self.label_map = label_map
+        self.channel = channel
         self._cases: dict[str, LoadedCase] = {}
         self._predictors: dict[Path, Predictor] = {}
         self._predictions: dict[tuple[Path, str], Prediction] = {}
 
     def case(self, case_id: str) -> LoadedCase:
         if case_id not in self._cases:
-            self._cases[case_id] = load_case(self.index.case(case_id), self.label_map)
+            self._cases[case_id] = load_case(self.index.case(case_id), self.label_map, self.channel)
         return self._cases[case_id]
 
     def predict(self, run: Path, case_id: str) -> Prediction:
@@ -130,8 +140,9 @@ def slice_view(pick: str, loaded: LoadedCase) -> SliceView:
 
 
 def overlay_figure(views: Sequence[SliceView], predictions: Sequence[Sequence[tuple[str, np.ndarray]]]) -> bytes:
-    """One row per case: the image, the ground truth (green contour), then each model's prediction
-    (orange contour, truth in thin green), titled as given (e.g. with the model's Dice on the case).
+    """One row per case: the image, the ground truth (contour in :data:`TRUTH_COLOUR`), then each model's
+    prediction (contour in :data:`PREDICTION_COLOUR`, truth thin), titled as given (e.g. with the model's Dice
+    on the case).
 
     Args:
         views: the slices shown.
@@ -142,10 +153,10 @@ def overlay_figure(views: Sequence[SliceView], predictions: Sequence[Sequence[tu
     for r, (view, row) in enumerate(zip(views, predictions)):
         _show(axes[r, 0], view, "image")
         _show(axes[r, 1], view, "ground truth")
-        _contour(axes[r, 1], view.truth, TRUTH_COLOUR, 1.5)
+        _contour(axes[r, 1], view.truth, TRUTH_COLOUR, 2.0)
         for c, (title, mask) in enumerate(row, start=2):
             _show(axes[r, c], view, title)
-            _contour(axes[r, c], view.truth, TRUTH_COLOUR, 0.8)
+            _contour(axes[r, c], view.truth, TRUTH_COLOUR, 1.0)
             _contour(axes[r, c], mask, PREDICTION_COLOUR, 1.5)
         axes[r, 0].set_ylabel(view.title, fontsize=9)
     return png_bytes(figure)
@@ -155,7 +166,8 @@ def disagreement_figure(
     views: Sequence[SliceView], teachers: Sequence[str], probabilities: Sequence[np.ndarray]
 ) -> bytes:
     """One row per case: each teacher's foreground probability, then the teachers' disagreement (per-pixel
-    sd), as heat maps over the image with the ground truth as a green contour.
+    sd), as heat maps over the image with the ground truth as a :data:`HEAT_TRUTH_COLOUR` contour; one colour
+    bar below the probabilities and one below the disagreement.
 
     Args:
         views: the slices shown.
@@ -165,11 +177,12 @@ def disagreement_figure(
     figure, axes = _grid(len(views), len(teachers) + 1)
     for r, (view, probs) in enumerate(zip(views, probabilities)):
         for k, name in enumerate(teachers):
-            _heat(axes[r, k], view, probs[k], f"{name}\nforeground probability", "viridis", 1.0)
+            probability = _heat(axes[r, k], view, probs[k], f"{name}\nforeground probability", "viridis", 1.0)
         sd = teacher_disagreement(probs)
-        image = _heat(axes[r, -1], view, sd, f"disagreement (sd)\nmax {sd.max():.2f}", "magma", MAX_SD)
-        figure.colorbar(image, ax=axes[r, -1], fraction=0.046, pad=0.02)
+        disagreement = _heat(axes[r, -1], view, sd, f"disagreement (sd)\nmax {sd.max():.2f}", "magma", MAX_SD)
         axes[r, 0].set_ylabel(view.title, fontsize=9)
+    figure.colorbar(probability, ax=axes[:, :-1], location="bottom", shrink=0.5, label="foreground probability")
+    figure.colorbar(disagreement, ax=axes[:, -1], location="bottom", label="disagreement (sd)")
     return png_bytes(figure)
 
 
@@ -196,5 +209,5 @@ def _contour(ax: Axes, mask: np.ndarray, colour: str, width: float) -> None:
 def _heat(ax: Axes, view: SliceView, values: np.ndarray, title: str, cmap: str, vmax: float):
     _show(ax, view, title)
     image = ax.imshow(values, cmap=cmap, vmin=0.0, vmax=vmax, alpha=0.6, aspect=view.aspect, interpolation="nearest")
-    _contour(ax, view.truth, TRUTH_COLOUR, 0.8)
+    _contour(ax, view.truth, HEAT_TRUTH_COLOUR, 0.8)
     return image

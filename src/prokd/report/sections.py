@@ -1,8 +1,10 @@
 """What the report says, section by section, built from an experiment folder:
 
-1. header: experiment, data, date, git hash, versions, hardware;
-2. results per group (mean ± sd, over seeds or cases as stated), test Dice per site, and each distilled
-   student against its baseline and its best teacher;
+1. summary: the verdict (each distilled student against its baseline and best teacher, the best model, each
+   change judged against the seed spread) and what was compared (models, teachers, labelled cases, seeds,
+   budgets); then experiment, data, date, git hash, versions, hardware;
+2. results per group (mean ± sd, over seeds or cases as stated; size and latency), test Dice per site, and
+   each distilled student against its baseline and its best teacher;
 3. training curves; 4. Dice versus CPU latency with the Pareto front; 5. per-site Dice bars;
 6. qualitative overlays of the best, median and worst test case;
 7. for multi-teacher students: the teachers' mean aggregation weights and their disagreement.
@@ -20,18 +22,18 @@ import numpy as np
 
 from prokd.config import load_config
 from prokd.eval.evaluate import METRICS
-from prokd.experiment.results import COMPARISON_NOTE, comparison_table
-from prokd.report.blocks import Block, Facts, Heading, Paragraph, Plot, Table
+from prokd.experiment.results import COMPARISON_NOTE, MISSING, accuracy_table, comparison_table, format_stats
+from prokd.experiment.results import latency_note, models_table, speed_table, verdict_lines
+from prokd.report.blocks import Block, Bullets, Facts, Heading, Paragraph, Plot, Table
 from prokd.report.figures import Colour, Curve, GroupPoint, dice_latency, group_colours, pareto_front
 from prokd.report.figures import site_dice_bars, training_curves
 from prokd.report.folder import Experiment
-from prokd.report.overlays import SliceView, VolumePredictions, disagreement_figure, overlay_figure, select_cases
-from prokd.report.overlays import slice_view
+from prokd.report.overlays import CONTOUR_NOTE, HEAT_TRUTH_NOTE, SliceView, VolumePredictions, disagreement_figure
+from prokd.report.overlays import overlay_figure, select_cases, slice_view
 from prokd.report.weights import TeacherWeights, teacher_weights
 
 __all__ = ["report_blocks"]
 
-MISSING = "–"
 AGGREGATION_NOTES = {
     "mean": "The mean aggregation gives every teacher the same weight everywhere.",
     "weighted": "The weighted aggregation uses fixed weights from the teachers' validation scores.",
@@ -46,13 +48,15 @@ def report_blocks(experiment: Experiment) -> tuple[str, list[Block]]:
     colours = group_colours([group["group"] for group in experiment.groups])
     ranking = experiment.first_seed(experiment.best_group()["group"])
     test_cases = experiment.test_cases(ranking)
-    label_map = load_config(experiment.run_dir(ranking) / "config.yaml").label_map
-    predictions = VolumePredictions(experiment.data, label_map)
+    config = load_config(experiment.run_dir(ranking) / "config.yaml")
+    predictions = VolumePredictions(experiment.data, config.label_map, config.preprocess.channel)
     picks = select_cases({case["case"]: case["dice"] for case in test_cases})
     views = [slice_view(pick, predictions.case(case)) for pick, case in picks]
     title = f"prokd report: {experiment.name}"
     return title, [
-        *header(experiment, title),
+        Heading(title, 1),
+        *summary(experiment, test_cases),
+        *header(experiment),
         *results(experiment, test_cases),
         *curves(experiment, colours),
         *accuracy_latency(experiment, colours, len(test_cases)),
@@ -62,7 +66,21 @@ def report_blocks(experiment: Experiment) -> tuple[str, list[Block]]:
     ]
 
 
-def header(experiment: Experiment, title: str) -> list[Block]:
+def summary(experiment: Experiment, test_cases: list[dict[str, Any]]) -> list[Block]:
+    """The verdict, then what was compared."""
+    kinds = Counter(group["kind"] for group in experiment.groups)
+    seeds = sorted({row["seed"] for row in experiment.rows})
+    compared = (
+        f"Compared: {kinds['teacher']} teacher and {kinds['student']} student groups (a group is one recipe over "
+        f"its seeds), all tested on the same {split_note(test_cases)}; seeds used: {', '.join(map(str, seeds))}. "
+        "Dice differences are in Dice points (Dice × 100). Labelled cases: the training cases whose labels a model "
+        "learnt from. Teachers: the one a student distils from, or how many and how they are aggregated."
+    )
+    verdict = verdict_lines({"groups": experiment.groups, "comparisons": experiment.comparisons})
+    return [Heading("Summary"), Bullets(verdict), Paragraph(compared), Table(*models_table(experiment.groups))]
+
+
+def header(experiment: Experiment) -> list[Block]:
     env = experiment.env
     packages = ("prokd", "python", "torch", "monai", "numpy")
     versions = ", ".join(f"{name} {env[name]}" for name in packages if name in env)
@@ -81,35 +99,25 @@ def header(experiment: Experiment, title: str) -> list[Block]:
         ("hardware", hardware),
         ("report written", written),
     ]
-    return [Heading(title, 1), Facts(facts)]
+    return [Heading("Run"), Facts(facts)]
 
 
 def results(experiment: Experiment, test_cases: list[dict[str, Any]]) -> list[Block]:
-    unit = experiment.rows[0].get("distance_unit", "px")
-    header_cells = [
-        "group", "kind", "model", "seeds", "params", "MACs", "latency / slice (ms)", "latency / volume (ms)",
-        "training (min)", "Dice", "IoU", f"HD95 ({unit})", f"ASSD ({unit})", "sd over",
-    ]
-    rows = [
-        [
-            group["group"], group["kind"], group["model"], ", ".join(map(str, group["seeds"])),
-            count(group["params"]), count(group["macs"]), milliseconds(group["latency_slice_ms"]),
-            milliseconds(group["latency_volume_ms"]), minutes(group["train_minutes"]),
-            *(mean_sd(group["overall"].get(metric), 2 if metric in ("hd95", "assd") else 3) for metric in METRICS),
-            spread(group),
-        ]
-        for group in experiment.groups
-    ]
+    accuracy_header, accuracy_rows = accuracy_table({"rows": experiment.rows, "groups": experiment.groups})
+    speed_header, speed_rows = speed_table(experiment.groups)
+    header_cells = [*accuracy_header, *speed_header[1:]]
+    rows = [[*accuracy, *speed[1:]] for accuracy, speed in zip(accuracy_rows, speed_rows)]
     sites = experiment.sites()
     site_rows = [
-        [group["group"], *(mean_sd(group["sites"].get(site, {}).get("dice"), 3) for site in sites)]
+        [group["group"], *(format_stats(group["sites"].get(site, {}).get("dice")) for site in sites)]
         for group in experiment.groups
     ]
     note = (
         f"Test split: {split_note(test_cases)}. Dice, IoU, HD95 and ASSD are 3D metrics per test case. A group's "
-        "value is the mean ± sd over its seeds of each seed's mean over the test cases ('sd over: seeds'); a group "
-        "with one seed shows mean ± sd over the test cases instead ('sd over: cases'). Params, MACs (one forward "
-        "pass on one slice), latencies and training minutes are means over the group's seeds."
+        "value is the mean ± sd over its seeds of each seed's mean over the test cases ('± over: seeds', with their "
+        "number); a group with one seed shows mean ± sd over the test cases instead ('± over: cases'). '(n = 1)': a "
+        "single value, so no spread. Params, MACs (one forward pass on one slice) and latencies are means over the "
+        f"group's seeds. {latency_note(experiment.latency)}"
     )
     blocks = [
         Heading("Results"),
@@ -144,6 +152,8 @@ def curves(experiment: Experiment, colours: dict[str, Colour]) -> list[Block]:
 
 def accuracy_latency(experiment: Experiment, colours: dict[str, Colour], n_test: int) -> list[Block]:
     groups = experiment.groups
+    if any(group["latency_slice_ms"] is None for group in groups):
+        return [Heading("Accuracy versus CPU latency"), Paragraph(latency_note(None))]
     points = [
         GroupPoint(g["group"], g["latency_slice_ms"], g["overall"]["dice"]["mean"], g["overall"]["dice"]["sd"])
         for g in groups
@@ -169,9 +179,11 @@ def site_bars(experiment: Experiment, colours: dict[str, Colour], test_cases: li
     stats = [[g["sites"].get(site, {}).get("dice") for site in sites] for g in experiment.groups]
     mean = np.array([[np.nan if s is None else s["mean"] for s in row] for row in stats], dtype=float)
     sd = np.array([[np.nan if s is None else s["sd"] for s in row] for row in stats], dtype=float)
+    single = np.array([[s is None or s.get("n", 2) < 2 for s in row] for row in stats])
+    sd[single] = np.nan
     caption = (
         f"Test Dice per site and group: bars are means, error bars sd over seeds (or over the site's test cases for "
-        f"single-seed groups; one case gives sd 0). Test cases: {split_note(test_cases)}."
+        f"single-seed groups; no error bar where there is a single value, n = 1). Test cases: {split_note(test_cases)}."
     )
     return [Heading("Dice per site"), Plot("site_dice", site_dice_bars(names, sites, mean, sd, colours), caption)]
 
@@ -195,8 +207,9 @@ def overlays(
     caption = (
         f"Best, median and worst of the {n_test} test cases, ranked by the 3D Dice of {ranking['stage']} (first "
         f"seed of {chosen_by}, {ranking['group']}). For each case, the slice with the largest ground-truth area: "
-        "the image, the ground truth (green), then each group's first-seed prediction (orange; best checkpoint, "
-        "post-processed mask; ground truth in thin green), titled with that model's 3D Dice on the whole case."
+        "the image, the ground truth, then each group's first-seed prediction (best checkpoint, post-processed mask; "
+        f"ground truth thin), titled with that model's 3D Dice on the whole case. {CONTOUR_NOTE} Click the figure "
+        "to open it at full size."
     )
     return [Heading("Qualitative results"), Plot("overlays", overlay_figure(views, panels), caption)]
 
@@ -223,8 +236,8 @@ def teachers(experiment: Experiment, predictions: VolumePredictions, views: list
         caption = (
             f"Teachers of {row['stage']} on the slices of the qualitative results: each teacher's foreground "
             "probability (its whole-volume prediction, temperature 1) and the teachers' disagreement, the per-pixel "
-            f"sd over the {len(runs)} teachers (0: all agree; 0.5: an even split between certain teachers). "
-            "Ground truth in green."
+            f"sd over the {len(runs)} teachers (0: all agree; 0.5: an even split between certain teachers), with "
+            f"their colour bars below. {HEAT_TRUTH_NOTE}"
         )
         blocks += [
             Heading(f"{row['stage']} ({weights.aggregate} aggregation)", 3),
@@ -268,22 +281,13 @@ def split_note(test_cases: list[dict[str, Any]]) -> str:
 
 
 def latency_setup(experiment: Experiment) -> str:
-    """The measured input shapes and thread counts, from the first seeds' ``efficiency.json``."""
+    """The measured input shapes, thread counts and repeats, from the first seeds' ``efficiency.json``."""
     records = [experiment.efficiency(experiment.first_seed(g["group"])) for g in experiment.groups]
     shapes = sorted({"×".join(map(str, r["slice_input"])) for r in records})
     threads = sorted({str(r["threads"]) for r in records})
-    return f"input {' / '.join(shapes)}, {' / '.join(threads)} thread(s)"
-
-
-def spread(group: dict[str, Any]) -> str:
-    n = group["overall"]["dice"].get("n")
-    return group["sd_over"] if n is None else f"{group['sd_over']} (n={n})"
-
-
-def mean_sd(stats: dict[str, float] | None, digits: int) -> str:
-    if stats is None or stats.get("mean") is None:
-        return MISSING
-    return f"{stats['mean']:.{digits}f} ± {stats.get('sd') or 0.0:.{digits}f}"
+    repeats = sorted({str(r["repeats"]) for r in records if "repeats" in r})
+    timed = f"; median of {' / '.join(repeats)} repeats per model, all models timed in one pass" if repeats else ""
+    return f"input {' / '.join(shapes)}, {' / '.join(threads)} thread(s){timed}"
 
 
 def number(value: float | None, digits: int) -> str:
@@ -292,20 +296,6 @@ def number(value: float | None, digits: int) -> str:
 
 def milliseconds(value: float | None) -> str:
     return number(value, 2 if value is not None and value < 10 else 1)
-
-
-def minutes(value: float | None) -> str:
-    return number(value, 2 if value is not None and value < 1 else 1)
-
-
-def count(value: float | None) -> str:
-    """``412345`` → ``"0.41 M"``; ``1.2e9`` → ``"1.20 G"``."""
-    if value is None:
-        return MISSING
-    for scale, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
-        if value >= 0.1 * scale:
-            return f"{value / scale:.2f} {suffix}"
-    return f"{value:.0f}"
 
 
 def file_name(text: str) -> str:
