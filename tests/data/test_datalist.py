@@ -272,5 +272,6 @@ def test_the_channel_of_a_multichannel_image_is_chosen(tmp_path):
     case = Case("prostate_00", image, volume(tmp_path / "label.nii.gz", block_label()))
     np.testing.assert_array_equal(load_case(case, channel=0).image, t2)
     np.testing.assert_array_equal(load_case(case, channel=1).image, -t2)
-    with pytest.raises(DatasetError, match=r"prostate_00\.nii\.gz: has 2 channels \(shape \(channels, slices, rows, cols\) = \(2, 3, 4, 5\)\); choose one with --channel N"):
+    two = r"prostate_00\.nii\.gz: has 2 channels \(shape \(channels, slices, rows, cols\) = \(2, 3, 4, 5\)\); choose"
+    with pytest.raises(DatasetError, match=two):
         load_case(case)

@@ -226,7 +226,10 @@ def test_a_channel_is_picked_from_multichannel_volumes(tmp_path):
 
 def test_multichannel_volumes_need_a_channel(tmp_path):
     for path in two_channel_files(tmp_path):
-        expected = rf"{path.name}: has 2 channels \(shape \(channels, slices, rows, cols\) = \(2, 4, 5, 6\)\); choose one with --channel N"
+        expected = (
+            rf"{path.name}: has 2 channels \(shape \(channels, slices, rows, cols\) = \(2, 4, 5, 6\)\); "
+            r"choose one with --channel N"
+        )
         with pytest.raises(VolumeError, match=expected):
             read_volume(path)
         with pytest.raises(VolumeError, match=rf"{path.name}: has 2 channel\(s\) .*; channel 2 does not exist"):
@@ -236,7 +239,8 @@ def test_multichannel_volumes_need_a_channel(tmp_path):
 def test_a_3d_volume_is_its_own_channel_0(tmp_path):
     path = write_volume(tmp_path / "v.nii.gz", ramp(), OBLIQUE)
     np.testing.assert_array_equal(read_volume(path, channel=0)[0], ramp())
-    with pytest.raises(VolumeError, match=r"v\.nii\.gz: has 1 channel\(s\) \(shape \(4, 5, 6\)\); channel 1 does not exist"):
+    one = r"v\.nii\.gz: has 1 channel\(s\) \(shape \(4, 5, 6\)\); channel 1 does not exist"
+    with pytest.raises(VolumeError, match=one):
         read_volume(path, channel=1)
 
 

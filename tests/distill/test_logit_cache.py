@@ -94,7 +94,8 @@ def test_teacher_without_checkpoint_is_cached_in_memory_only(tmp_path):
 def test_a_case_stored_in_another_axis_order_has_the_same_digest(phantom_data, reoriented, tmp_path):
     """Cases are read in the canonical orientation, so the cache entry does not depend on how a file stores them."""
     original = load_cases(phantom_data).labeled[0]
-    image, label = (reoriented(path, tmp_path / f"{name}.mha") for name, path in (("i", original.image), ("l", original.label)))
+    image, label = reoriented(original.image, tmp_path / "i.mha"), reoriented(original.label, tmp_path / "l.mha")
+    permuted = Case(original.case_id, image, label)
     preprocessor = Preprocessor(PreprocessConfig(size=64, target_spacing=2.5))
-    digests = {case_digest(to_grid_case(load_case(case), preprocessor)) for case in (original, Case(original.case_id, image, label))}
+    digests = {case_digest(to_grid_case(load_case(case), preprocessor)) for case in (original, permuted)}
     assert len(digests) == 1

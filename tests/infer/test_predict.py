@@ -91,7 +91,8 @@ class BrightUpperLeft(nn.Module):
 def test_a_volume_stored_in_any_axis_order_gets_the_same_mask_in_space(phantom_data, reoriented, tmp_path):
     original = read_volume(phantom_data.parent / json.loads(phantom_data.read_text())["training"][0]["image"])
     source = write_volume(tmp_path / "scan.nii.gz", *original)
-    predictor = Predictor(BrightUpperLeft(), PreprocessConfig(size=64, target_spacing=2.5), PostprocessConfig(largest_component=False))
+    preprocess = PreprocessConfig(size=64, target_spacing=2.5)
+    predictor = Predictor(BrightUpperLeft(), preprocess, PostprocessConfig(largest_component=False))
     reference = sitk.ReadImage(str(predict_file(predictor, source, tmp_path / "out")))
     assert 0 < sitk.GetArrayViewFromImage(reference).mean() < 0.2
     for suffix in (".nii.gz", ".mha"):
@@ -101,7 +102,9 @@ def test_a_volume_stored_in_any_axis_order_gets_the_same_mask_in_space(phantom_d
         stored, stored_geometry = read_volume(permuted)
         assert mask.shape == stored.shape != original[0].shape and geometry == stored_geometry
         in_space = sitk.Resample(sitk.ReadImage(str(mask_path)), reference, sitk.Transform(), sitk.sitkNearestNeighbor)
-        np.testing.assert_array_equal(sitk.GetArrayFromImage(in_space), sitk.GetArrayFromImage(reference), err_msg=suffix)
+        np.testing.assert_array_equal(
+            sitk.GetArrayFromImage(in_space), sitk.GetArrayFromImage(reference), err_msg=suffix
+        )
         # the stored array, predicted as it lies, is another volume: the test would see a missing reorientation
         naive = predictor.predict(stored.astype(np.float32), stored_geometry.spacing).mask
         assert not np.array_equal(naive, mask)

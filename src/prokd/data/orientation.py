@@ -124,7 +124,8 @@ def read_canonical(path: str | Path, channel: int | None = None) -> CanonicalVol
     """
     stored, geometry = read_volume(path, channel)
     orientation = Orientation.of(stored.shape, geometry)
-    return CanonicalVolume(orientation.to_canonical(stored), orientation.canonical_geometry(geometry), geometry, orientation)
+    canonical = orientation.to_canonical(stored)
+    return CanonicalVolume(canonical, orientation.canonical_geometry(geometry), geometry, orientation)
 
 
 def _index_to_world(geometry: Geometry) -> np.ndarray:

@@ -1,7 +1,7 @@
 """The canonical in-plane grid: intensity normalisation, resampling to ``(size, size)`` and its exact inverse.
 
-A volume of shape ``(Z, Y, X)`` is mapped slice by slice to ``(Z, size, size)``; slices (Z) are never
-resampled. How one volume maps is fixed by a :class:`GridPlan`:
+A volume of shape ``(Z, Y, X)``, in the canonical orientation of :mod:`prokd.data.orientation` (axial slices
+along Z), is mapped slice by slice to ``(Z, size, size)``; slices (Z) are never resampled. How one volume maps is fixed by a :class:`GridPlan`:
 
 * spacing known and ``target_spacing`` set: each slice is resampled by ``spacing_yx / target_spacing`` (so a
   grid pixel measures ``target_spacing`` mm, up to rounding of the resampled shape), then centre-cropped or

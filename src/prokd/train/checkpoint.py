@@ -6,7 +6,7 @@ A checkpoint is a dict::
     prokd_version   str
     model           {"name", "in_channels", "out_channels", "kwargs"}  (rebuilt via the model registry)
     state_dict      model weights
-    preprocess      PreprocessConfig as a dict
+    preprocess      PreprocessConfig as a dict (grid, normalisation, context and the input channel of 4D images)
     postprocess     PostprocessConfig as a dict
     config          the resolved RunConfig as a dict
     split           {"train": [...], "val": [...], "test": [...]} case ids
