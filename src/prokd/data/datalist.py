@@ -22,7 +22,8 @@ distillation uses them as unlabelled training images only when its run config sa
 train on images without labels, list them under ``unlabeled``.
 
 A case id is the entry's ``"case"`` key, else the image file name without its suffix and without
-nnU-Net's ``_0000`` channel tag. Only single-modality datasets are supported.
+nnU-Net's ``_0000`` channel tag. A case is one image file (nnU-Net's one file per modality is not
+supported); of a 4D image (MSD Task05_Prostate: T2 and ADC) :func:`load_case` reads one ``channel``.
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ cols)`` as stored.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -49,10 +49,11 @@ class Orientation:
     @classmethod
     def of(cls, shape: tuple[int, ...], geometry: Geometry) -> Orientation:
         """The orientation of an array of ``shape`` on ``geometry``; the identity when its spacing is unknown."""
+        stored_shape = tuple(int(n) for n in shape)
         if geometry.spacing is None:
-            return cls(tuple(int(n) for n in shape), _IDENTITY)
+            return cls(stored_shape, _IDENTITY)
         transform = ornt_transform(io_orientation(_index_to_world(geometry)), _CANONICAL_ORNT)
-        return cls(tuple(int(n) for n in shape), tuple((int(axis), int(flip)) for axis, flip in transform))
+        return cls(stored_shape, tuple((int(axis), int(flip)) for axis, flip in transform))
 
     @property
     def is_identity(self) -> bool:
@@ -60,6 +61,7 @@ class Orientation:
 
     @property
     def canonical_shape(self) -> tuple[int, int, int]:
+        """The shape of the canonical array: the stored sizes, permuted."""
         shape = [0, 0, 0]
         for size, (axis, _) in zip(self.stored_shape, self.transform):
             shape[axis] = size
