@@ -17,13 +17,13 @@ from rich.console import Console
 from torch import nn
 
 from prokd.config import RunConfig
-from prokd.data.io import read_volume
+from prokd.data.orientation import read_canonical
 from prokd.eval.efficiency import count_macs, count_parameters, interleaved_latency, measure_latency
 from prokd.eval.efficiency import time_interleaved
 from prokd.eval.evaluate import Evaluation, evaluate_run, summary_table
 from prokd.infer.predict import Predictor
 from prokd.train.checkpoint import load_checkpoint
-from prokd.train.run_folder import is_fresh, write_json
+from prokd.train.run_folder import is_fresh, read_json, write_json
 from prokd.train.runner import train_run
 
 VOLUME_REPEATS = 3
@@ -100,14 +100,23 @@ def measure_stages(
     run_dirs: Sequence[Path], volume: Path, threads: int, repeats: int, console: Console | None = None
 ) -> bool:
     """Write every stage's ``efficiency.json`` from one measurement of all of them (:func:`stages_efficiency`),
-    unless each is newer than its stage's best checkpoint. Returns whether it measured."""
-    if all(is_fresh(run_dir / "efficiency.json", run_dir) for run_dir in run_dirs):
+    unless each is newer than its stage's best checkpoint and was measured with these ``threads`` and
+    ``repeats``. Returns whether it measured."""
+    if all(_measured(run_dir, threads, repeats) for run_dir in run_dirs):
         return False
     if console is not None:
         console.rule(f"efficiency: {len(run_dirs)} models timed together, {repeats} repeats each, {threads} thread(s)")
     for run_dir, facts in zip(run_dirs, stages_efficiency(run_dirs, volume, threads, repeats)):
         write_json(run_dir / "efficiency.json", facts)
     return True
+
+
+def _measured(run_dir: Path, threads: int, repeats: int) -> bool:
+    path = run_dir / "efficiency.json"
+    if not is_fresh(path, run_dir):
+        return False
+    facts = read_json(path)
+    return (facts.get("threads"), facts.get("repeats")) == (threads, repeats)
 
 
 def stages_efficiency(run_dirs: Sequence[Path], volume: Path, threads: int, repeats: int) -> list[dict[str, Any]]:
@@ -122,10 +131,10 @@ def stages_efficiency(run_dirs: Sequence[Path], volume: Path, threads: int, repe
     shapes = [(1, p.preprocessor.config.in_channels, p.preprocessor.config.size, p.preprocessor.config.size)
               for p in predictors]
     slices = interleaved_latency([p.model for p in predictors], shapes, threads, repeats=repeats)
-    image, geometry = read_volume(volume)
-    image = image.astype(np.float32)
+    canonical = read_canonical(volume, predictors[0].input_channel())
+    image, spacing = canonical.array.astype(np.float32), canonical.geometry.spacing
     volume_repeats = min(repeats, VOLUME_REPEATS)
-    volumes = time_interleaved([partial(p.predict, image, geometry.spacing) for p in predictors], threads,
+    volumes = time_interleaved([partial(p.predict, image, spacing) for p in predictors], threads,
                                warmup=1, repeats=volume_repeats)
     return [
         {
