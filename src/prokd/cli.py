@@ -18,6 +18,7 @@ from prokd.config import ConfigError, DistillConfig, RunConfig, load_config
 from prokd.data.datalist import DatasetError
 from prokd.data.io import VolumeError
 from prokd.report.browser import BrowserError
+from prokd.table import FittedTable
 from prokd.train.checkpoint import CheckpointError
 from prokd.train.run_folder import RunDirError
 
@@ -243,19 +244,23 @@ def train_teachers(
     overwrite: OverwriteOption = False,
 ) -> None:
     """Train limit-trained teachers, each on one small subset of the training cases."""
-    from prokd.table import FittedTable
     from prokd.train.teachers import train_teachers as train_all
 
     flags = {"model.name": model, **common_flags(None, None, epochs, minutes, seed, None)}
     with user_errors():
         run_config = resolve_config(config, flags, set_)
         records = train_all(data, out, run_config, by, jobs=jobs, overwrite=overwrite)
+    console.print(teachers_table(records, by))
+
+
+def teachers_table(records: list[dict[str, Any]], by: str) -> FittedTable:
+    """The ``teachers.json`` records: name, training cases, validation Dice, minutes."""
     table = FittedTable(title=f"teachers by {by} (validation on cases none of them saw)")
     for column in ("teacher", "train cases", "val Dice", "minutes"):
         table.add_column(column, justify="left" if column == "teacher" else "right")
     for record in records:
         table.add_row(record["name"], str(len(record["train_cases"])), f"{record['val_dice']:.3f}", str(record["train_minutes"]))
-    console.print(table)
+    return table
 
 
 @app.command()
@@ -383,7 +388,6 @@ def models() -> None:
     """List the registered networks with their parameter counts and default feature taps."""
     from prokd.eval.efficiency import count_parameters
     from prokd.models import build_model, list_models
-    from prokd.table import FittedTable
 
     table = FittedTable(title="model registry")
     for column in ("name", "params", "feature taps", "description"):

@@ -27,7 +27,7 @@ from prokd.experiment.results import (
 ROW_KEYS = {"stage", "group", "kind", "model", "seed", "run", "teachers", "aggregate", "baseline", "labelled",
             "labelled_cases", "budget", "params", "macs", "latency_slice_ms", "latency_volume_ms", "train_minutes", "steps",
             "distance_unit", "overall", "sites"}
-GROUP_KEYS = {"group", "kind", "model", "seeds", "labelled_cases", "budget", "steps", "params", "macs",
+GROUP_KEYS = {"group", "kind", "model", "seeds", "labelled_cases", "budget", "teachers", "aggregate", "steps", "params", "macs",
               "latency_slice_ms", "latency_volume_ms", "train_minutes", "overall", "sites", "sd_over"}
 TRAIN_CASES = 12
 
@@ -193,10 +193,10 @@ def test_collect_and_write_results_from_a_folder(tmp_path):
     assert lines[2] == ["student-kd-seed0", "student-kd", "student", "unet-small", "0", "12", "50", "400000",
                         "48000000", "10.0", "300.0", "1.0", "0.8", "0.05", str(0.8 - 0.1), "8.0", "0.4", "0.7", "0.9"]
     text = markdown.read_text()
-    assert "| student-kd | student | unet-small | 12 | 2 | 50 steps | 50 | 1.2 |" in text  # two seeds, counted
-    assert "| teacher-full | teacher | unet-large | 12 | 1 | 50 steps | 100 | 2.0 |" in text
-    assert "| student-kd | 0.830 ± 0.042 | 0.730 ± 0.042 | 8.30 ± 0.42 | 0.42 ± 0.02 | seeds |" in text
-    assert "| teacher-full | 0.900 ± 0.050 | 0.800 ± 0.050 | 9.00 ± 0.05 | 0.45 ± 0.05 | cases |" in text
+    assert "| student-kd | student | unet-small | teacher-full-seed0 | 12 | 2 | 50 steps | 50 | 1.2 |" in text  # 2 seeds
+    assert "| teacher-full | teacher | unet-large | – | 12 | 1 | 50 steps | 100 | 2.0 |" in text
+    assert "| student-kd | 0.830 ± 0.042 | 0.730 ± 0.042 | 8.30 ± 0.42 | 0.42 ± 0.02 | seeds (n = 2) |" in text
+    assert "| teacher-full | 0.900 ± 0.050 | 0.800 ± 0.050 | 9.00 ± 0.05 | 0.45 ± 0.05 | cases (n = 4) |" in text
     assert "| student-kd | 0.40 M | 48.0 M | 11.0 ms | 400 ms |" in text
     assert "| teacher-full | 6.50 M | 2.00 G | 30.0 ms | 900 ms |" in text
     assert "(30 repeats per model)" in text and "(3 repeats), 2 thread(s)" in text and "HD95 (px)" in text
@@ -262,6 +262,10 @@ def test_verdict_lines_say_whether_a_change_exceeds_the_seed_spread():
     assert lines[5] == ("Best student: student-kd (unet-small), Dice 0.831 ± 0.008 (mean ± sd over 3 seeds); 1.9 Dice "
                         "points behind teacher-full (fewer than two seeds: no seed spread to judge it by)")
     assert len(lines) == 6
+    tie = hand_comparison("student-tie", {"mean": 0.8, "sd": 0.01, "n": 2}, "student-scratch",
+                          {"mean": 0.8004, "sd": 0.01, "n": 2}, False)
+    assert "student-tie vs student-scratch: +0.0 Dice points (within the seed spread" in verdict_lines(
+        {"groups": results["groups"], "comparisons": [tie]})[0]
 
 
 def test_verdict_names_the_best_model_and_judges_its_lead_by_the_seed_spread():

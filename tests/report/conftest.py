@@ -25,6 +25,7 @@ from prokd.train.run_folder import environment_info
 from prokd.train.runner import train_run
 
 LATENCY_MS = {"teacher-a": 10.0, "teacher-b": 3.0, "student-multi": 2.0}
+LATENCY_SETTINGS = {"threads": 1, "repeats": 7, "volume_repeats": 3}
 STAGES = [  # stage, group, kind, model, seed, teachers
     ("teacher-a-seed0", "teacher-a", "teacher", "unet-small", 0, []),
     ("teacher-b-seed0", "teacher-b", "teacher", "unet-tiny", 0, []),
@@ -54,7 +55,7 @@ def experiment_dir(phantom_data, tiny_config, tmp_path_factory) -> Path:
     rows = [result_row(root, entry) for entry in plan]
     groups = [group_summary([r for r in rows if r["group"] == g]) for g in dict.fromkeys(r["group"] for r in rows)]
     results = {"env": environment_info(0), "experiment": "tiny", "rows": rows, "groups": groups,
-               "comparisons": [teacher_comparison(rows, "student-multi-seed0")]}
+               "comparisons": [teacher_comparison(rows, "student-multi-seed0")], "latency": LATENCY_SETTINGS}
     (root / "results").mkdir()
     (root / "results" / "results.json").write_text(json.dumps(results, indent=2))
     return root
@@ -71,7 +72,7 @@ def plan_entry(stage: str, group: str, kind: str, model: str, seed: int, teacher
 def write_efficiency(run: Path, latency_ms: float) -> None:
     efficiency = {
         "params": 1000, "macs": 10**6, "latency_slice_ms": latency_ms, "latency_volume_ms": 20 * latency_ms,
-        "slice_input": [1, 1, 64, 64], "volume_slices": 20, "threads": 1,
+        "slice_input": [1, 1, 64, 64], "volume_slices": 20, **LATENCY_SETTINGS,
     }
     (run / "efficiency.json").write_text(json.dumps(efficiency))
 
@@ -81,10 +82,11 @@ def result_row(root: Path, entry: dict[str, Any]) -> dict[str, Any]:
     summary = json.loads((run / "eval" / "test" / "summary.json").read_text())["summary"]
     log = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     efficiency = json.loads((run / "efficiency.json").read_text())
+    train_cases = len(json.loads((run / "split.json").read_text())["train"])
     stats = lambda s: {m: {k: s[m][k] for k in ("mean", "sd", "n")} for m in METRICS}  # noqa: E731
     return {
         **{k: entry[k] for k in ("stage", "group", "kind", "model", "seed", "run", "teachers", "aggregate")},
-        "baseline": None,
+        "baseline": None, "labelled": None, "labelled_cases": train_cases, "budget": entry["budget"],
         **{k: efficiency[k] for k in ("params", "macs", "latency_slice_ms", "latency_volume_ms")},
         "train_minutes": log[-1]["elapsed_seconds"] / 60, "steps": log[-1]["step"], "distance_unit": "mm",
         "overall": stats(summary["overall"]),
@@ -98,7 +100,8 @@ def teacher_comparison(rows: list[dict[str, Any]], stage: str) -> dict[str, Any]
     student = next(row for row in rows if row["stage"] == stage)
     best = max(student["teachers"], key=dice.__getitem__)
     return {
-        "group": student["group"], "dice": {"mean": dice[stage], "sd": 0.0, "n": 1}, "baseline": None,
+        "group": student["group"], "teachers": len(student["teachers"]), "labelled": None,
+        "dice": {"mean": dice[stage], "sd": 0.0, "n": 1}, "baseline": None,
         "baseline_dice": None, "change_points": None, "beyond_spread": None, "best_teacher": best,
         "best_teacher_dice": dice[best], "teacher_gap_points": 100 * (dice[stage] - dice[best]),
     }
@@ -121,6 +124,8 @@ def group_summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
     return {
         "group": first["group"], "kind": first["kind"], "model": first["model"], "seeds": [r["seed"] for r in rows],
+        **{k: first[k] for k in ("labelled_cases", "budget", "teachers", "aggregate")},
+        "steps": round(mean(r["steps"] for r in rows)),
         **{k: mean(r[k] for r in rows) for k in ("params", "macs", "latency_slice_ms", "latency_volume_ms")},
         "train_minutes": mean(r["train_minutes"] for r in rows),
         "overall": describe(lambda r: r["overall"]),

@@ -21,9 +21,10 @@ def png_size(path) -> tuple[int, int]:
 @needs_chromium
 def test_report_renders_without_broken_images(report_index, figure_count, tmp_path):
     check = check_page(report_index, tmp_path / "shot.png")
-    assert (check.images, check.broken) == (figure_count, 0)
+    assert (check.images, check.broken, check.overflowing) == (figure_count, 0, 0)  # every table fits 1400 px
     assert check.screenshot == (tmp_path / "shot.png").resolve()
-    assert png_size(check.screenshot) == (1400, 3000)
+    assert check.height > 3000  # five figures and the tables
+    assert png_size(check.screenshot) == (1400, check.height)  # the whole page, not the first screen
     assert check.screenshot.stat().st_size > 50_000  # figures and tables, not a blank page
 
 
@@ -35,7 +36,18 @@ def test_a_broken_image_is_detected(tmp_path):
         f'<img src="data:image/png;base64,bm90IGEgcG5n">{IMAGE_CHECK_SCRIPT}</body></html>'
     )
     check = check_page(page, tmp_path / "shot.png")
-    assert (check.images, check.broken) == (2, 1)
+    assert (check.images, check.broken, check.overflowing) == (2, 1, 0)
+
+
+@needs_chromium
+def test_a_table_wider_than_the_page_is_detected(tmp_path):
+    cells = "".join(f'<td style="white-space: nowrap">{"wide cell " * 5}</td>' for _ in range(20))
+    page = tmp_path / "wide.html"
+    page.write_text(
+        f'<!doctype html><html><body><main><div class="scroll" style="overflow-x: auto"><table><tr>{cells}</tr>'
+        f'</table></div></main>{IMAGE_CHECK_SCRIPT}</body></html>'
+    )
+    assert check_page(page, tmp_path / "shot.png").overflowing == 1
 
 
 @needs_chromium

@@ -6,6 +6,7 @@ import io
 
 import numpy as np
 import pytest
+from matplotlib.colors import to_hex
 from PIL import Image
 
 from prokd.report import overlays
@@ -80,3 +81,26 @@ def test_overlay_and_disagreement_figures(experiment_dir):
     ):
         assert png.startswith(b"\x89PNG")
         assert min(Image.open(io.BytesIO(png)).size) > 200
+
+
+def test_colour_blind_safe_contours_and_colour_bars(experiment_dir, monkeypatch):
+    experiment = Experiment.load(experiment_dir)
+    predictions = VolumePredictions(experiment.data)
+    view = slice_view("best", predictions.case(experiment.test_cases(experiment.rows[0])[0]["case"]))
+    figures = []
+    monkeypatch.setattr(overlays, "png_bytes", figures.append)
+    overlay_figure([view], [[("a", view.truth)]])
+    probs = np.stack([np.full(view.truth.shape, 0.2), np.full(view.truth.shape, 0.9)])
+    disagreement_figure([view, view], ["t1", "t2"], [probs, probs])
+    overlay, disagreement = figures
+
+    def contour_colours(ax) -> set[str]:
+        return {to_hex(colour) for artist in ax.collections for colour in artist.get_edgecolor()}
+
+    truth_panel, prediction_panel = overlay.axes[1], overlay.axes[2]
+    assert contour_colours(truth_panel) == {"#56b4e9"}  # Okabe–Ito sky blue
+    assert contour_colours(prediction_panel) == {"#56b4e9", "#e69f00"}  # and orange
+    assert overlays.TRUTH_COLOUR in overlays.CONTOUR_NOTE and overlays.PREDICTION_COLOUR in overlays.CONTOUR_NOTE
+    bars = [ax for ax in disagreement.axes if ax.get_label() == "<colorbar>"]
+    assert sorted(bar.get_xlabel() for bar in bars) == ["disagreement (sd)", "foreground probability"]
+    assert sorted(bar.get_xlim() for bar in bars) == [(0.0, 0.5), (0.0, 1.0)]

@@ -7,7 +7,7 @@ import re
 from typer.testing import CliRunner
 
 from prokd.cli import app
-from prokd.report.blocks import Facts, Plot, Table
+from prokd.report.blocks import Bullets, Facts, Plot, Table
 from prokd.report.folder import Experiment
 
 GROUPS = ("teacher-a", "teacher-b", "student-multi")
@@ -24,10 +24,28 @@ def test_html_is_self_contained_with_every_group_and_figure(report_index, figure
     assert not re.search(r"""(?:src|href)=["']?(?:https?:)?//""", html)  # nothing fetched from elsewhere
     assert "Pareto-optimal groups (fastest first): student-multi" in html
     assert "4 cases (SiteA 1, SiteB 1, SiteC 1, SiteD 1)" in html
-    assert "seeds (n=2)" in html  # teacher-a has two seeds; the others state that their sd is over cases
+    assert "seeds (n = 2)" in html and "cases (n = 4)" in html  # teacher-a has two seeds, the others one
     assert "prostate, SiteA" in html  # the multi-teacher student's weight table
     assert "Distilled students against their baseline and their best teacher" in html
-    assert re.search(r"<td>student-multi</td><td>[0-9.]+ ± 0\.000</td><td>–</td>.*<td>teacher-[ab]-seed0</td>", html)
+    assert re.search(r"<td>student-multi</td><td>[0-9.]+ \(n = 1\)</td><td>–</td>.*<td>teacher-[ab]-seed0</td>", html)
+    # one seed and one test case per site: n = 1, not a zero spread
+    assert re.search(r"<tr><td>teacher-b</td>(<td>[0-9.]+ \(n = 1\)</td>){4}</tr>", html)
+
+
+def test_the_page_opens_with_the_summary_and_links_every_figure_to_its_full_size_file(report_index, figure_count):
+    html = report_index.read_text()
+    headings = re.findall(r"<h2>([^<]+)</h2>", html)
+    assert headings[:3] == ["Summary", "Run", "Results"]
+    summary = html[html.index("<h2>Summary</h2>"):html.index("<h2>Run</h2>")]
+    assert re.search(r"<li>student-multi: no student trained on the same cases without teachers to compare with; "
+                     r"vs its best teacher teacher-[ab]-seed0: [+-][0-9.]+ points</li>", summary)
+    assert "<li>Best model overall: " in summary and "Compared: 2 teacher and 1 student groups" in summary
+    assert "<th>labelled cases</th>" in summary and "<td>10 steps</td>" in summary and "<td>2, adaptive</td>" in summary
+    links = re.findall(r'<a href="(figures/[^"]+\.png)"[^>]*><img src="data:image/png', html)
+    assert len(links) == figure_count and "figures/overlays.png" in links
+    assert all((report_index.parent / link).is_file() for link in links)
+    assert "median of 7 repeats per model, all models timed in one pass" in html
+    assert "sky blue (#56B4E9), prediction orange (#E69F00)" in html
 
 
 def test_markdown_references_the_written_figures(report_index, figure_count):
@@ -46,9 +64,12 @@ def test_blocks_escape_html_and_markdown():
     assert "&lt;c&gt;" in table.html() and "x&lt;y" in table.html()
     assert table.markdown().splitlines()[0] == "| a\\|b | <c> |"
     assert Facts([("git", "abc")]).markdown() == "- **git**: abc"
+    assert Bullets(["a <b>", "c"]).html() == "<ul><li>a &lt;b&gt;</li><li>c</li></ul>"
+    assert Bullets(["a", "c"]).markdown() == "- a\n- c"
     plot = Plot("fig", b"\x89PNG", "a <caption>")
     assert plot.markdown() == "![fig](figures/fig.png)\n\n*a <caption>*"
     assert 'src="data:image/png;base64,iVBORw==' in plot.html() and "a &lt;caption&gt;" in plot.html()
+    assert '<a href="figures/fig.png" title="open at full size"><img ' in plot.html()
 
 
 def test_experiment_folder_best_group_and_rows(experiment_dir):

@@ -116,6 +116,8 @@ def _group(name: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
         "seeds": [row["seed"] for row in rows],
         "labelled_cases": first["labelled_cases"],
         "budget": first["budget"],
+        "teachers": first["teachers"],
+        "aggregate": first["aggregate"],
         "steps": round(_mean_of(rows, "steps")),
         "params": None if params is None else round(params),
         "macs": None if macs is None else round(macs),
@@ -243,7 +245,7 @@ MODELS_NOTE = (
 )
 ACCURACY_NOTE = (
     "3D metrics on the test cases. ± is the sd over seeds of each seed's mean over the test cases; for a group with "
-    "one seed (`cases` in the last column) it is the sd over the test cases. `(n = 1)`: a single value, no spread."
+    "one seed (`cases` in the last column) it is the sd over its test cases. `(n = 1)`: a single value, no spread."
 )
 COMPARISON_NOTE = (
     "Change in Dice points (× 100) of the mean over seeds. Beyond spread: the change is larger than the sd over "
@@ -252,14 +254,23 @@ COMPARISON_NOTE = (
 
 
 def models_table(groups: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
-    """Header and rows of what each GROUP is: kind, model, labelled cases, number of seeds, budget, steps, minutes."""
-    header = ["group", "kind", "model", "labelled cases", "seeds", "budget", "steps", "train min"]
+    """Header and rows of what each GROUP is: kind, model, teachers, labelled cases, number of seeds, budget,
+    steps, minutes."""
+    header = ["group", "kind", "model", "teachers", "labelled cases", "seeds", "budget", "steps", "train min"]
     rows = [
-        [g["group"], g["kind"], g["model"], str(g.get("labelled_cases", MISSING)), str(len(g["seeds"])),
-         budget_text(g.get("budget")), str(g.get("steps", MISSING)), f"{g['train_minutes']:.1f}"]
+        [g["group"], g["kind"], g["model"], teachers_text(g.get("teachers"), g.get("aggregate")),
+         str(g.get("labelled_cases", MISSING)), str(len(g["seeds"])), budget_text(g.get("budget")),
+         str(g.get("steps", MISSING)), f"{g['train_minutes']:.1f}"]
         for g in groups
     ]
     return header, rows
+
+
+def teachers_text(teachers: list[str] | None, aggregate: str | None) -> str:
+    """``"–"``, the one teacher stage, or ``"4, adaptive"`` (how many, how they are aggregated)."""
+    if not teachers:
+        return MISSING
+    return teachers[0] if len(teachers) == 1 else f"{len(teachers)}, {aggregate}"
 
 
 def accuracy_table(results: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
@@ -267,10 +278,15 @@ def accuracy_table(results: dict[str, Any]) -> tuple[list[str], list[list[str]]]
     unit = "/".join(sorted({row["distance_unit"] for row in results["rows"]}))
     header = ["group", "Dice", "IoU", f"HD95 ({unit})", f"ASSD ({unit})", "± over"]
     rows = [
-        [g["group"], *(format_stats(g["overall"][m], 3 if m in ("dice", "iou") else 2) for m in METRICS), g["sd_over"]]
+        [g["group"], *(format_stats(g["overall"][m], 3 if m in ("dice", "iou") else 2) for m in METRICS), spread_text(g)]
         for g in results["groups"]
     ]
     return header, rows
+
+
+def spread_text(group: dict[str, Any]) -> str:
+    """What a GROUP's ± is over, and how many values: ``"seeds (n = 3)"`` or ``"cases (n = 8)"``."""
+    return f"{group['sd_over']} (n = {group['overall']['dice']['n']})"
 
 
 def speed_table(groups: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
@@ -316,9 +332,9 @@ def comparison_table(comparisons: list[dict[str, Any]]) -> tuple[list[str], list
         baseline = c["baseline_dice"]
         rows.append([
             c["group"], format_stats(c["dice"]), c["baseline"] or MISSING, format_stats(baseline),
-            f"{c['change_points']:+.1f}" if baseline else MISSING,
+            signed_points(c["change_points"]) if baseline else MISSING,
             {True: "yes", False: "no", None: MISSING}[c["beyond_spread"]],
-            c["best_teacher"], f"{c['best_teacher_dice']:.3f}", f"{c['teacher_gap_points']:+.1f}",
+            c["best_teacher"], f"{c['best_teacher_dice']:.3f}", signed_points(c["teacher_gap_points"]),
         ])
     return header, rows
 
@@ -365,9 +381,14 @@ def comparison_line(comparison: dict[str, Any]) -> str:
     else:
         same = "" if labelled is None else f" with the same {labelled} labelled cases"
         spread = spread_words(c["dice"], c["baseline_dice"], c["beyond_spread"])
-        versus = f"{name} vs {c['baseline']}{same}: {c['change_points']:+.1f} Dice points ({spread})"
+        versus = f"{name} vs {c['baseline']}{same}: {signed_points(c['change_points'])} Dice points ({spread})"
     teacher = "its teacher" if c.get("teachers") == 1 else "its best teacher"
-    return f"{versus}; vs {teacher} {c['best_teacher']}: {c['teacher_gap_points']:+.1f} points"
+    return f"{versus}; vs {teacher} {c['best_teacher']}: {signed_points(c['teacher_gap_points'])} points"
+
+
+def signed_points(points: float) -> str:
+    """``3.14`` → ``"+3.1"``, ``-0.04`` → ``"+0.0"`` (no negative zero)."""
+    return f"{round(points, 1) + 0.0:+.1f}"
 
 
 def ranking_text(ranked: list[dict[str, Any]]) -> str:

@@ -1,5 +1,5 @@
-"""Content blocks of the report, each rendered as HTML (escaped; figures as base64 PNG data URIs) and as
-Markdown (figures as links to ``figures/<name>.png``).
+"""Content blocks of the report, each rendered as HTML (escaped; figures as base64 PNG data URIs, each a link
+to its full-size ``figures/<name>.png``) and as Markdown (figures as links to ``figures/<name>.png``).
 """
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import base64
 from dataclasses import dataclass
 from html import escape
 
-__all__ = ["Block", "Facts", "Heading", "Paragraph", "Plot", "Table"]
+__all__ = ["Block", "Bullets", "Facts", "Heading", "Paragraph", "Plot", "Table"]
 
 
 @dataclass
@@ -32,6 +32,19 @@ class Paragraph:
 
     def markdown(self) -> str:
         return self.text
+
+
+@dataclass
+class Bullets:
+    """A list of short statements (e.g. the verdict)."""
+
+    items: list[str]
+
+    def html(self) -> str:
+        return "<ul>" + "".join(f"<li>{escape(item)}</li>" for item in self.items) + "</ul>"
+
+    def markdown(self) -> str:
+        return "\n".join(f"- {item}" for item in self.items)
 
 
 @dataclass
@@ -65,7 +78,8 @@ class Facts:
 
 @dataclass
 class Plot:
-    """A figure: ``name`` (its file is ``figures/<name>.png``), the PNG bytes and a caption."""
+    """A figure: ``name`` (its file is ``figures/<name>.png``), the PNG bytes and a caption. In HTML the image
+    links to that file, which shows it at full size."""
 
     name: str
     png: bytes
@@ -78,7 +92,8 @@ class Plot:
     def html(self) -> str:
         data = base64.b64encode(self.png).decode("ascii")
         return (
-            f'<figure><img src="data:image/png;base64,{data}" alt="{escape(self.name)}">'
+            f'<figure><a href="{escape(self.path)}" title="open at full size">'
+            f'<img src="data:image/png;base64,{data}" alt="{escape(self.name)}"></a>'
             f"<figcaption>{escape(self.caption)}</figcaption></figure>"
         )
 
@@ -86,4 +101,4 @@ class Plot:
         return f"![{self.name}]({self.path})\n\n*{self.caption}*"
 
 
-Block = Heading | Paragraph | Table | Facts | Plot
+Block = Heading | Paragraph | Bullets | Table | Facts | Plot

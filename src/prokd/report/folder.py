@@ -35,6 +35,7 @@ class Experiment:
         groups: one GROUP per recipe (its seeds pooled), in ``results.json`` order.
         data: the dataset the experiment ran on.
         comparisons: one COMPARISON per distilled student group (empty in results written before them).
+        latency: threads and repeats of the latency measurement (None before it, or in older results).
     """
 
     root: Path
@@ -44,6 +45,7 @@ class Experiment:
     groups: list[dict[str, Any]]
     data: Path
     comparisons: list[dict[str, Any]] = field(default_factory=list)
+    latency: dict[str, Any] | None = None
 
     @classmethod
     def load(cls, root: str | Path) -> Experiment:
@@ -67,6 +69,7 @@ class Experiment:
             results["groups"],
             Path(config["data"]),
             results.get("comparisons", []),
+            results.get("latency"),
         )
 
     def run_dir(self, row: dict[str, Any]) -> Path:
