@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 import csv
+import importlib.metadata
+import io
 import json
+import re
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pytest
 import yaml
+from rich.console import Console
 from typer.testing import CliRunner
 
-from prokd.cli import app
+from prokd.cli import app, teachers_table
+from prokd.config import DistillConfig, RunConfig
+from prokd.models import list_models
 
 runner = CliRunner()
 
@@ -192,3 +198,60 @@ def test_the_t2_channel_of_4d_images_is_chosen_once_and_kept_by_the_run(phantom_
     assert invoke("evaluate", tmp_path / "run", "--data", data).exit_code == 0
     wrong = invoke("predict", tmp_path / "run", image, "--out", tmp_path / "adc", "--channel", "2")
     assert wrong.exit_code == 1 and "channel 2 does not exist" in wrong.output
+
+
+def assert_readable_at_80_columns(text: str, names: list[str]) -> None:
+    """No cut cell, no line wider than 80 characters, every name whole."""
+    assert "…" not in text
+    assert max(len(line) for line in text.splitlines()) <= 80
+    assert all(name in text.split() for name in names)
+
+
+def test_version():
+    result = invoke("--version")
+    assert result.exit_code == 0 and result.output == f"prokd {importlib.metadata.version('prokd')}\n"
+
+
+@pytest.mark.parametrize(
+    "command, option, default",
+    [
+        ("train", "--epochs", f"from --config, else {RunConfig().train.epochs}"),
+        ("train", "--model", f"from --config, else {RunConfig().model.name}"),
+        ("train", "--minutes", "from --config, else no time budget"),
+        ("distill", "--aggregate", f"from --config, else {DistillConfig().aggregate}"),
+        ("train-teachers", "--jobs", "1"),
+        ("evaluate", "--split", "test"),
+        ("data check", "--label-map", "none: labels must be 0 or 1"),
+        ("demo", "--out", "prokd-demo"),
+    ],
+)
+def test_help_shows_every_default(command, option, default):
+    result = runner.invoke(app, [*command.split(), "--help"], env={"COLUMNS": "200"})
+    line = next(line for line in result.output.splitlines() if f" {option} " in line)
+    assert re.search(rf"\[default: \(?{re.escape(default)}\)?\]", line), line
+
+
+def test_models_at_80_columns():
+    result = runner.invoke(app, ["models"], env={"COLUMNS": "80"})
+    assert result.exit_code == 0
+    assert_readable_at_80_columns(result.output, [spec.name for spec in list_models()])
+
+
+def test_teachers_table_at_80_columns():
+    names = [f"teacher-{site}" for site in ("Radboud-University-Nijmegen", "Beth-Israel-Deaconess", "HK")]
+    records = [{"name": name, "train_cases": ["a", "b"], "val_dice": 0.8, "train_minutes": 12.5} for name in names]
+    console = Console(width=80, file=io.StringIO())
+    console.print(teachers_table(records, "site"))
+    assert_readable_at_80_columns(console.file.getvalue(), names)
+
+
+def test_training_piped_to_a_log_has_plain_progress_lines(phantom_data, tmp_path, tiny_config):
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump(tiny_config(epochs=2, steps_per_epoch=2).to_dict()))
+    result = runner.invoke(app, ["train", "--data", str(phantom_data), "--out", str(tmp_path / "run"), "--config",
+                                 str(config)], env={"TERM": "xterm-256color", "COLUMNS": "80"})
+    assert result.exit_code == 0, result.output
+    assert "\x1b[" not in result.output and "\r" not in result.output
+    lines = result.output.splitlines()
+    assert [line.split()[0] for line in lines if "% epoch" in line] == ["25%", "50%", "75%", "100%"]
+    assert sum(line.endswith(tuple("0123456789")) and ": val Dice " in line for line in lines) == 2

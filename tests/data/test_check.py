@@ -134,6 +134,27 @@ def test_render_report_without_problems(tmp_path):
     assert "All 1 cases loaded without problems." in console.export_text()
 
 
+def test_render_report_reads_at_80_columns_and_keeps_each_error_on_one_line(tmp_path):
+    sites = ["Radboud-University-Nijmegen-Medical-Centre", "Beth-Israel-Deaconess", "University-College-London"]
+    training = []
+    for i, site in enumerate(sites):
+        np.save(tmp_path / f"case{i}.npy", image(shape=(2 + i, 4 * (i + 1), 5 * (i + 1))))
+        np.save(tmp_path / f"case{i}_seg.npy", np.zeros((2 + i, 4 * (i + 1), 5 * (i + 1)), np.uint8))
+        training.append({"image": f"case{i}.npy", "label": f"case{i}_seg.npy", "site": site})
+    bad = "a-volume-whose-file-name-alone-is-longer-than-the-eighty-columns-of-a-terminal.npy"
+    np.save(tmp_path / bad, image(np.nan))
+    (tmp_path / "list.json").write_text(json.dumps({"training": training, "unlabeled": [bad]}))
+    console = Console(record=True, width=80)
+
+    render_report(check_cases(load_cases(tmp_path / "list.json")), console)
+
+    lines = console.export_text().splitlines()
+    table, errors = lines[:-2], lines[-2:]
+    assert "…" not in "".join(table) and max(len(line) for line in table) <= 80
+    assert all(site in " ".join(table).split() for site in sites)
+    assert errors == ["1 case(s) with problems:", f"{tmp_path / bad}: 40 voxels are NaN or infinite"]
+
+
 @pytest.mark.promise12
 def test_promise12_index(promise12):
     index = load_cases(promise12)

@@ -22,7 +22,8 @@ from prokd.eval.efficiency import count_parameters
 from prokd.experiment import stages
 from prokd.experiment.config import load_experiment
 from prokd.experiment.plan import make_plan
-from prokd.experiment.runner import run_experiment
+from prokd.experiment.estimate import format_duration, stage_seconds
+from prokd.experiment.runner import comparisons_table, groups_table, recipe_difference, run_experiment
 from prokd.models import build_model
 from prokd.train.checkpoint import load_checkpoint
 from prokd.train.run_folder import RunDirError
@@ -50,6 +51,11 @@ def experiment(phantom_data, tmp_path_factory, write_experiment):
     config = load_experiment(path)
     results = run_experiment(config, folder / "out", console=quiet())
     return path, folder / "out", results
+
+
+def plan_statuses(text: str) -> dict[str, str]:
+    """Stage → status, from the plan table of a dry run (one line per stage, the status last)."""
+    return {line.split()[0]: line.split()[-1] for line in text.splitlines() if line.startswith(("teacher-", "student-"))}
 
 
 def run_files(out):
@@ -147,8 +153,7 @@ def test_interrupted_stage_resumes_exactly(experiment, tmp_path):
     assert load_checkpoint(out / stage.run / "checkpoints" / "last.pt")["progress"]["epoch"] == 1
     console = quiet()
     run_experiment(config, out, dry_run=True, console=console)
-    statuses = {line.split("│")[1].strip(): line.split("│")[-2].strip() for line in output(console).splitlines()
-                if line.startswith("│")}
+    statuses = plan_statuses(output(console))
     assert statuses == {**{name: "done" for name in STAGES[:-1]}, stage.name: "resume"}
 
     results = run_experiment(config, out, console=quiet())
@@ -169,8 +174,7 @@ def test_an_experiment_can_grow_without_retraining(experiment, tmp_path, phantom
     grown = write_experiment(tmp_path / "grown.yaml", phantom_data, students=[*raw["students"], added])
     console = quiet()
     run_experiment(load_experiment(grown), out, dry_run=True, console=console)
-    statuses = {line.split("│")[1].strip(): line.split("│")[-2].strip() for line in output(console).splitlines()
-                if line.startswith("│")}
+    statuses = plan_statuses(output(console))
     assert statuses == {**{name: "done" for name in STAGES}, "student-kd-mean-seed0": "new"}
 
 
@@ -221,6 +225,21 @@ def test_a_key_added_in_a_later_version_does_not_invalidate_a_finished_stage(exp
     assert "student-kd-seed0" in output(console) and "new" not in output(console)
 
 
+def test_a_stage_trained_with_the_old_warmup_rule_is_a_recipe_change(experiment, tmp_path):
+    path, original, _ = experiment
+    config = load_experiment(path)
+    stage = next(stage for stage in make_plan(config, load_cases(config.data)) if stage.name == "student-scratch-seed0")
+    run = tmp_path / stage.run
+    shutil.copytree(original / stage.run, run, ignore=shutil.ignore_patterns("checkpoints", "eval"))
+    stored = yaml.safe_load((run / "config.yaml").read_text())
+    del stored["train"]["warmup_fraction"]  # as written before the key existed: its default is filled in
+    (run / "config.yaml").write_text(yaml.safe_dump(stored))
+    assert recipe_difference(tmp_path, stage) is None
+    stored["train"]["warmup_epochs"] = 1  # the old default: one epoch of the stage's two
+    (run / "config.yaml").write_text(yaml.safe_dump(stored))
+    assert recipe_difference(tmp_path, stage) == ("train.warmup_epochs", 1, None)
+
+
 def test_cli_experiment_failing_in_its_first_stage_leaves_nothing(damaged_phantom, tmp_path, write_experiment):
     one_teacher = [{"name": "full", "model": "unet-tiny", "steps": 10}]
     path = write_experiment(tmp_path / "one.yaml", damaged_phantom.datalist, teachers=one_teacher, students=[])
@@ -231,7 +250,7 @@ def test_cli_experiment_failing_in_its_first_stage_leaves_nothing(damaged_phanto
         assert result.exit_code == 1
         assert "error:" in result.output and "imagesTr" in result.output
     assert not (tmp_path / "exp").exists()
-    assert mine.is_dir() and not any(mine.iterdir())  # it existed before: emptied of the failed stage, kept
+    assert (mine / "experiment.yaml").is_file() and not (mine / "runs").exists()  # kept; the stage's folder removed
 
     damaged_phantom.repair()
     result = CliRunner().invoke(app, ["experiment", str(path), "--out", str(tmp_path / "exp")], catch_exceptions=False)
@@ -248,3 +267,62 @@ def test_a_stage_whose_split_would_leak_a_teachers_training_case_is_refused(expe
     with pytest.raises(ConfigError, match=rf"^teacher .+: trained on case {moved} that is in this run's test split"):
         stages.train_stage(config.data, tmp_path / "kd", stage.run_config(out), leaky)
     assert not (tmp_path / "kd").exists()
+
+
+def assert_readable_at_80_columns(text: str, names: list[str]) -> None:
+    """No cut cell, no line wider than 80 characters, every name whole."""
+    assert "…" not in text
+    assert max(len(line) for line in text.splitlines()) <= 80
+    words = text.split()
+    assert all(name in words for name in names)
+
+
+def test_dry_run_at_80_columns_estimates_each_stage_and_the_total(phantom_data, tmp_path, write_experiment):
+    teachers = [{"name": "full", "model": "unet-large", "steps": 20}]
+    students = [{"name": "scratch", "model": "unet-small", "steps": 20, "seeds": [0, 1]},
+                {"name": "kd-with-a-name-too-long-for-one-line", "model": "unet-small", "steps": 20, "teachers": ["full"]},
+                {"name": "tiny", "model": "unet-tiny", "steps": 20}]
+    path = write_experiment(tmp_path / "e.yaml", phantom_data, teachers=teachers, students=students)
+    config = load_experiment(path)
+    console = Console(width=80, file=io.StringIO())
+    run_experiment(config, tmp_path / "out", dry_run=True, console=console)
+    text = output(console)
+    plan = make_plan(config, load_cases(config.data))
+    assert_readable_at_80_columns(text, [stage.name for stage in plan])
+    lines = text.splitlines()
+    below = lines[lines.index("student-tiny-seed0") + 1].split()
+    assert below == ["unet-tiny", "–", "20", "steps", "?", "new"]  # no measured cost for unet-tiny
+    models = {stage.name: stage.model for stage in plan}
+    known = [stage_seconds(s.config, s.split, [models[t] for t in s.teachers]) for s in plan if s.model != "unet-tiny"]
+    assert " ".join(text.split()).endswith(f"5 stages, 5 to train: {format_duration(sum(known))} (an estimate from "
+                                          "measured step costs, 2 threads), plus 1 stage(s) of models without a "
+                                          "measured step cost")
+    assert not (tmp_path / "out").exists()
+
+
+def test_results_tables_read_at_80_columns(experiment):
+    _, _, results = experiment
+    console = Console(width=80, file=io.StringIO())
+    console.print(groups_table(results))
+    console.print(comparisons_table(results["comparisons"]))
+    groups = [group["group"] for group in results["groups"]]
+    teachers = [comparison["best_teacher"] for comparison in results["comparisons"]]
+    assert_readable_at_80_columns(output(console), [*groups, *teachers])
+    assert "student-kd" in groups and teachers
+
+
+def test_other_latency_repeats_retime_every_model_and_train_nothing(experiment, tmp_path, phantom_data, write_experiment, monkeypatch):
+    _, original, _ = experiment
+    out = tmp_path / "out"
+    shutil.copytree(original, out)
+    more = write_experiment(tmp_path / "more.yaml", phantom_data, efficiency={"threads": 1, "repeats": 3})
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a finished stage was trained again")
+
+    monkeypatch.setattr(stages, "train_run", no_training)
+    console = quiet()
+    results = run_experiment(load_experiment(more), out, console=console)
+    assert f"efficiency: {len(STAGES)} models timed together, 3 repeats each" in output(console)
+    assert results["latency"] == {"threads": 1, "repeats": 3, "volume_repeats": 3}
+    assert all(json.loads((out / "runs" / name / "efficiency.json").read_text())["repeats"] == 3 for name in STAGES)

@@ -4,8 +4,9 @@ What is optimised is an *objective*: a module that maps ``(model, batch)`` to ``
 run uses :class:`SupervisedObjective`; distillation objectives add frozen teachers and trainable adapters,
 whose parameters the loop trains alongside the model and stores in the checkpoint under ``extra``.
 
-Schedule: AdamW with linear warm-up and cosine decay over the run's *progress*, the larger of
-``step / total_steps`` and ``elapsed / time_budget``, so a time-budgeted run still anneals properly.
+Schedule: AdamW with linear warm-up (over ``train.warmup_fraction`` of the run) and cosine decay over the run's
+*progress*, the larger of ``step / total_steps`` and ``elapsed / time_budget``, so a time-budgeted run warms up
+and anneals like a step-budgeted one.
 Every epoch reseeds torch, the slice sampler and the augmentation from ``(seed, epoch)``, which makes a run
 resumed from its last checkpoint identical to one that was never interrupted.
 """
@@ -24,15 +25,15 @@ from typing import Any
 import numpy as np
 import torch
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from torch import nn
 
-from prokd.config import RunConfig
+from prokd.config import RunConfig, TrainConfig
 from prokd.data.slices import Batch, GridCase, SliceSampler
 from prokd.eval.metrics import dice_score
 from prokd.infer.predict import Predictor
 from prokd.losses import SegmentationLoss
 from prokd.train.checkpoint import load_checkpoint, save_checkpoint
+from prokd.train.progress import training_progress
 
 
 class SupervisedObjective(nn.Module):
@@ -76,6 +77,14 @@ def learning_rate(base_lr: float, progress: float, warmup: float) -> float:
     return base_lr * (0.01 + 0.99 * 0.5 * (1.0 + math.cos(math.pi * done)))
 
 
+def warmup_fraction(train: TrainConfig) -> float:
+    """The share of the run's progress over which the learning rate warms up: ``train.warmup_fraction``, or
+    ``warmup_epochs / epochs`` for a config that sets ``train.warmup_epochs`` (see :class:`TrainConfig`)."""
+    if train.warmup_epochs is not None:
+        return train.warmup_epochs / train.epochs
+    return train.warmup_fraction
+
+
 def fit(
     run_dir: Path,
     config: RunConfig,
@@ -100,7 +109,7 @@ def fit(
         checkpoint_meta: what every checkpoint carries besides weights (model spec, preprocessing, config, split).
         resume: continue from ``checkpoints/last.pt``.
         on_epoch_end: called with ``(epoch, log_record)`` after each epoch's checkpoint is written.
-        console: where the progress bar goes.
+        console: where progress goes (:func:`~prokd.train.progress.training_progress`); None shows nothing.
     """
     train_cfg = config.train
     parameters = [p for p in [*model.parameters(), *objective.parameters()] if p.requires_grad]
@@ -109,15 +118,14 @@ def fit(
     predictor = Predictor(model, config.preprocess, config.postprocess)
     budget = None if train_cfg.time_budget_minutes is None else 60.0 * train_cfg.time_budget_minutes
     total_steps = train_cfg.epochs * train_cfg.steps_per_epoch
-    warmup = train_cfg.warmup_epochs / train_cfg.epochs
+    warmup = warmup_fraction(train_cfg)
 
     def progress_fraction() -> float:
         by_steps = state.step / total_steps
         return max(by_steps, state.elapsed_seconds / budget) if budget else by_steps
 
     seg_losses = [module for module in objective.modules() if isinstance(module, SegmentationLoss)]  # Lovász warm-up
-    with _progress_bar(console) as bar:
-        task = bar.add_task("train", total=1.0, completed=progress_fraction())
+    with training_progress(console, progress_fraction()) as display:
         while state.epoch < train_cfg.epochs and progress_fraction() < 1.0:
             epoch_seed = train_cfg.seed * 100_003 + state.epoch
             torch.manual_seed(epoch_seed)
@@ -144,10 +152,8 @@ def fit(
                 state.step += 1
                 state.elapsed_seconds += time.perf_counter() - started
                 started = time.perf_counter()
-                bar.update(
-                    task,
-                    completed=min(1.0, progress_fraction()),
-                    description=f"epoch {state.epoch + 1} step {state.step} loss {loss_value:.3f}",
+                display.update(
+                    min(1.0, progress_fraction()), f"epoch {state.epoch + 1} step {state.step} loss {loss_value:.3f}"
                 )
             record = {
                 "epoch": state.epoch + 1,
@@ -159,6 +165,7 @@ def fit(
             finished = state.epoch >= train_cfg.epochs or progress_fraction() >= 1.0
             if val_cases and (state.epoch % train_cfg.val_every == 0 or finished):
                 record["val_dice"] = validate(predictor, val_cases)
+                display.note(f"epoch {state.epoch} step {state.step}: val Dice {record['val_dice']:.3f}")
             record["elapsed_seconds"] = round(state.elapsed_seconds, 2)
             _write_checkpoints(run_dir, model, objective, optimizer, state, record, checkpoint_meta)
             with (run_dir / "metrics.jsonl").open("a") as log:
@@ -215,15 +222,3 @@ def _truncate_log(path: Path, epochs: int) -> None:
     if path.exists():
         lines = [line for line in path.read_text().splitlines() if json.loads(line)["epoch"] <= epochs]
         path.write_text("".join(line + "\n" for line in lines))
-
-
-def _progress_bar(console: Console | None) -> Progress:
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        TaskProgressColumn(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=console,
-        disable=console is None,
-    )

@@ -1,0 +1,62 @@
+"""Stage time estimates: measured step costs scaled by batch and grid, distillation on top, budgets and evaluation."""
+
+from __future__ import annotations
+
+import pytest
+
+from prokd.config import RunConfig
+from prokd.experiment.estimate import MODEL_COSTS, format_duration, stage_seconds, step_seconds
+
+SPLIT = {"train": ["a", "b", "c"], "val": ["d", "e"], "test": ["f", "g", "h"]}
+
+
+def run(model: str = "unet-small", **sections) -> RunConfig:
+    return RunConfig.from_dict({"model": {"name": model}, **sections})
+
+
+def distilled(**distill) -> RunConfig:
+    return run(distill={"teachers": ["t"], **distill})
+
+
+def test_a_supervised_step_scales_with_batch_and_grid_area():
+    assert step_seconds(run("unet-large")) == pytest.approx(MODEL_COSTS["unet-large"].step)
+    half = run("unet-large", train={"batch_size": 16}, preprocess={"size": 80})
+    assert step_seconds(half) == pytest.approx(MODEL_COSTS["unet-large"].step * 2 * 0.25)
+
+
+def test_distillation_costs_more_and_cached_teachers_cost_less():
+    scratch = step_seconds(run())
+    uncached = step_seconds(distilled(), ["unet-large"])
+    cached = step_seconds(distilled(cache_teachers=True), ["unet-large"])
+    four_uncached = step_seconds(distilled(), ["unet-large"] * 4)
+    assert scratch < cached < uncached < four_uncached
+    assert 1.5 < uncached / scratch < 4  # "KD steps 2-4x a supervised step unless teacher logits are cached"
+    assert cached == step_seconds(distilled(cache_teachers=True), ["unet-large"] * 4)
+    assert step_seconds(distilled(feature=1.0, feature_term="affinity"), ["unet-large"]) > uncached
+    assert step_seconds(distilled(cache_teachers=True, aggregate="learned"), ["unet-large"]) > cached
+
+
+def test_unmeasured_models_have_no_step_cost():
+    assert step_seconds(run("segresnet")) is None
+    assert step_seconds(distilled(), ["segresnet"]) is None
+
+
+def test_a_steps_budget_costs_its_steps_plus_validation_and_test_predictions():
+    config = run("unet-large", train={"epochs": 4, "steps_per_epoch": 25, "val_every": 2})
+    predictions = 2 * len(SPLIT["val"]) + len(SPLIT["test"])
+    expected = 100 * MODEL_COSTS["unet-large"].step + predictions * MODEL_COSTS["unet-large"].volume
+    assert stage_seconds(config, SPLIT) == pytest.approx(expected)
+    assert stage_seconds(run("segresnet", train={"epochs": 4}), SPLIT) is None
+
+
+def test_a_minutes_budget_is_its_own_training_time():
+    config = run(train={"epochs": 1_000_000, "time_budget_minutes": 10.0, "val_every": 1, "steps_per_epoch": 100})
+    seconds = stage_seconds(config, SPLIT)
+    epochs = -(-600 / MODEL_COSTS["unet-small"].step // 100)
+    assert seconds == pytest.approx(600 + (epochs * 2 + 3) * MODEL_COSTS["unet-small"].volume)
+    assert stage_seconds(run("segresnet", train={"time_budget_minutes": 10.0}), SPLIT) == 600
+
+
+@pytest.mark.parametrize("seconds, text", [(None, "?"), (42.4, "~42 s"), (600, "~10 min"), (9000, "~2.5 h")])
+def test_format_duration(seconds, text):
+    assert format_duration(seconds) == text
