@@ -311,7 +311,9 @@ def test_results_tables_read_at_80_columns(experiment):
     assert "student-kd" in groups and teachers
 
 
-def test_other_latency_repeats_retime_every_model_and_train_nothing(experiment, tmp_path, phantom_data, write_experiment, monkeypatch):
+def test_other_latency_repeats_retime_every_model_and_train_nothing(
+    experiment, tmp_path, phantom_data, write_experiment, monkeypatch
+):
     _, original, _ = experiment
     out = tmp_path / "out"
     shutil.copytree(original, out)

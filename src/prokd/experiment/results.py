@@ -278,7 +278,8 @@ def accuracy_table(results: dict[str, Any]) -> tuple[list[str], list[list[str]]]
     unit = "/".join(sorted({row["distance_unit"] for row in results["rows"]}))
     header = ["group", "Dice", "IoU", f"HD95 ({unit})", f"ASSD ({unit})", "± over"]
     rows = [
-        [g["group"], *(format_stats(g["overall"][m], 3 if m in ("dice", "iou") else 2) for m in METRICS), spread_text(g)]
+        [g["group"], *(format_stats(g["overall"][m], 3 if m in ("dice", "iou") else 2) for m in METRICS),
+         spread_text(g)]
         for g in results["groups"]
     ]
     return header, rows
@@ -312,7 +313,8 @@ def latency_note(latency: dict[str, Any] | None) -> str:
 
 
 def budget_text(budget: dict[str, Any] | None) -> str:
-    """``{"steps": 200, "minutes": None}`` → ``"200 steps"``; ``{"steps": None, "minutes": 0.5}`` → ``"0.5 min"``."""
+    """``{"steps": 200, "minutes": None}`` → ``"200 steps"``; ``{"steps": None, "minutes": 0.5}`` →
+    ``"0.5 min"``."""
     if not budget:
         return MISSING
     return f"{budget['steps']} steps" if budget.get("steps") is not None else f"{budget['minutes']:g} min"

@@ -21,7 +21,6 @@ from typing import Any
 import numpy as np
 
 from prokd.config import load_config
-from prokd.eval.evaluate import METRICS
 from prokd.experiment.results import COMPARISON_NOTE, MISSING, accuracy_table, comparison_table, format_stats
 from prokd.experiment.results import latency_note, models_table, speed_table, verdict_lines
 from prokd.report.blocks import Block, Bullets, Facts, Heading, Paragraph, Plot, Table
