@@ -195,10 +195,10 @@ def test_collect_and_write_results_from_a_folder(tmp_path):
     assert lines[2] == ["student-kd-seed0", "student-kd", "student", "unet-small", "0", "12", "50", "400000",
                         "48000000", "10.0", "300.0", "1.0", "0.8", "0.05", str(0.8 - 0.1), "8.0", "0.4", "0.7", "0.9"]
     text = markdown.read_text()
-    assert "| student-kd | student | unet-small | teacher-full-seed0 | 12 | 2 | 50 steps | 50 | 1.2 |" in text
-    assert "| teacher-full | teacher | unet-large | – | 12 | 1 | 50 steps | 100 | 2.0 |" in text
-    assert "| student-kd | 0.830 ± 0.042 | 0.730 ± 0.042 | 8.30 ± 0.42 | 0.42 ± 0.02 | seeds (n = 2) |" in text
-    assert "| teacher-full | 0.900 ± 0.050 | 0.800 ± 0.050 | 9.00 ± 0.05 | 0.45 ± 0.05 | cases (n = 4) |" in text
+    assert "| student-kd | unet-small | teacher-full-seed0 | 12 | 2 | 50 steps | 50 | 1.2 |" in text  # seeds: 2
+    assert "| teacher-full | unet-large | – | 12 | 1 | 50 steps | 100 | 2.0 |" in text
+    assert "| student-kd | 0.830 ± 0.042 | 0.730 ± 0.042 | 8.30 ± 0.42 | 0.42 ± 0.02 | 2 seeds |" in text
+    assert "| teacher-full | 0.900 ± 0.050 | 0.800 ± 0.050 | 9.00 ± 0.05 | 0.45 ± 0.05 | 4 cases |" in text
     assert "| student-kd | 0.40 M | 48.0 M | 11.0 ms | 400 ms |" in text
     assert "| teacher-full | 6.50 M | 2.00 G | 30.0 ms | 900 ms |" in text
     assert "(30 repeats per model)" in text and "(3 repeats), 2 thread(s)" in text and "HD95 (px)" in text

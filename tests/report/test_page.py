@@ -24,7 +24,7 @@ def test_html_is_self_contained_with_every_group_and_figure(report_index, figure
     assert not re.search(r"""(?:src|href)=["']?(?:https?:)?//""", html)  # nothing fetched from elsewhere
     assert "Pareto-optimal groups (fastest first): student-multi" in html
     assert "4 cases (SiteA 1, SiteB 1, SiteC 1, SiteD 1)" in html
-    assert "seeds (n = 2)" in html and "cases (n = 4)" in html  # teacher-a has two seeds, the others one
+    assert "<td>2 seeds</td>" in html and "<td>4 cases</td>" in html  # teacher-a has two seeds, the others one
     assert "prostate, SiteA" in html  # the multi-teacher student's weight table
     assert "Distilled students against their baseline and their best teacher" in html
     assert re.search(r"<td>student-multi</td><td>[0-9.]+ \(n = 1\)</td><td>–</td>.*<td>teacher-[ab]-seed0</td>", html)

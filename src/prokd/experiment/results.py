@@ -245,7 +245,7 @@ MODELS_NOTE = (
 )
 ACCURACY_NOTE = (
     "3D metrics on the test cases. ± is the sd over seeds of each seed's mean over the test cases; for a group with "
-    "one seed (`cases` in the last column) it is the sd over its test cases. `(n = 1)`: a single value, no spread."
+    "one seed (`cases` in the last column) it is the sd over its test cases. `(n = 1)`: one value, no spread."
 )
 COMPARISON_NOTE = (
     "Change in Dice points (× 100) of the mean over seeds. Beyond spread: the change is larger than the sd over "
@@ -254,11 +254,11 @@ COMPARISON_NOTE = (
 
 
 def models_table(groups: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
-    """Header and rows of what each GROUP is: kind, model, teachers, labelled cases, number of seeds, budget,
-    steps, minutes."""
-    header = ["group", "kind", "model", "teachers", "labelled cases", "seeds", "budget", "steps", "train min"]
+    """Header and rows of what each GROUP is (its name says its kind): model, teachers, labelled cases, number
+    of seeds, budget, steps, minutes."""
+    header = ["group", "model", "teachers", "labelled cases", "seeds", "budget", "steps", "train min"]
     rows = [
-        [g["group"], g["kind"], g["model"], teachers_text(g.get("teachers"), g.get("aggregate")),
+        [g["group"], g["model"], teachers_text(g.get("teachers"), g.get("aggregate")),
          str(g.get("labelled_cases", MISSING)), str(len(g["seeds"])), budget_text(g.get("budget")),
          str(g.get("steps", MISSING)), f"{g['train_minutes']:.1f}"]
         for g in groups
@@ -286,8 +286,9 @@ def accuracy_table(results: dict[str, Any]) -> tuple[list[str], list[list[str]]]
 
 
 def spread_text(group: dict[str, Any]) -> str:
-    """What a GROUP's ± is over, and how many values: ``"seeds (n = 3)"`` or ``"cases (n = 8)"``."""
-    return f"{group['sd_over']} (n = {group['overall']['dice']['n']})"
+    """What a GROUP's ± is over, and how many values: ``"3 seeds"``, ``"8 cases"``, ``"1 case"``."""
+    n = group["overall"]["dice"]["n"]
+    return f"{n} {group['sd_over'] if n > 1 else group['sd_over'][:-1]}"
 
 
 def speed_table(groups: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
