@@ -44,7 +44,8 @@ SLUG = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
 
 @dataclass
 class EfficiencyConfig:
-    """Latency measurement: torch threads and timed forward passes of one slice (the median is reported)."""
+    """Latency measurement: torch threads and timed forward passes of one slice per model (the median is
+    reported); every model is timed in one pass once all stages are trained, the models taking turns."""
 
     threads: int = 2
     repeats: int = 30
