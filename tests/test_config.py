@@ -9,10 +9,25 @@ from prokd.config import ConfigError, DistillConfig, RunConfig, load_config, sav
 
 
 def test_defaults_round_trip_through_yaml(tmp_path):
-    config = RunConfig.from_dict({"distill": {"teachers": ["a"], "aggregate": "adaptive"}, "label_map": {2: 1}})
+    teachers = [str(tmp_path / "a")]
+    config = RunConfig.from_dict({"distill": {"teachers": teachers, "aggregate": "adaptive"}, "label_map": {2: 1}})
     save_config(config, tmp_path / "config.yaml")
     assert load_config(tmp_path / "config.yaml") == config
     assert config.preprocess.clip_percentiles == (0.5, 99.5)
+
+
+def test_teacher_paths_in_a_yaml_file_are_relative_to_that_file(tmp_path):
+    (tmp_path / "configs").mkdir()
+    path = tmp_path / "configs" / "kd.yaml"
+    path.write_text(yaml.safe_dump({"distill": {"teachers": ["../runs/teacher", str(tmp_path / "elsewhere")]}}))
+    config = load_config(path)
+    assert config.distill.teachers == [str(tmp_path / "runs" / "teacher"), str(tmp_path / "elsewhere")]
+
+
+def test_override_into_a_section_left_empty_in_yaml(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("distill: null\n")
+    assert load_config(path, {"distill.teachers": ["/runs/t"]}).distill.teachers == ["/runs/t"]
 
 
 def test_overrides_and_type_coercion(tmp_path):

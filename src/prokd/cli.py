@@ -342,7 +342,7 @@ def predict(
         out.mkdir(parents=True, exist_ok=True)
         for path in files:
             written = predict_file(predictor, path, out, save_probability=probability, overwrite=overwrite, channel=channel)
-            console.print(f"{path} → {written}")
+            console.print(f"{path} → {written}", highlight=False, soft_wrap=True)
 
 
 @app.command()
@@ -360,7 +360,8 @@ def export(
         result = export_onnx(run, out, which=which, opset=opset, overwrite=overwrite)
     console.print(
         f"{result.path}: max |ONNX − PyTorch| = {result.max_abs_diff:.1e}; one slice: "
-        f"PyTorch {result.torch_ms:.1f} ms, ONNX Runtime {result.onnx_ms:.1f} ms (2 threads)"
+        f"PyTorch {result.torch_ms:.1f} ms, ONNX Runtime {result.onnx_ms:.1f} ms (2 threads)",
+        highlight=False, soft_wrap=True,
     )
 
 
@@ -414,7 +415,8 @@ def experiment(
     with user_errors():
         results = run_experiment(load_experiment(config), out, dry_run=dry_run, overwrite=overwrite, console=console)
     if not dry_run:
-        console.print(f"results → {out / 'results'} (results.md, results.csv, results.json)")
+        console.print(f"results → {out / 'results'} (results.md, results.csv, results.json)", highlight=False,
+                      soft_wrap=True)
         console.print("\n[bold]verdict[/bold]")
         for line in verdict_lines(results):
             console.print(line, markup=False, highlight=False, soft_wrap=True)

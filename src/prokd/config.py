@@ -136,14 +136,22 @@ class SplitConfig:
 @dataclass
 class TrainConfig:
     """Optimisation schedule. A run lasts ``epochs`` epochs of ``steps_per_epoch`` steps, or stops
-    earlier when ``time_budget_minutes`` is spent (the cosine schedule is then laid over the budget)."""
+    earlier when ``time_budget_minutes`` is spent (the cosine schedule is then laid over the budget).
+
+    The learning rate warms up linearly over the first ``warmup_fraction`` of the run's progress (steps or
+    minutes alike; 0.025 is the one epoch of the default 40), then decays along a cosine. ``warmup_epochs``, when
+    set, replaces it by ``warmup_epochs / epochs``: the rule of configs written before ``warmup_fraction``
+    existed, kept so that they resume and compare unchanged; it is no warm-up at all for a minute budget with
+    unbounded epochs.
+    """
 
     epochs: int = 40
     steps_per_epoch: int = 100
     batch_size: int = 8
     lr: float = 2e-3
     weight_decay: float = 1e-4
-    warmup_epochs: int = 1
+    warmup_fraction: float = 0.025
+    warmup_epochs: int | None = None
     time_budget_minutes: float | None = None
     foreground_fraction: float = 0.7
     val_every: int = 1
@@ -155,6 +163,8 @@ class TrainConfig:
         _require(self.steps_per_epoch >= 1, "train.steps_per_epoch", "must be >= 1")
         _require(self.batch_size >= 1, "train.batch_size", "must be >= 1")
         _require(self.lr > 0, "train.lr", "must be positive")
+        _require(0.0 <= self.warmup_fraction < 1.0, "train.warmup_fraction", "must be in [0, 1)")
+        _require(self.warmup_epochs is None or self.warmup_epochs >= 0, "train.warmup_epochs", "must be >= 0")
         _require(0.0 <= self.foreground_fraction <= 1.0, "train.foreground_fraction", "must be in [0, 1]")
 
 
@@ -294,7 +304,9 @@ def set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
     *parents, leaf = dotted.split(".")
     node = data
     for key in parents:
-        node = node.setdefault(key, {})
+        if not isinstance(node.get(key), dict):  # absent, or a section left empty (``distill: null``)
+            node[key] = {}
+        node = node[key]
     node[leaf] = value
 
 

@@ -10,6 +10,8 @@ the site teachers with 4 labelled cases) → results table → report::
 
 from __future__ import annotations
 
+import math
+import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -17,49 +19,93 @@ from typing import Any
 import yaml
 from rich.console import Console
 
+from prokd.config import ConfigError
 from prokd.data.phantom import write_phantom
 from prokd.experiment.config import ExperimentConfig, parse_experiment
+from prokd.experiment.results import verdict_lines
 from prokd.experiment.runner import run_experiment
 from prokd.report.page import write_report
 from prokd.train.run_folder import RunDirError
 
 DEMO_EXPERIMENT = Path(__file__).with_name("demo.yaml")
+STEPS_SCALE_VARIABLE = "PROKD_DEMO_STEPS_SCALE"
+"""Environment variable scaling every step budget of ``prokd demo`` (CI runs the README's command with a tiny one)."""
 
 
-def demo_experiment(data: Path, minutes_scale: float = 1.0) -> ExperimentConfig:
-    """The demo experiment on the dataset ``data``, every stage's ``minutes`` budget multiplied by ``minutes_scale``."""
+def demo_experiment(data: Path, seed: int = 0, steps_scale: float = 1.0) -> ExperimentConfig:
+    """The demo experiment on the dataset ``data``: split and training seeded by ``seed``, every stage's ``steps``
+    multiplied by ``steps_scale`` (at least one step)."""
     raw = yaml.safe_load(DEMO_EXPERIMENT.read_text())
-    raw["data"] = str(data)
+    raw["data"] = str(Path(data).absolute())
+    raw["seeds"] = [seed]
+    raw["split"]["seed"] = seed
     for entry in [*raw["teachers"], *raw["students"]]:
-        entry["minutes"] *= minutes_scale
+        entry["steps"] = max(1, round(entry["steps"] * steps_scale))
     return parse_experiment(raw, DEMO_EXPERIMENT)
 
 
+def steps_scale_from_environment() -> float:
+    """``PROKD_DEMO_STEPS_SCALE`` as a positive number (1 when unset).
+
+    Raises:
+        ConfigError: the variable is set to anything but a positive number.
+    """
+    text = os.environ.get(STEPS_SCALE_VARIABLE, "1")
+    try:
+        scale = float(text)
+    except ValueError:
+        scale = float("nan")
+    if not (math.isfinite(scale) and scale > 0):
+        raise ConfigError(f"{STEPS_SCALE_VARIABLE}={text!r}: must be a positive number")
+    return scale
+
+
 def run_demo(
-    out: str | Path, overwrite: bool = False, minutes_scale: float = 1.0, console: Console | None = None
+    out: str | Path,
+    overwrite: bool = False,
+    seed: int = 0,
+    steps_scale: float = 1.0,
+    console: Console | None = None,
 ) -> dict[str, Any]:
-    """Write the phantom into ``out/phantom``, run the demo experiment into ``out/experiment`` and its report.
+    """Write the phantom into ``out/phantom``, run the demo experiment into ``out/experiment`` and its report, and
+    end with the verdict (:func:`~prokd.experiment.results.verdict_lines`).
 
     Args:
-        overwrite: delete a non-empty ``out`` first (otherwise it is refused).
-        minutes_scale: multiplies every training budget (tests shrink the demo with it).
+        overwrite: replace ``out`` when it holds an earlier demo (otherwise a non-empty ``out`` is refused).
+        seed: seeds the phantom's anatomy and noise, the split and every training run.
+        steps_scale: multiplies every training budget (tests and CI shrink the demo with it).
 
     Returns:
         the experiment's results (:func:`~prokd.experiment.results.collect_results`).
 
     Raises:
-        RunDirError: ``out`` is not empty and ``overwrite`` is off.
+        RunDirError: ``out`` is not empty and ``overwrite`` is off, or it holds something other than a demo.
     """
-    out = Path(out)
+    out = Path(os.path.abspath(out))
     console = console or Console()
-    if out.exists() and any(out.iterdir()):
-        if not overwrite:
-            raise RunDirError(f"{out}: folder exists and is not empty (use --overwrite)")
-        shutil.rmtree(out)
-    data = write_phantom(out / "phantom", cases_per_site=6, unlabeled_per_site=1, seed=0)
-    console.print(f"phantom written: {data}")
+    prepare_demo_dir(out, overwrite)
+    if steps_scale != 1.0:
+        console.print(f"training budgets scaled by {steps_scale:g} ({STEPS_SCALE_VARIABLE}): a smoke run, not a result")
+    data = write_phantom(out / "phantom", cases_per_site=6, unlabeled_per_site=2, seed=seed)
+    console.print(f"phantom written: {data}", highlight=False, soft_wrap=True)
     experiment = out / "experiment"
-    results = run_experiment(demo_experiment(data, minutes_scale), experiment, console=console)
+    results = run_experiment(demo_experiment(data, seed, steps_scale), experiment, console=console)
     console.print(f"results: {experiment / 'results' / 'results.md'}", highlight=False, soft_wrap=True)
     console.print(f"report:  {write_report(experiment)}", highlight=False, soft_wrap=True)
+    for line in verdict_lines(results):
+        console.print(line, highlight=False, soft_wrap=True)
     return results
+
+
+def prepare_demo_dir(out: Path, overwrite: bool) -> None:
+    """Accept an absent or empty ``out``; with ``overwrite``, remove an earlier demo there, and only a demo: a
+    folder holding exactly ``phantom/`` (with its ``dataset.json``) and ``experiment/`` (with its ``plan.json``)."""
+    if not out.exists() or not any(out.iterdir()):
+        return
+    if not overwrite:
+        raise RunDirError(f"{out}: folder exists and is not empty (use --overwrite)")
+    entries = sorted(path.name for path in out.iterdir())
+    is_demo = entries in (["experiment", "phantom"], ["phantom"]) and (out / "phantom" / "dataset.json").is_file()
+    if not is_demo:
+        raise RunDirError(f"{out}: not a prokd demo folder (holds {', '.join(entries)}); refusing to delete it")
+    shutil.rmtree(out)

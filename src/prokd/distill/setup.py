@@ -38,7 +38,8 @@ def check_teachers(config: RunConfig, split: Mapping[str, Sequence[str]]) -> lis
         leaked = leaked_cases(training_cases(run), split)
         if leaked:
             where = " and ".join(_cases_in(part, ids) for part, ids in leaked.items())
-            raise ConfigError(f"teacher {run}: trained on {where} (refusing: the comparison would leak)")
+            raise ConfigError(f"teacher {run}: trained on {where} (refusing: the comparison would leak; "
+                              f"use the teachers' split: --split {run / 'split.json'})")
     return runs
 
 
