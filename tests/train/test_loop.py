@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
+import types
 
 import pytest
-import torch
 
+from prokd.config import RunConfig
+from prokd.experiment.config import UNBOUNDED_EPOCHS
 from prokd.losses import SegmentationLoss
+from prokd.train import loop
 from prokd.train.checkpoint import load_checkpoint
-from prokd.train.loop import learning_rate
+from prokd.train.loop import learning_rate, warmup_fraction
 from prokd.train.run_folder import RunDirError
 from prokd.train.runner import train_run
 
@@ -26,13 +29,41 @@ def test_learning_rate_warmup_then_cosine():
     assert learning_rate(1.0, 1.0, 0.1) == pytest.approx(0.01)
 
 
+def test_warmup_is_a_fraction_of_the_run_and_old_configs_keep_their_epochs():
+    assert warmup_fraction(RunConfig().train) == 0.025
+    stored = RunConfig.from_dict({"train": {"epochs": 15, "warmup_epochs": 2}})  # a config.yaml of an older version
+    assert warmup_fraction(stored.train) == pytest.approx(2 / 15)
+
+
+def test_minutes_budget_warms_up_like_a_steps_budget(phantom_data, tmp_path, tiny_config, monkeypatch):
+    """12 steps either way: 3 epochs of 4 steps, or unbounded epochs and a 7.5 s budget on a clock that advances
+    0.625 s per step; the learning rate must follow the same curve of progress, warm-up included."""
+    clock = iter(0.625 * tick for tick in range(10_000))
+    monkeypatch.setattr(loop, "time", types.SimpleNamespace(perf_counter=lambda: next(clock)))
+    schedules = {}
+    for budget, train in (("steps", {"epochs": 3}), ("minutes", {"epochs": UNBOUNDED_EPOCHS, "time_budget_minutes": 0.125})):
+        seen = schedules[budget] = []
+
+        def recording(base_lr, progress, warmup, seen=seen):
+            seen.append((progress, learning_rate(base_lr, progress, warmup)))
+            return seen[-1][1]
+
+        monkeypatch.setattr(loop, "learning_rate", recording)
+        train_run(phantom_data, tmp_path / budget, tiny_config(steps_per_epoch=4, warmup_fraction=0.25, val_every=9, **train))
+    progress, rates = zip(*schedules["minutes"])
+    assert progress == pytest.approx([step / 12 for step in range(12)])
+    assert rates == pytest.approx([lr for _, lr in schedules["steps"]])
+    assert rates[:4] == pytest.approx([0.0, 3e-3 / 3, 2 * 3e-3 / 3, 3e-3])  # warm-up over the first quarter
+
+
 def test_tiny_training_raises_dice_and_writes_run_folder(phantom_data, tmp_path, tiny_config):
     run = tmp_path / "run"
     state = train_run(phantom_data, run, tiny_config(epochs=6, steps_per_epoch=15))
     log = read_log(run)
     assert [r["epoch"] for r in log] == list(range(1, 7))
     assert {"loss", "dice", "lovasz", "lr", "val_dice", "elapsed_seconds"} <= set(log[0])
-    assert log[-1]["loss"] < log[0]["loss"]
+    unweighted = [r["dice"] + r["lovasz"] + r["ce"] for r in log]  # the total's Lovász weight ramps up over 30 %
+    assert unweighted[-1] < unweighted[0]
     assert max(r["val_dice"] for r in log[1:]) > log[0]["val_dice"] + 0.2
     assert state.best_val_dice == max(r["val_dice"] for r in log)
     for name in ("config.yaml", "split.json", "env.json", "checkpoints/last.pt", "checkpoints/best.pt"):
@@ -54,25 +85,10 @@ def test_loop_reports_progress_to_the_lovasz_warmup(phantom_data, tmp_path, tiny
     assert reported == pytest.approx([step / 6 for step in range(6)])
 
 
-def test_resume_is_identical_to_uninterrupted_run(phantom_data, tmp_path, tiny_config):
+def test_resume_is_identical_to_uninterrupted_run(phantom_data, tmp_path, tiny_config, check_resume):
     config = tiny_config(epochs=3, steps_per_epoch=4)
     config.augment.enabled = True
-    train_run(phantom_data, tmp_path / "straight", config)
-
-    def interrupt(epoch, record):
-        if epoch == 2:
-            raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        train_run(phantom_data, tmp_path / "resumed", config, on_epoch_end=interrupt)
-    train_run(phantom_data, tmp_path / "resumed", config, resume=True)
-
-    straight = load_checkpoint(tmp_path / "straight" / "checkpoints" / "last.pt")["state_dict"]
-    resumed = load_checkpoint(tmp_path / "resumed" / "checkpoints" / "last.pt")["state_dict"]
-    for name, tensor in straight.items():
-        assert torch.equal(tensor, resumed[name]), name
-    assert [r["epoch"] for r in read_log(tmp_path / "resumed")] == [1, 2, 3]
-    assert [r["loss"] for r in read_log(tmp_path / "resumed")] == [r["loss"] for r in read_log(tmp_path / "straight")]
+    check_resume(phantom_data, tmp_path, config, stop_after=2)
 
 
 def test_refuses_to_overwrite_existing_run(phantom_data, tmp_path, tiny_config):
