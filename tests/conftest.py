@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections.abc import Iterable
 from pathlib import Path
 
 import pytest
@@ -140,3 +141,17 @@ def write_reoriented(source: Path, target: Path) -> Path:
     image = sitk.PermuteAxes(sitk.ReadImage(str(source)), (2, 0, 1))
     sitk.WriteImage(sitk.Flip(image, (True, False, False)), str(target))
     return target
+
+
+@pytest.fixture(scope="session")
+def assert_readable():
+    """``assert_readable(text, names=(), width=80)``: printed ``text`` has no cut cell (rich's ``…``), no line wider
+    than ``width``, and every one of ``names`` whole (as one word)."""
+    return check_readable
+
+
+def check_readable(text: str, names: Iterable[str] = (), width: int = 80) -> None:
+    assert "…" not in text
+    assert max(len(line) for line in text.splitlines()) <= width
+    words = text.split()
+    assert [name for name in names if name not in words] == []

@@ -200,13 +200,6 @@ def test_the_t2_channel_of_4d_images_is_chosen_once_and_kept_by_the_run(phantom_
     assert wrong.exit_code == 1 and "channel 2 does not exist" in wrong.output
 
 
-def assert_readable_at_80_columns(text: str, names: list[str]) -> None:
-    """No cut cell, no line wider than 80 characters, every name whole."""
-    assert "…" not in text
-    assert max(len(line) for line in text.splitlines()) <= 80
-    assert all(name in text.split() for name in names)
-
-
 def test_version():
     result = invoke("--version")
     assert result.exit_code == 0 and result.output == f"prokd {importlib.metadata.version('prokd')}\n"
@@ -231,18 +224,18 @@ def test_help_shows_every_default(command, option, default):
     assert re.search(rf"\[default: \(?{re.escape(default)}\)?\]", line), line
 
 
-def test_models_at_80_columns():
+def test_models_at_80_columns(assert_readable):
     result = runner.invoke(app, ["models"], env={"COLUMNS": "80"})
     assert result.exit_code == 0
-    assert_readable_at_80_columns(result.output, [spec.name for spec in list_models()])
+    assert_readable(result.output, [spec.name for spec in list_models()])
 
 
-def test_teachers_table_at_80_columns():
+def test_teachers_table_at_80_columns(assert_readable):
     names = [f"teacher-{site}" for site in ("Radboud-University-Nijmegen", "Beth-Israel-Deaconess", "HK")]
     records = [{"name": name, "train_cases": ["a", "b"], "val_dice": 0.8, "train_minutes": 12.5} for name in names]
     console = Console(width=80, file=io.StringIO())
     console.print(teachers_table(records, "site"))
-    assert_readable_at_80_columns(console.file.getvalue(), names)
+    assert_readable(console.file.getvalue(), names)
 
 
 def test_training_piped_to_a_log_has_plain_progress_lines(phantom_data, tmp_path, tiny_config):

@@ -21,23 +21,17 @@ def evaluation() -> Evaluation:
     return Evaluation("test", rows, summarize(rows, metrics=METRICS, by="site"))
 
 
-def assert_readable_at_80_columns(text: str, names: list[str]) -> None:
-    assert "…" not in text
-    assert max(len(line) for line in text.splitlines()) <= 80
-    assert all(name in text.split() for name in names)
-
-
-def test_summary_table_at_80_columns():
+def test_summary_table_at_80_columns(assert_readable):
     console = Console(width=80, file=io.StringIO())
     console.print(summary_table(evaluation(), title="runs/student-mkd-adaptive-seed0 — test split"))
     text = console.file.getvalue()
-    assert_readable_at_80_columns(text, [*SITES, "overall"])
+    assert_readable(text, [*SITES, "overall"])
     assert text.count("124.456 ± 1.000") == len(SITES)  # each site's HD95 cell whole
 
 
-def test_per_case_table_at_80_columns():
+def test_per_case_table_at_80_columns(assert_readable):
     console = Console(width=80, file=io.StringIO())
     print_cases(evaluation(), console)
     text = console.file.getvalue()
-    assert_readable_at_80_columns(text, [row["case"] for row in evaluation().rows])
+    assert_readable(text, [row["case"] for row in evaluation().rows])
     assert text.count("124.456") == len(SITES)

@@ -269,15 +269,8 @@ def test_a_stage_whose_split_would_leak_a_teachers_training_case_is_refused(expe
     assert not (tmp_path / "kd").exists()
 
 
-def assert_readable_at_80_columns(text: str, names: list[str]) -> None:
-    """No cut cell, no line wider than 80 characters, every name whole."""
-    assert "…" not in text
-    assert max(len(line) for line in text.splitlines()) <= 80
-    words = text.split()
-    assert all(name in words for name in names)
-
-
-def test_dry_run_at_80_columns_estimates_each_stage_and_the_total(phantom_data, tmp_path, write_experiment):
+def test_dry_run_at_80_columns_estimates_each_stage_and_the_total(phantom_data, tmp_path, write_experiment,
+                                                                  assert_readable):
     teachers = [{"name": "full", "model": "unet-large", "steps": 20}]
     students = [{"name": "scratch", "model": "unet-small", "steps": 20, "seeds": [0, 1]},
                 {"name": "kd-with-a-name-too-long-for-one-line", "model": "unet-small", "steps": 20, "teachers": ["full"]},
@@ -288,7 +281,7 @@ def test_dry_run_at_80_columns_estimates_each_stage_and_the_total(phantom_data, 
     run_experiment(config, tmp_path / "out", dry_run=True, console=console)
     text = output(console)
     plan = make_plan(config, load_cases(config.data))
-    assert_readable_at_80_columns(text, [stage.name for stage in plan])
+    assert_readable(text, [stage.name for stage in plan])
     lines = text.splitlines()
     below = lines[lines.index("student-tiny-seed0") + 1].split()
     assert below == ["unet-tiny", "–", "20", "steps", "?", "new"]  # no measured cost for unet-tiny
@@ -300,14 +293,14 @@ def test_dry_run_at_80_columns_estimates_each_stage_and_the_total(phantom_data, 
     assert not (tmp_path / "out").exists()
 
 
-def test_results_tables_read_at_80_columns(experiment):
+def test_results_tables_read_at_80_columns(experiment, assert_readable):
     _, _, results = experiment
     console = Console(width=80, file=io.StringIO())
     console.print(groups_table(results))
     console.print(comparisons_table(results["comparisons"]))
     groups = [group["group"] for group in results["groups"]]
     teachers = [comparison["best_teacher"] for comparison in results["comparisons"]]
-    assert_readable_at_80_columns(output(console), [*groups, *teachers])
+    assert_readable(output(console), [*groups, *teachers])
     assert "student-kd" in groups and teachers
 
 

@@ -23,6 +23,8 @@ from prokd.train.run_folder import is_fresh, read_json, write_json
 
 SPLITS = ("train", "val", "test", "all")
 METRICS = ("dice", "iou", "hd95", "assd")
+METRIC_NAMES = {"dice": "Dice", "iou": "IoU", "hd95": "HD95", "assd": "ASSD"}
+DISTANCES = ("hd95", "assd")
 
 
 @dataclass
@@ -101,8 +103,7 @@ def summary_table(evaluation: Evaluation, title: str | None = None) -> FittedTab
     table.add_column("site")
     table.add_column("n", justify="right")
     for metric in METRICS:
-        label = f"{metric.upper()} ({unit})" if metric in ("hd95", "assd") else metric.capitalize()
-        table.add_column(label, justify="right")
+        table.add_column(_metric_header(metric, unit), justify="right")
     for group, stats in evaluation.summary.items():
         cells = [f"{stats[m]['mean']:.3f} ± {stats[m]['sd']:.3f}" for m in METRICS]
         table.add_row(group, str(stats[METRICS[0]]["n"]), *cells, style="bold" if group == "overall" else None)
@@ -110,9 +111,17 @@ def summary_table(evaluation: Evaluation, title: str | None = None) -> FittedTab
 
 
 def print_cases(evaluation: Evaluation, console: Console) -> None:
+    unit = evaluation.rows[0]["distance_unit"] if evaluation.rows else "px"
     table = FittedTable(title="per case")
-    for column in ("case", "site", "dice", "iou", "hd95", "assd"):
-        table.add_column(column, justify="left" if column in ("case", "site") else "right")
+    table.add_column("case")
+    table.add_column("site")
+    for metric in METRICS:
+        table.add_column(_metric_header(metric, unit), justify="right")
     for row in evaluation.rows:
         table.add_row(row["case"], row["site"], *(f"{row[m]:.3f}" for m in METRICS))
     console.print(table)
+
+
+def _metric_header(metric: str, unit: str) -> str:
+    """``"Dice"``, ``"HD95 (mm)"``."""
+    return f"{METRIC_NAMES[metric]} ({unit})" if metric in DISTANCES else METRIC_NAMES[metric]

@@ -182,7 +182,7 @@ def first_difference(old: Any, new: Any, key: str = "") -> tuple[str, Any, Any] 
 
 def plan_table(plan: list[Stage], statuses: dict[str, str], title: str) -> FittedTable:
     """The plan: each stage's model, teachers, budget, estimated time (:mod:`~prokd.experiment.estimate`) and
-    status; a finished stage takes no time."""
+    status; a finished stage takes no time, a resumed one is estimated in full."""
     by_name = {stage.name: stage for stage in plan}
     estimates = stage_estimates(plan)
     table = FittedTable(title=title)
@@ -203,11 +203,13 @@ def plan_total(plan: list[Stage], statuses: dict[str, str]) -> str:
     estimates = stage_estimates(plan)
     to_train = [estimates[stage.name] for stage in plan if statuses[stage.name] != "done"]
     known = [seconds for seconds in to_train if seconds is not None]
-    total = f"{len(plan)} stages, {len(to_train)} to train"
-    if to_train:
-        total += f": {format_duration(sum(known))} (an estimate from measured step costs, 2 threads)"
     unknown = len(to_train) - len(known)
-    return total + (f", plus {unknown} stage(s) of models without a measured step cost" if unknown else "")
+    total = f"{len(plan)} stages, {len(to_train)} to train"
+    if known:
+        total += f": {format_duration(sum(known))} (an estimate from measured step costs, 2 threads)"
+    if unknown:
+        total += f"{', plus' if known else ':'} {unknown} stage(s) of models without a measured step cost"
+    return total
 
 
 def stage_estimates(plan: list[Stage]) -> dict[str, float | None]:
