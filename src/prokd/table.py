@@ -111,8 +111,8 @@ class FittedTable:
         show_header: bool = True,
     ) -> Table:
         """A rich table of ``rows`` with the content ``widths`` given to ``columns``."""
-        table = Table(title=title, caption=caption, box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False,
-                      show_header=show_header)
+        table = Table(title=title, caption=caption, caption_justify="left", box=box.SIMPLE_HEAD, show_edge=False,
+                      pad_edge=False, show_header=show_header)
         for column, width in zip(columns, widths):
             table.add_column(column.header, justify=column.justify, width=width, overflow="fold")
         for row in rows:
@@ -145,7 +145,7 @@ class FittedTable:
 
     def _caption(self) -> RenderResult:
         if self.caption:
-            yield Text(self.caption, style="table.caption", justify="center")
+            yield Text(self.caption, style="table.caption")
 
 
 def _longest_word(text: str) -> int:
