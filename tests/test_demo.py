@@ -1,57 +1,81 @@
-"""The demo end to end (phantom → experiment → report) with its training budgets shrunk to a few seconds; the real
-demo's timing and results are reported by ``prokd demo`` itself."""
+"""The demo end to end (phantom → experiment → report → verdict) with its step budgets shrunk to a step or two; the
+real demo's results for three seeds are checked by ``benchmarks/phantom_demo.py`` (BENCHMARKS.md)."""
 
 from __future__ import annotations
 
-import io
 import json
 
 import pytest
 import yaml
-from rich.console import Console
+from typer.testing import CliRunner
 
-from prokd.demo import DEMO_EXPERIMENT, demo_experiment, run_demo
+from prokd.cli import app
+from prokd.config import ConfigError
+from prokd.demo import DEMO_EXPERIMENT, STEPS_SCALE_VARIABLE, demo_experiment, run_demo, steps_scale_from_environment
+from prokd.experiment.results import verdict_lines
 from prokd.train.run_folder import RunDirError
 
-STAGES = ["teacher-full-seed0", *(f"teacher-site-{site}-seed0" for site in ("SiteA", "SiteB", "SiteC", "SiteD")),
-          "student-scratch-seed0", "student-kd-seed0", "student-mkd-adaptive-seed0"]
-GROUPS = ["teacher-full", *(f"teacher-site-{site}" for site in ("SiteA", "SiteB", "SiteC", "SiteD")),
-          "student-scratch", "student-kd", "student-mkd-adaptive"]
-SCALE = 0.01
-"""Budgets of 0.1 to 0.5 s: one optimiser step per stage (at least one step always runs)."""
+SITES = ("SiteA", "SiteB", "SiteC", "SiteD")
+GROUPS = ["teacher-full", *(f"teacher-site-{site}" for site in SITES),
+          "student-scratch", "student-kd", "student-scratch-4", "student-mkd-4"]
+STAGES = [f"{group}-seed0" for group in GROUPS]
+SCALE = 0.001
+"""One optimiser step per stage (at least one step always runs)."""
 
 
-def test_demo_experiment_scales_the_shipped_budgets(phantom_data):
+def test_demo_experiment_seeds_and_scales_the_shipped_steps(phantom_data):
     shipped = yaml.safe_load(DEMO_EXPERIMENT.read_text())
-    config = demo_experiment(phantom_data, minutes_scale=0.5)
-    assert config.data == phantom_data.resolve() and config.seeds == [0]
-    assert [e.minutes for e in config.teachers] == [0.5 * e["minutes"] for e in shipped["teachers"]]
-    assert [e.minutes for e in config.students] == [0.5 * e["minutes"] for e in shipped["students"]]
-    total = sum(e["minutes"] * (4 if e.get("by") else 1) for e in shipped["teachers"] + shipped["students"])
-    assert total <= 3.5, "training budgets leave too little of the 5 minutes for evaluation and the report"
-    kd, mkd = config.students[1:]
-    assert (kd.teachers, kd.distill["feature_term"], kd.distill["feature"]) == (["full"], "attention", 1000.0)
-    assert (mkd.teachers, mkd.labelled, mkd.distill["aggregate"]) == (["site"], 4, "adaptive")
-    assert mkd.distill["cache_teachers"] and not mkd.overrides
+    config = demo_experiment(phantom_data, seed=2, steps_scale=0.5)
+    assert config.data == phantom_data.resolve() and config.seeds == [2] and config.split["seed"] == 2
+    assert [e.steps for e in config.teachers] == [round(0.5 * e["steps"]) for e in shipped["teachers"]]
+    assert [e.steps for e in config.students] == [round(0.5 * e["steps"]) for e in shipped["students"]]
+    assert all(e.minutes is None for e in [*config.teachers, *config.students]), "budgets are steps, not minutes"
+    assert [e.steps for e in demo_experiment(phantom_data, steps_scale=1e-6).students] == [1, 1, 1, 1]
+    scratch, kd, scratch4, mkd = config.students
+    assert (kd.teachers, kd.distill["cache_teachers"]) == (["full"], True)
+    assert (mkd.teachers, mkd.labelled, scratch4.labelled, scratch4.teachers) == (["site"], 4, 4, [])
+    assert mkd.distill["cache_teachers"] and mkd.distill["pseudo"] > 0 and mkd.distill["unlabeled_fraction"] > 0
+    assert len({e.steps for e in config.students}) == 1, "students compared with equal step budgets"
 
 
-def test_demo_runs_phantom_experiment_and_report(tmp_path):
+@pytest.mark.parametrize("value", ["0", "-1", "nan", "inf", "a lot"])
+def test_steps_scale_must_be_a_positive_number(value, monkeypatch):
+    monkeypatch.setenv(STEPS_SCALE_VARIABLE, value)
+    with pytest.raises(ConfigError, match=STEPS_SCALE_VARIABLE):
+        steps_scale_from_environment()
+
+
+def test_demo_command_with_a_relative_out_runs_experiment_report_and_verdict(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv(STEPS_SCALE_VARIABLE, str(SCALE))
+    monkeypatch.setenv("COLUMNS", "80")
+    result = CliRunner().invoke(app, ["demo", "--out", "demo"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
     out = tmp_path / "demo"
-    console = Console(file=io.StringIO(), width=200)
-    results = run_demo(out, minutes_scale=SCALE, console=console)
-    assert len(json.loads((out / "phantom" / "dataset.json").read_text())["unlabeled"]) == 4
+    assert len(json.loads((out / "phantom" / "dataset.json").read_text())["unlabeled"]) == 8
     experiment = out / "experiment"
     assert [entry["stage"] for entry in json.loads((experiment / "plan.json").read_text())] == STAGES
     for stage in STAGES:
         run = experiment / "runs" / stage
         assert (run / "checkpoints" / "best.pt").is_file() and (run / "efficiency.json").is_file()
         assert (run / "eval" / "test" / "summary.json").is_file()
-    stored = json.loads((experiment / "results" / "results.json").read_text())
-    assert [group["group"] for group in stored["groups"]] == GROUPS == [group["group"] for group in results["groups"]]
-    for group in stored["groups"]:
-        assert group["seeds"] == [0] and 0.0 <= group["overall"]["dice"]["mean"] <= 1.0
+    results = json.loads((experiment / "results" / "results.json").read_text())
+    assert [group["group"] for group in results["groups"]] == GROUPS
+    baselines = {c["group"]: c["baseline"] for c in results["comparisons"]}
+    assert baselines == {"student-kd": "student-scratch", "student-mkd-4": "student-scratch-4"}
     assert (experiment / "report" / "index.html").is_file() and (experiment / "results" / "results.md").is_file()
-    printed = console.file.getvalue()
-    assert "student-mkd-adaptive" in printed and str(experiment / "report" / "index.html") in printed
+    verdict = verdict_lines(results)
+    assert verdict[0].startswith("student-kd vs student-scratch: ")
+    assert result.output.rstrip().endswith("\n".join(verdict)), "the demo ends with the verdict"
+    assert str(experiment / "report" / "index.html") in result.output and "a smoke run" in result.output
+
+
+def test_demo_refuses_a_folder_that_is_not_a_demo(tmp_path):
+    out = tmp_path / "thesis"
+    out.mkdir()
+    (out / "thesis.txt").write_text("years of work")
     with pytest.raises(RunDirError, match="not empty"):
-        run_demo(out, minutes_scale=SCALE, console=console)
+        run_demo(out, steps_scale=SCALE)
+    with pytest.raises(RunDirError, match="not a prokd demo folder"):
+        run_demo(out, overwrite=True, steps_scale=SCALE)
+    assert (out / "thesis.txt").read_text() == "years of work"

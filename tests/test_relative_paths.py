@@ -1,5 +1,5 @@
-"""Every CLI verb from a working folder with relative paths, as a new user types them: command-line paths are
-relative to the current folder, paths inside a YAML file relative to that file."""
+"""CLI verbs from a working folder with relative paths, as a new user types them: command-line paths are relative
+to the current folder, paths inside a YAML file relative to that file (``prokd demo --out demo``: tests/test_demo.py)."""
 
 from __future__ import annotations
 
@@ -74,10 +74,3 @@ def test_experiment_and_report_with_relative_paths(workdir):
     invoke("report", "experiments/e")
     assert Path("experiments/e/report/index.html").is_file()
 
-
-def test_demo_with_a_relative_out(workdir, monkeypatch):
-    monkeypatch.setenv("PROKD_DEMO_STEPS_SCALE", "0.001")
-    result = invoke("demo", "--out", "my-demo")
-    assert Path("my-demo/phantom/dataset.json").is_file()
-    assert Path("my-demo/experiment/report/index.html").is_file()
-    assert "a smoke run" in result.output
