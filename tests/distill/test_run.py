@@ -41,7 +41,7 @@ def second_teacher(phantom_data, tmp_path_factory, tiny_config):
 def test_distillation_resumes_exactly(
     phantom_data, teacher_run, second_teacher, tmp_path, tiny_config, check_resume, distill
 ):
-    config = tiny_config(epochs=3, steps_per_epoch=3)
+    config = tiny_config(epochs=2, steps_per_epoch=3, val_every=2)
     config.augment.enabled = True
     teachers = [teacher_run, second_teacher] if distill.get("cache_teachers") else [teacher_run]
     config.distill = DistillConfig(teachers=[str(t) for t in teachers], unlabeled_fraction=0.25, **distill)

@@ -36,12 +36,11 @@ def test_warmup_is_a_fraction_of_the_run_and_old_configs_keep_their_epochs():
 
 
 def test_minutes_budget_warms_up_like_a_steps_budget(phantom_data, tmp_path, tiny_config, monkeypatch):
-    """12 steps either way: 3 epochs of 4 steps, or unbounded epochs and a 7.5 s budget on a clock that advances
-    0.625 s per step; the learning rate must follow the same curve of progress, warm-up included."""
-    clock = iter(0.625 * tick for tick in range(10_000))
-    monkeypatch.setattr(loop, "time", types.SimpleNamespace(perf_counter=lambda: next(clock)))
+    """8 steps either way: 2 epochs of 4 steps, or unbounded epochs and a 7.5 s budget on a clock that advances
+    0.9375 s per step; the learning rate must follow the same curve of progress, warm-up included."""
+    steady_clock(monkeypatch, seconds_per_step=0.9375)
     schedules = {}
-    for budget, train in (("steps", {"epochs": 3}), ("minutes", {"epochs": UNBOUNDED_EPOCHS, "time_budget_minutes": 0.125})):
+    for budget, train in (("steps", {"epochs": 2}), ("minutes", {"epochs": UNBOUNDED_EPOCHS, "time_budget_minutes": 0.125})):
         seen = schedules[budget] = []
 
         def recording(base_lr, progress, warmup, seen=seen):
@@ -51,9 +50,25 @@ def test_minutes_budget_warms_up_like_a_steps_budget(phantom_data, tmp_path, tin
         monkeypatch.setattr(loop, "learning_rate", recording)
         train_run(phantom_data, tmp_path / budget, tiny_config(steps_per_epoch=4, warmup_fraction=0.25, val_every=9, **train))
     progress, rates = zip(*schedules["minutes"])
-    assert progress == pytest.approx([step / 12 for step in range(12)])
+    assert progress == pytest.approx([step / 8 for step in range(8)])
     assert rates == pytest.approx([lr for _, lr in schedules["steps"]])
-    assert rates[:4] == pytest.approx([0.0, 3e-3 / 3, 2 * 3e-3 / 3, 3e-3])  # warm-up over the first quarter
+    assert rates[:3] == pytest.approx([0.0, 3e-3 / 2, 3e-3])  # warm-up over the first quarter
+
+
+def test_minutes_budget_resumes_exactly_on_a_steady_clock(phantom_data, tmp_path, tiny_config, check_resume, monkeypatch):
+    """The elapsed training time is stored with the progress, so a resumed minutes-budget run goes on where it
+    stopped; only a real clock, whose step times vary, makes two such runs (interrupted or not) differ."""
+    steady_clock(monkeypatch, seconds_per_step=1.25)
+    config = tiny_config(epochs=UNBOUNDED_EPOCHS, steps_per_epoch=2, time_budget_minutes=0.125, val_every=3)
+    check_resume(phantom_data, tmp_path, config, stop_after=2)
+    assert [record["step"] for record in read_log(tmp_path / "resumed")] == [2, 4, 6]
+
+
+def steady_clock(monkeypatch: pytest.MonkeyPatch, seconds_per_step: float) -> None:
+    """Make the loop's clock advance ``seconds_per_step`` from one reading to the next: the loop reads it just before
+    and just after each step, so every step takes exactly that long."""
+    ticks = iter(seconds_per_step * tick for tick in range(100_000))
+    monkeypatch.setattr(loop, "time", types.SimpleNamespace(perf_counter=lambda: next(ticks)))
 
 
 def test_tiny_training_raises_dice_and_writes_run_folder(phantom_data, tmp_path, tiny_config):
