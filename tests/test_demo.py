@@ -15,8 +15,7 @@ from prokd.demo import DEMO_EXPERIMENT, STEPS_SCALE_VARIABLE, demo_experiment, r
 from prokd.experiment.results import verdict_lines
 from prokd.train.run_folder import RunDirError
 
-SITES = ("SiteA", "SiteB", "SiteC", "SiteD")
-GROUPS = ["teacher-full", *(f"teacher-site-{site}" for site in SITES),
+GROUPS = ["teacher-full", "teacher-k7-k0", "teacher-k7-k1",
           "student-scratch", "student-kd", "student-scratch-4", "student-mkd-4"]
 STAGES = [f"{group}-seed0" for group in GROUPS]
 SCALE = 0.001
@@ -33,7 +32,7 @@ def test_demo_experiment_seeds_and_scales_the_shipped_steps(phantom_data):
     assert [e.steps for e in demo_experiment(phantom_data, steps_scale=1e-6).students] == [1, 1, 1, 1]
     scratch, kd, scratch4, mkd = config.students
     assert (kd.teachers, kd.distill["cache_teachers"]) == (["full"], True)
-    assert (mkd.teachers, mkd.labelled, scratch4.labelled, scratch4.teachers) == (["site"], 4, 4, [])
+    assert (mkd.teachers, mkd.labelled, scratch4.labelled, scratch4.teachers) == (["k7"], 4, 4, [])
     assert mkd.distill["cache_teachers"] and mkd.distill["pseudo"] > 0 and mkd.distill["unlabeled_fraction"] > 0
     assert len({e.steps for e in config.students}) == 1, "students compared with equal step budgets"
 

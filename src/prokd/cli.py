@@ -462,8 +462,8 @@ def demo(
     seed: Annotated[int, typer.Option(help="Seed of the phantom, the split and every training run.")] = 0,
     overwrite: Annotated[bool, typer.Option(help="Replace an earlier demo in OUT (nothing else is ever deleted).")] = False,
 ) -> None:
-    """Phantom → teachers (full, one per site) → students (from scratch, KD, multi-teacher KD) → results, report
-    and a one-line verdict per comparison, in about 5 minutes on 2 cores (budgets are optimiser steps)."""
+    """Phantom → teachers (one on all cases, two limit-trained) → students (from scratch, KD, multi-teacher KD) →
+    results, report and a one-line verdict per comparison, in about 5 minutes on 2 cores (budgets are optimiser steps)."""
     import_report_writer()  # fails before anything trains when matplotlib is missing
     from prokd.demo import run_demo, steps_scale_from_environment
 

@@ -1,8 +1,8 @@
 """``prokd demo``: the distillation experiment on the built-in phantom, offline, in about 5 minutes on 2 CPU cores.
 
-phantom (4 sites, 6 labelled + 1 unlabelled cases each) → the experiment of ``prokd/demo.yaml`` (full teacher,
-one limit-trained teacher per site, ``unet-small`` from scratch, distilled from the full teacher, distilled from
-the site teachers with 4 labelled cases) → results table → report::
+phantom (4 sites, 6 labelled + 2 unlabelled cases each) → the experiment of ``prokd/demo.yaml`` (a teacher on all
+training cases and two limit-trained teachers on 7 cases each; ``unet-small`` students from scratch and distilled,
+with all labels and with 4) → results table → report → verdict, all with budgets in optimiser steps::
 
     DIR/phantom/       NIfTI volumes + dataset.json
     DIR/experiment/    the experiment folder (docs/architecture.md): runs/, results/results.md, report/index.html
