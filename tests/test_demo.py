@@ -29,7 +29,9 @@ def test_demo_experiment_seeds_and_scales_the_shipped_steps(phantom_data):
     assert [e.steps for e in config.teachers] == [round(0.5 * e["steps"]) for e in shipped["teachers"]]
     assert [e.steps for e in config.students] == [round(0.5 * e["steps"]) for e in shipped["students"]]
     assert all(e.minutes is None for e in [*config.teachers, *config.students]), "budgets are steps, not minutes"
-    assert [e.steps for e in demo_experiment(phantom_data, steps_scale=1e-6).students] == [1, 1, 1, 1]
+    assert config.run.train.steps_per_epoch == shipped["run"]["train"]["steps_per_epoch"]
+    tiny = demo_experiment(phantom_data, steps_scale=1e-6)
+    assert [e.steps for e in tiny.students] == [1, 1, 1, 1] and tiny.run.train.steps_per_epoch == 1
     scratch, kd, scratch4, mkd = config.students
     assert (kd.teachers, kd.distill["cache_teachers"]) == (["full"], True)
     assert (mkd.teachers, mkd.labelled, scratch4.labelled, scratch4.teachers) == (["k7"], 4, 4, [])

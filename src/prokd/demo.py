@@ -39,8 +39,11 @@ def demo_experiment(data: Path, seed: int = 0, steps_scale: float = 1.0) -> Expe
     raw["data"] = str(Path(data).absolute())
     raw["seeds"] = [seed]
     raw["split"]["seed"] = seed
-    for entry in [*raw["teachers"], *raw["students"]]:
+    entries = [*raw["teachers"], *raw["students"]]
+    for entry in entries:
         entry["steps"] = max(1, round(entry["steps"] * steps_scale))
+    train = raw["run"]["train"]  # a budget is whole epochs: shrink the epoch with the budget
+    train["steps_per_epoch"] = min(train["steps_per_epoch"], *(entry["steps"] for entry in entries))
     return parse_experiment(raw, DEMO_EXPERIMENT)
 
 
