@@ -15,7 +15,7 @@ from typing import Any
 from rich.console import Console
 
 from prokd.data.datalist import load_case, load_cases
-from prokd.eval.metrics import case_metrics, summarize
+from prokd.eval.metrics import case_metrics, format_stats, summarize
 from prokd.infer.predict import Predictor
 from prokd.table import FittedTable
 from prokd.train.checkpoint import load_checkpoint, resolve_checkpoint
@@ -97,7 +97,7 @@ def write_evaluation(evaluation: Evaluation, out_dir: Path, checkpoint: Path) ->
 
 
 def summary_table(evaluation: Evaluation, title: str | None = None) -> FittedTable:
-    """One row per site plus ``overall``, mean ± sd of each metric."""
+    """One row per site plus ``overall``, mean ± sd of each metric (``(n = 1)`` for a single case)."""
     unit = evaluation.rows[0]["distance_unit"] if evaluation.rows else "px"
     table = FittedTable(title=title or f"{evaluation.split} split")
     table.add_column("site")
@@ -105,7 +105,7 @@ def summary_table(evaluation: Evaluation, title: str | None = None) -> FittedTab
     for metric in METRICS:
         table.add_column(_metric_header(metric, unit), justify="right")
     for group, stats in evaluation.summary.items():
-        cells = [f"{stats[m]['mean']:.3f} ± {stats[m]['sd']:.3f}" for m in METRICS]
+        cells = [format_stats(stats[m]) for m in METRICS]
         table.add_row(group, str(stats[METRICS[0]]["n"]), *cells, style="bold" if group == "overall" else None)
     return table
 

@@ -162,3 +162,17 @@ def _surface_distances(
             pred_t, truth_t, include_background=True, symmetric=True, spacing=spacing
         )
     return float(hd95), float(assd)
+
+
+MISSING = "–"
+"""How a table shows a value that does not exist (no stages evaluated, latency not measured yet)."""
+
+
+def format_stats(stats: dict[str, Any] | None, digits: int = 3) -> str:
+    """``{"mean", "sd", "n"}`` as ``"0.851 ± 0.046"``, or ``"0.851 (n = 1)"`` when a single value gives no spread,
+    or ``"–"`` for none."""
+    if stats is None or stats.get("mean") is None:
+        return MISSING
+    if stats.get("n", 2) < 2:
+        return f"{stats['mean']:.{digits}f} (n = 1)"
+    return f"{stats['mean']:.{digits}f} ± {stats['sd']:.{digits}f}"

@@ -22,22 +22,12 @@ import numpy as np
 import yaml
 
 from prokd.eval.evaluate import METRICS, stored_summary
+from prokd.eval.metrics import MISSING, format_stats
 from prokd.train.run_folder import environment_info, is_fresh, read_json, write_json
 
 EFFICIENCY_KEYS = ("params", "macs", "latency_slice_ms", "latency_volume_ms")
 LATENCY_SETTINGS = ("threads", "repeats", "volume_repeats")
 CSV_KEYS = ("stage", "group", "kind", "model", "seed", "labelled_cases", "steps", *EFFICIENCY_KEYS, "train_minutes")
-MISSING = "–"
-
-
-def format_stats(stats: dict[str, Any] | None, digits: int = 3) -> str:
-    """``{"mean", "sd", "n"}`` as ``"0.851 ± 0.046"``, or ``"0.851 (n = 1)"`` when a single value gives no spread,
-    or ``"–"`` for none."""
-    if stats is None or stats.get("mean") is None:
-        return MISSING
-    if stats.get("n", 2) < 2:
-        return f"{stats['mean']:.{digits}f} (n = 1)"
-    return f"{stats['mean']:.{digits}f} ± {stats['sd']:.{digits}f}"
 
 
 def describe(values: list[float]) -> dict[str, float | int]:
