@@ -174,3 +174,23 @@ def test_pseudo_label_term_is_the_segmentation_loss_against_the_teacher_mask_on_
     assert loss.item() == pytest.approx(supervised.item() + 2.0 * pseudo.item(), rel=1e-5)
     _, labelled_only = objective(student, batch(labelled=True))
     assert "pseudo" not in labelled_only
+
+
+def test_pseudo_label_term_can_skip_unlabelled_slices_whose_teacher_mask_is_empty(monkeypatch):
+    student = build_model("unet-small", 1, 1)
+    torch.manual_seed(2)
+    three = Batch(torch.randn(3, 1, 32, 32), torch.zeros(3, 1, 32, 32), torch.tensor([True, False, False]))
+    teachers_mask = torch.zeros(3, 1, 32, 32)
+    teachers_mask[1, :, 8:24, 8:24] = 1.0  # unlabelled slice 1: the teachers see the gland; slice 2: nothing
+    logits = student(three.x)
+    objective = None
+    for foreground_only, taught in ((False, [1, 2]), (True, [1])):
+        objective = objective_for(student, [make_teacher()], kl=0.0, pseudo=1.0,
+                                  pseudo_foreground_only=foreground_only)
+        monkeypatch.setattr(objective, "_plain_aggregate", lambda outputs, result: teachers_mask)
+        _, terms = objective(student, three)
+        expected, _ = SegmentationLoss()(logits[taught], teachers_mask[taught] > 0.5)
+        assert terms["pseudo"] == pytest.approx(expected.item(), rel=1e-5)
+    only_empty = Batch(three.x, three.y, torch.tensor([True, True, False]))
+    _, terms = objective(student, only_empty)
+    assert "pseudo" not in terms, "no unlabelled slice with foreground: no pseudo-label term"

@@ -4,7 +4,8 @@ distillation, for one or several frozen teachers.
     loss = seg(student, y)                              on labelled slices (Dice + Lovász + CE)
          + kl      · T² · KL(aggregate_T(teachers) ‖ student_T)   on every slice (optionally restricted)
          + feature · Σ_k w_k · feature_term_k(student taps, teacher k taps)
-         + pseudo  · seg(student, aggregate_1(teachers) > 0.5)   on unlabelled slices
+         + pseudo  · seg(student, aggregate_1(teachers) > 0.5)   on unlabelled slices (with foreground only,
+                                                                  ``pseudo_foreground_only``)
          + gate    · gate_loss                          (``learned`` aggregation only)
 
 where ``aggregate_T`` combines the teachers' temperature-softened foreground probabilities with the
@@ -116,9 +117,11 @@ class DistillationObjective(nn.Module):
             terms["kl"] = kl.item()
         if self.config.pseudo > 0 and not labelled.all():
             pseudo_label = self._plain_aggregate(outputs, result) > 0.5
-            pseudo, _ = self.seg_loss(logits[~labelled], pseudo_label[~labelled])
-            total = total + self.config.pseudo * pseudo
-            terms["pseudo"] = pseudo.item()
+            taught = self._pseudo_labelled(~labelled, pseudo_label)
+            if taught.any():
+                pseudo, _ = self.seg_loss(logits[taught], pseudo_label[taught])
+                total = total + self.config.pseudo * pseudo
+                terms["pseudo"] = pseudo.item()
         if isinstance(self.aggregator, LearnedAggregator) and self.config.gate > 0:
             gate = gate_loss(result, batch.y, labelled)
             total = total + self.config.gate * gate
@@ -180,6 +183,13 @@ class DistillationObjective(nn.Module):
         if self.config.restrict == "uncertain":
             return uncertainty_weights(aggregate)
         return boundary_weights(aggregate > 0.5, self.config.boundary_width)
+
+    def _pseudo_labelled(self, unlabelled: torch.Tensor, pseudo_label: torch.Tensor) -> torch.Tensor:
+        """The samples the pseudo-label term applies to: ``(B,)`` bool, the unlabelled ones, or with
+        ``pseudo_foreground_only`` those whose ``(B, 1, H, W)`` pseudo-label mask has foreground."""
+        if not self.config.pseudo_foreground_only:
+            return unlabelled
+        return unlabelled & pseudo_label.flatten(1).any(dim=1)
 
     @staticmethod
     def _plain_aggregate(outputs: list[tuple[torch.Tensor, dict]], result: AggregateResult) -> torch.Tensor:
