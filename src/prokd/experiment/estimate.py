@@ -15,8 +15,9 @@ cost                  seconds              where it was measured
 training step         unet-large 0.43      ``benchmarks/results/promise12_baseline.json``: 4140 steps in its
                                            30-min budget (drawing and augmenting the batch included)
 training step         unet-small 0.13      same file: 9081 steps in its 20-min budget
-training step         attention-unet 0.85  ``benchmarks/results/phantom_demo.json``, seed 0: 250 steps in 0.89 min
-                                           on the demo's 80² grid (0.21 s), × (160 / 80)²
+training step         attention-unet 0.82  ``python benchmarks/phantom_demo.py``, seed 0 (its results.json under
+                                           ``benchmarks/out/``): 200 steps in 0.68 min on the demo's 80² grid
+                                           (0.20 s), × (160 / 80)²
 teacher forward       0.22 × the           unet-large: 95 ms, ``kd-step-time`` "KD, KL" 247 ms − "KD, KL,
 (uncached teachers)   teacher's step       cached teacher" 152 ms
 distillation terms    0.07                 ``kd-step-time`` "KD, KL, cached teacher" 152 ms − "supervised" 79 ms
@@ -27,8 +28,8 @@ feature term          attention 0.01,      ``kd-step-time`` "KD, KL + <term>" 25
                       affinity 0.11
 volume prediction     unet-large 1.7,      BENCHMARKS.md ``experiment-promise12``, volume latency: one PROMISE12
                       unet-small 0.42      volume on the 160² grid with flip TTA (machine shared)
-volume prediction     attention-unet 1.5   3.5 × unet-small: their volume latencies in the phantom demo (179 vs
-                                           51 ms, one interleaved pass, seed 0)
+volume prediction     attention-unet 1.5   3.5 × unet-small: their volume latencies in that run (165 vs 47 ms,
+                                           one interleaved pass)
 ====================  ===================  ====================================================================
 
 A step's and a prediction's cost is scaled by the batch size and by the area of the grid (``preprocess.size``²).
@@ -63,7 +64,7 @@ class ModelCost:
 MODEL_COSTS = {
     "unet-large": ModelCost(step=0.43, volume=1.7),
     "unet-small": ModelCost(step=0.13, volume=0.42),
-    "attention-unet": ModelCost(step=0.85, volume=1.5),
+    "attention-unet": ModelCost(step=0.82, volume=1.5),
 }
 FORWARD_SHARE = 0.22
 """A teacher's forward pass, as a share of its own training step."""

@@ -32,6 +32,7 @@ from prokd.experiment.estimate import format_duration, stage_seconds
 from prokd.experiment.plan import Stage, make_plan
 from prokd.experiment.results import (
     COMPARISON_NOTE,
+    budget_text,
     collect_results,
     comparison_table,
     format_count,
@@ -189,12 +190,10 @@ def plan_table(plan: list[Stage], statuses: dict[str, str], title: str) -> Fitte
     for column in ("stage", "model", "teachers", "budget", "time", "status"):
         table.add_column(column, justify="right" if column in ("budget", "time") else "left", wrap=column == "teachers")
     for stage in plan:
-        steps, minutes = stage.budget["steps"], stage.budget["minutes"]
-        budget = f"{steps} steps" if steps is not None else f"{minutes:g} min"
         counts = Counter(by_name[name].entry for name in stage.teachers)
         teachers = ", ".join(entry if n == 1 else f"{entry} ×{n}" for entry, n in counts.items()) or "–"
         time = "–" if statuses[stage.name] == "done" else format_duration(estimates[stage.name])
-        table.add_row(stage.name, stage.model, teachers, budget, time, statuses[stage.name])
+        table.add_row(stage.name, stage.model, teachers, budget_text(stage.budget), time, statuses[stage.name])
     return table
 
 
