@@ -51,6 +51,7 @@ def test_overrides_and_type_coercion(tmp_path):
         ({"split": {"mode": "loso"}}, "split.test_site"),
         ({"distill": {"restrict": "edges"}}, "distill.restrict"),
         ({"distill": {"cache_teachers": True, "feature": 1.0}}, "distill.cache_teachers"),
+        ({"distill": {"pseudo_joint": True, "pseudo": 0.5}}, "distill.pseudo_joint"),
         ({"augment": []}, "augment: expected a mapping"),
     ],
 )

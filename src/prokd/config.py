@@ -193,6 +193,12 @@ class DistillConfig:
             them have an empty mask, whose Dice + Lovász + CE pull the student towards predicting nothing: in
             the phantom demo a student distilled with it never found the gland (test Dice 0.46, seed 1). Slices
             left out still get the KL term. Off by default, so recipes written before it keep their meaning.
+        pseudo_joint: put the pseudo-labelled slices into the same segmentation loss as the labelled ones, so
+            each counts once, as a labelled slice does (needs ``pseudo`` = 1). As a separate term, the one or two
+            unlabelled slices of a batch weigh as much as all its labelled ones, and their noisy gradient slowed
+            the students: on the phantom (80² at 2 mm, 450 steps, 20 test cases, seed 0) test Dice 0.73 separate
+            vs 0.80 joint with one teacher and 25 % unlabelled slices, and 0.77 vs 0.81 for a student with 4
+            labelled cases and two 7-case teachers (0.75 from scratch). Off by default, as above.
         feature_term: registered feature term: ``hint``, ``attention`` or ``affinity``.
         feature_kwargs: keyword arguments of the feature term.
         student_taps / teacher_taps: module names of the feature taps; None uses the registry's defaults.
@@ -215,6 +221,7 @@ class DistillConfig:
     feature: float = 0.0
     pseudo: float = 0.0
     pseudo_foreground_only: bool = False
+    pseudo_joint: bool = False
     feature_term: str = "attention"
     feature_kwargs: dict[str, Any] = field(default_factory=dict)
     student_taps: list[str] | None = None
@@ -231,6 +238,8 @@ class DistillConfig:
         _require(self.temperature > 0, "distill.temperature", "must be positive")
         _require(min(self.kl, self.feature, self.pseudo) >= 0, "distill", "term weights must be >= 0")
         _require(self.restrict in ("none", "uncertain", "boundary"), "distill.restrict", "must be none, uncertain or boundary")
+        _require(not self.pseudo_joint or self.pseudo == 1.0, "distill.pseudo_joint",
+                 "needs pseudo: 1 (pseudo-labelled slices then weigh as labelled ones)")
         _require(0.0 <= self.unlabeled_fraction < 1.0, "distill.unlabeled_fraction", "must be in [0, 1)")
         _require(not (self.cache_teachers and self.feature > 0), "distill.cache_teachers",
                  "caches the teachers' logits only; the feature term needs their forward pass (set distill.feature: 0)")

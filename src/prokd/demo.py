@@ -1,6 +1,6 @@
 """``prokd demo``: the distillation experiment on the built-in phantom, offline, in about 5 minutes on 2 CPU cores.
 
-phantom (4 sites, 6 labelled + 2 unlabelled cases each) → the experiment of ``prokd/demo.yaml`` (a teacher on all
+phantom (4 sites, 10 labelled + 2 unlabelled cases each) → the experiment of ``prokd/demo.yaml`` (a teacher on all
 training cases and two limit-trained teachers on 7 cases each; ``unet-small`` students from scratch and distilled,
 with all labels and with 4) → results table → report → verdict, all with budgets in optimiser steps::
 
@@ -89,7 +89,7 @@ def run_demo(
     prepare_demo_dir(out, overwrite)
     if steps_scale != 1.0:
         console.print(f"training budgets scaled by {steps_scale:g} ({STEPS_SCALE_VARIABLE}): a smoke run, not a result")
-    data = write_phantom(out / "phantom", cases_per_site=6, unlabeled_per_site=2, seed=seed)
+    data = write_phantom(out / "phantom", cases_per_site=10, unlabeled_per_site=2, seed=seed)
     console.print(f"phantom written: {data}", highlight=False, soft_wrap=True)
     experiment = out / "experiment"
     results = run_experiment(demo_experiment(data, seed, steps_scale), experiment, console=console)

@@ -194,3 +194,24 @@ def test_pseudo_label_term_can_skip_unlabelled_slices_whose_teacher_mask_is_empt
     only_empty = Batch(three.x, three.y, torch.tensor([True, True, False]))
     _, terms = objective(student, only_empty)
     assert "pseudo" not in terms, "no unlabelled slice with foreground: no pseudo-label term"
+
+
+def test_joint_pseudo_labels_join_the_labelled_slices_in_one_segmentation_loss(monkeypatch):
+    student = build_model("unet-small", 1, 1)
+    torch.manual_seed(3)
+    labels = torch.zeros(3, 1, 32, 32)
+    labels[0, :, 4:12, 4:12] = 1.0
+    three = Batch(torch.randn(3, 1, 32, 32), labels, torch.tensor([True, False, False]))
+    teachers_mask = torch.zeros(3, 1, 32, 32)
+    teachers_mask[:2, :, 8:24, 8:24] = 1.0  # the teachers' mask on the labelled slice must not replace its label
+    objective = objective_for(student, [make_teacher()], kl=0.0, pseudo=1.0, pseudo_joint=True,
+                              pseudo_foreground_only=True)
+    monkeypatch.setattr(objective, "_plain_aggregate", lambda outputs, result: teachers_mask)
+    loss, terms = objective(student, three)
+    logits = student(three.x)
+    joint_target = torch.stack([labels[0], teachers_mask[1]])
+    expected, _ = SegmentationLoss()(logits[:2], joint_target)
+    separate = SegmentationLoss()(logits[:1], labels[:1])[0] + SegmentationLoss()(logits[1:2], teachers_mask[1:2])[0]
+    assert "pseudo" not in terms
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
+    assert loss.item() != pytest.approx(separate.item(), rel=1e-3)

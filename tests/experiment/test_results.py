@@ -19,6 +19,8 @@ from prokd.experiment.results import (
     group_rows,
     mean_sd,
     results_markdown,
+    slices_per_step,
+    slices_text,
     stage_row,
     verdict_lines,
     write_results,
@@ -26,8 +28,9 @@ from prokd.experiment.results import (
 
 ROW_KEYS = {"stage", "group", "kind", "model", "seed", "run", "teachers", "aggregate", "baseline", "labelled",
             "labelled_cases", "budget", "params", "macs", "latency_slice_ms", "latency_volume_ms", "train_minutes",
-            "steps", "distance_unit", "overall", "sites"}
-GROUP_KEYS = {"group", "kind", "model", "seeds", "labelled_cases", "budget", "teachers", "aggregate", "steps", "params",
+            "steps", "slices", "distance_unit", "overall", "sites"}
+GROUP_KEYS = {"group", "kind", "model", "seeds", "labelled_cases", "budget", "slices", "teachers", "aggregate", "steps",
+              "params",
               "macs", "latency_slice_ms", "latency_volume_ms", "train_minutes", "overall", "sites", "sd_over"}
 TRAIN_CASES = 12
 
@@ -63,7 +66,7 @@ def plan_entry(partial: dict[str, Any]) -> dict[str, Any]:
 
 
 def make_rows() -> list[dict[str, Any]]:
-    return [stage_row(plan_entry(stage), summary_, facts, log, "px", TRAIN_CASES)
+    return [stage_row(plan_entry(stage), summary_, facts, log, "px", TRAIN_CASES, {"batch": 8, "unlabelled": 0.0})
             for stage, summary_, facts, log in STAGES]
 
 
@@ -152,6 +155,7 @@ def write_stage(out: Path, stage: dict[str, Any], summary_: dict, facts: dict, l
     (run / "checkpoints").mkdir(parents=True)
     (run / "eval" / "test").mkdir(parents=True)
     (run / "checkpoints" / "best.pt").write_bytes(b"")
+    (run / "config.yaml").write_text(yaml.safe_dump({"train": {"batch_size": 8}, "distill": None}))
     first = {"epoch": 1, "step": 1, "elapsed_seconds": 1.0}
     (run / "metrics.jsonl").write_text(json.dumps(first) + "\n" + json.dumps(log) + "\n")
     (run / "eval" / "test" / "cases.csv").write_text("case,site,dice,distance_unit\nc1,SiteA,0.8,px\n")
@@ -195,8 +199,8 @@ def test_collect_and_write_results_from_a_folder(tmp_path):
     assert lines[2] == ["student-kd-seed0", "student-kd", "student", "unet-small", "0", "12", "50", "400000",
                         "48000000", "10.0", "300.0", "1.0", "0.8", "0.05", str(0.8 - 0.1), "8.0", "0.4", "0.7", "0.9"]
     text = markdown.read_text()
-    assert "| student-kd | unet-small | teacher-full-seed0 | 12 | 2 | 50 steps | 50 | 1.2 |" in text  # seeds: 2
-    assert "| teacher-full | unet-large | – | 12 | 1 | 50 steps | 100 | 2.0 |" in text
+    assert "| student-kd | unet-small | teacher-full-seed0 | 12 | 2 | 50 steps | 50 | 8 | 1.2 |" in text  # seeds: 2
+    assert "| teacher-full | unet-large | – | 12 | 1 | 50 steps | 100 | 8 | 2.0 |" in text
     assert "| student-kd | 0.830 ± 0.042 | 0.730 ± 0.042 | 8.30 ± 0.42 | 0.42 ± 0.02 | 2 seeds |" in text
     assert "| teacher-full | 0.900 ± 0.050 | 0.800 ± 0.050 | 9.00 ± 0.05 | 0.45 ± 0.05 | 4 cases |" in text
     assert "| student-kd | 0.40 M | 48.0 M | 11.0 ms | 400 ms |" in text
@@ -282,3 +286,18 @@ def test_verdict_names_the_best_model_and_judges_its_lead_by_the_seed_spread():
     lead = verdict_lines({"groups": clear})[0]
     assert "6.0 Dice points ahead of student-scratch (larger than the seed spread" in lead
     assert verdict_lines({"groups": [], "comparisons": []}) == []
+
+
+def test_slices_per_step_count_the_batch_and_its_unlabelled_share(tmp_path):
+    plain, distilled = tmp_path / "plain", tmp_path / "distilled"
+    for run, config in ((plain, {"train": {"batch_size": 8}, "distill": None}),
+                        (distilled, {"train": {"batch_size": 12}, "distill": {"unlabeled_fraction": 0.3333}})):
+        run.mkdir()
+        (run / "config.yaml").write_text(yaml.safe_dump(config))
+    assert slices_per_step(plain) == {"batch": 8, "unlabelled": 0.0}
+    assert slices_per_step(distilled) == pytest.approx({"batch": 12, "unlabelled": 4.0}, abs=1e-3)
+    assert (slices_text(slices_per_step(plain)), slices_text(slices_per_step(distilled))) == ("8", "12 (~4 unlab.)")
+    row = stage_row(plan_entry(STAGES[0][0]), STAGES[0][1], None, {"step": 7, "elapsed_seconds": 6.0}, "mm", 3,
+                    slices_per_step(distilled))
+    markdown = results_markdown({"experiment": "x", "rows": [row], "groups": group_rows([row]), "latency": None})
+    assert "| 7 | 12 (~4 unlab.) |" in markdown

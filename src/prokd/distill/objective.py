@@ -5,7 +5,8 @@ distillation, for one or several frozen teachers.
          + kl      · T² · KL(aggregate_T(teachers) ‖ student_T)   on every slice (optionally restricted)
          + feature · Σ_k w_k · feature_term_k(student taps, teacher k taps)
          + pseudo  · seg(student, aggregate_1(teachers) > 0.5)   on unlabelled slices (with foreground only,
-                                                                  ``pseudo_foreground_only``)
+                                                                  ``pseudo_foreground_only``; with
+                                                                  ``pseudo_joint`` inside the first seg term)
          + gate    · gate_loss                          (``learned`` aggregation only)
 
 where ``aggregate_T`` combines the teachers' temperature-softened foreground probabilities with the
@@ -98,32 +99,19 @@ class DistillationObjective(nn.Module):
         with FeatureTaps(model, self.student_taps if self.feature_terms else ()) as taps:
             logits = model(x_student)
             student_features = taps.outputs()
-        total = logits.new_zeros(())
-        terms: dict[str, float] = {}
-        labelled = batch.labelled
-        if labelled.any():
-            seg, seg_terms = self.seg_loss(logits[labelled], batch.y[labelled])
-            total = total + seg
-            terms.update(seg_terms)
         outputs = [self._teacher_outputs(k, batch) for k in range(len(self._teachers))]
         temperature = self.config.temperature
         softened = torch.stack([soft_foreground(t_logits, temperature) for t_logits, _ in outputs])
         sites = batch.sites or None
-        result = self.aggregator(softened, label=batch.y, labelled=labelled, image=x_student, sites=sites)
+        result = self.aggregator(softened, label=batch.y, labelled=batch.labelled, image=x_student, sites=sites)
+        total, terms = self._segmentation(logits, batch, outputs, result)
         if self.config.kl > 0:
             weight_map = self._kl_weights(outputs, result)
             kl = kl_distillation(logits, result.probs.detach(), temperature, weight_map)
             total = total + self.config.kl * kl
             terms["kl"] = kl.item()
-        if self.config.pseudo > 0 and not labelled.all():
-            pseudo_label = self._plain_aggregate(outputs, result) > 0.5
-            taught = self._pseudo_labelled(~labelled, pseudo_label)
-            if taught.any():
-                pseudo, _ = self.seg_loss(logits[taught], pseudo_label[taught])
-                total = total + self.config.pseudo * pseudo
-                terms["pseudo"] = pseudo.item()
         if isinstance(self.aggregator, LearnedAggregator) and self.config.gate > 0:
-            gate = gate_loss(result, batch.y, labelled)
+            gate = gate_loss(result, batch.y, batch.labelled)
             total = total + self.config.gate * gate
             terms["gate"] = gate.item()
         if self.feature_terms:
@@ -131,6 +119,28 @@ class DistillationObjective(nn.Module):
             total = total + self.config.feature * feature
             terms["feature"] = feature.item()
         return total, terms
+
+    def _segmentation(
+        self, logits: torch.Tensor, batch: Batch, outputs: list[tuple[torch.Tensor, dict]], result: AggregateResult
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        """The segmentation loss on the labelled slices, and on the pseudo-labelled ones: in the same loss with
+        ``pseudo_joint``, else as the separate ``pseudo`` term."""
+        labelled, target = batch.labelled, batch.y
+        taught = torch.zeros_like(labelled)
+        if self.config.pseudo > 0 and not labelled.all():
+            pseudo_label = self._plain_aggregate(outputs, result) > 0.5
+            taught = self._pseudo_labelled(~labelled, pseudo_label)
+            target = torch.where(taught[:, None, None, None], pseudo_label.to(target.dtype), target)
+        total, terms = logits.new_zeros(()), {}
+        if self.config.pseudo_joint:
+            labelled, taught = labelled | taught, torch.zeros_like(taught)
+        if labelled.any():
+            total, terms = self.seg_loss(logits[labelled], target[labelled])
+        if taught.any():
+            pseudo, _ = self.seg_loss(logits[taught], target[taught])
+            total = total + self.config.pseudo * pseudo
+            terms["pseudo"] = pseudo.item()
+        return total, dict(terms)
 
     def train(self, mode: bool = True) -> DistillationObjective:
         """Set the trainable parts' mode; the teachers always stay in eval mode."""

@@ -120,10 +120,16 @@ def link_baselines(stages: list[Stage]) -> None:
 
 
 def _recipe(stage: Stage) -> str:
-    """What a student is trained with, its teachers and seed aside: run config and training cases."""
+    """What a student is trained with, its teachers, seed and batch size aside: run config and training cases.
+
+    The batch size is left out so that a distilled student that adds unlabelled slices to the labelled ones of
+    its baseline (a larger batch, ``distill.unlabeled_fraction``) keeps that baseline; the results show both
+    batches (``slices / step``).
+    """
     config = stage.config.to_dict()
     config.pop("distill")
     config["train"].pop("seed")
+    config["train"].pop("batch_size")
     return json.dumps([config, sorted(stage.split["train"])], sort_keys=True)
 
 

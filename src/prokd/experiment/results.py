@@ -48,6 +48,7 @@ def stage_row(
     last_epoch: dict[str, Any],
     unit: str,
     labelled_cases: int,
+    slices: dict[str, float] | None = None,
 ) -> dict[str, Any]:
     """The ROW of one stage.
 
@@ -58,6 +59,8 @@ def stage_row(
         last_epoch: the last ``metrics.jsonl`` record (``step``, ``elapsed_seconds``).
         unit: the distance unit of HD95 and ASSD (``"mm"`` or ``"px"``).
         labelled_cases: the number of labelled cases it trained on (its ``split.json`` training cases).
+        slices: ``{"batch": slices per step, "unlabelled": how many of them are drawn from images without labels,
+            on average}`` (:func:`slices_per_step`), or None when unknown.
     """
     return {
         **{key: stage[key] for key in ("stage", "group", "kind", "model", "seed", "run", "teachers", "aggregate")},
@@ -65,6 +68,7 @@ def stage_row(
         "labelled": stage.get("labelled"),
         "labelled_cases": labelled_cases,
         "budget": stage.get("budget"),
+        "slices": slices,
         **{key: efficiency[key] if efficiency else None for key in EFFICIENCY_KEYS},
         "train_minutes": round(last_epoch["elapsed_seconds"] / 60, 2),
         "steps": last_epoch["step"],
@@ -106,6 +110,7 @@ def _group(name: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
         "seeds": [row["seed"] for row in rows],
         "labelled_cases": first["labelled_cases"],
         "budget": first["budget"],
+        "slices": first.get("slices"),
         "teachers": first["teachers"],
         "aggregate": first["aggregate"],
         "steps": round(_mean_of(rows, "steps")),
@@ -180,7 +185,8 @@ def collect_results(out: str | Path) -> dict[str, Any]:
             facts = read_json(efficiency) if is_fresh(efficiency, run_dir) else None
             measured += [facts] if facts else []
             labelled_cases = len(read_json(run_dir / "split.json")["train"])
-            rows.append(stage_row(stage, summary, facts, _last_epoch(run_dir), _unit(run_dir), labelled_cases))
+            rows.append(stage_row(stage, summary, facts, _last_epoch(run_dir), _unit(run_dir), labelled_cases,
+                                  slices_per_step(run_dir)))
     name = yaml.safe_load((out / "experiment.yaml").read_text())["name"]
     return {
         "env": environment_info(),
@@ -231,7 +237,8 @@ def results_markdown(results: dict[str, Any]) -> str:
 
 MODELS_NOTE = (
     "Labelled cases: the training cases whose labels a model learnt from (a student with `labelled: K` keeps K; a "
-    "teacher by site has its site's). Budget: as configured; steps: training steps taken (mean over seeds)."
+    "teacher by site has its site's). Budget: as configured; steps: training steps taken (mean over seeds). "
+    "Slices / step: the batch size, and how many of its slices come from images without labels on average."
 )
 ACCURACY_NOTE = (
     "3D metrics on the test cases. ± is the sd over seeds of each seed's mean over the test cases; for a group with "
@@ -246,11 +253,11 @@ COMPARISON_NOTE = (
 def models_table(groups: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
     """Header and rows of what each GROUP is (its name says its kind): model, teachers, labelled cases, number
     of seeds, budget, steps, minutes."""
-    header = ["group", "model", "teachers", "labelled cases", "seeds", "budget", "steps", "train min"]
+    header = ["group", "model", "teachers", "labelled cases", "seeds", "budget", "steps", "slices / step", "train min"]
     rows = [
         [g["group"], g["model"], teachers_text(g.get("teachers"), g.get("aggregate")),
          str(g.get("labelled_cases", MISSING)), str(len(g["seeds"])), budget_text(g.get("budget")),
-         str(g.get("steps", MISSING)), f"{g['train_minutes']:.1f}"]
+         str(g.get("steps", MISSING)), slices_text(g.get("slices")), f"{g['train_minutes']:.1f}"]
         for g in groups
     ]
     return header, rows
@@ -301,6 +308,24 @@ def latency_note(latency: dict[str, Any] | None) -> str:
         f"prediction of one test volume ({latency.get('volume_repeats', MISSING)} repeats), {latency['threads']} "
         "thread(s); all models timed in one pass after training, taking turns (A, B, C, A, B, C, ...)."
     )
+
+
+def slices_per_step(run_dir: Path) -> dict[str, float]:
+    """``{"batch", "unlabelled"}`` of the run in ``run_dir`` (from its ``config.yaml``): slices per training step,
+    and the mean number of them drawn from images without labels (``distill.unlabeled_fraction`` of the batch)."""
+    config = yaml.safe_load((run_dir / "config.yaml").read_text())
+    batch = config["train"]["batch_size"]
+    fraction = (config.get("distill") or {}).get("unlabeled_fraction", 0.0)
+    return {"batch": batch, "unlabelled": batch * fraction}
+
+
+def slices_text(slices: dict[str, float] | None) -> str:
+    """``{"batch": 12, "unlabelled": 4.0}`` → ``"12 (~4 unlab.)"``; ``{"batch": 8, "unlabelled": 0}`` → ``"8"``."""
+    if slices is None:
+        return MISSING
+    if not slices["unlabelled"]:
+        return str(slices["batch"])
+    return f"{slices['batch']} (~{slices['unlabelled']:.0f} unlab.)"
 
 
 def budget_text(budget: dict[str, Any] | None) -> str:
