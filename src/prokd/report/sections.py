@@ -73,7 +73,8 @@ def summary(experiment: Experiment, test_cases: list[dict[str, Any]]) -> list[Bl
         f"Compared: {kinds['teacher']} teacher and {kinds['student']} student groups (a group is one recipe over "
         f"its seeds), all tested on the same {split_note(test_cases)}; seeds used: {', '.join(map(str, seeds))}. "
         "Dice differences are in Dice points (Dice × 100). Labelled cases: the training cases whose labels a model "
-        "learnt from. Teachers: the one a student distils from, or how many and how they are aggregated."
+        "learnt from. Teachers: the one a student distils from, or how many and how they are aggregated. Slices / "
+        "step: the batch size, and how many of its slices come from images without labels on average."
     )
     verdict = verdict_lines({"groups": experiment.groups, "comparisons": experiment.comparisons})
     return [Heading("Summary"), Bullets(verdict), Paragraph(compared), Table(*models_table(experiment.groups))]
