@@ -143,6 +143,9 @@ class TrainConfig:
     set, replaces it by ``warmup_epochs / epochs``: the rule of configs written before ``warmup_fraction``
     existed, kept so that they resume and compare unchanged; it is no warm-up at all for a minute budget with
     unbounded epochs.
+
+    ``threads``: torch's CPU threads; None uses ``OMP_NUM_THREADS`` when set, else the cores the process may run on
+    (affinity, cgroup quota; :mod:`prokd.threads`).
     """
 
     epochs: int = 40

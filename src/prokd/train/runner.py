@@ -6,7 +6,6 @@ supervised run is a distillation run with no teacher.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -26,6 +25,7 @@ from prokd.data.splits import load_split, make_split, restrict, save_split
 from prokd.distill.setup import build_distillation, check_teachers
 from prokd.losses import SegmentationLoss
 from prokd.models import build_model
+from prokd.threads import default_threads
 from prokd.train.loop import EpochCallback, RunState, SupervisedObjective, ValidationCase, fit
 from prokd.train.run_folder import (
     environment_info,
@@ -86,7 +86,7 @@ def prepare_run(
     else:
         save_config(config, run_dir / "config.yaml")
         save_split(split, run_dir / "split.json", seed=config.train.seed, mode=config.split.mode, data=str(data))
-    torch.set_num_threads(config.train.threads or os.cpu_count() or 1)
+    torch.set_num_threads(config.train.threads or default_threads())
     write_json(run_dir / "env.json", environment_info(config.train.seed))
     preprocessor = Preprocessor(config.preprocess)
     train_cases = [to_grid_case(load_run_case(c, config), preprocessor) for c in index.select(split["train"])]

@@ -8,7 +8,6 @@ ordinary RUN folder. Teachers are independent runs: with ``jobs > 1`` they train
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import Any
 from prokd.config import ConfigError, RunConfig, save_config
 from prokd.data.datalist import load_cases
 from prokd.data.splits import load_split, make_split, save_split, subsets_by_site, subsets_of_k
+from prokd.threads import default_threads
 from prokd.train.checkpoint import load_checkpoint
 from prokd.train.run_folder import RunDirError, prepare_run_dir, write_json
 from prokd.train.runner import train_run
@@ -56,7 +56,7 @@ def train_teachers(
     split, subsets = teacher_subsets(data, config, by)
     save_config(config, out_dir / "config.yaml")
     jobs = max(1, min(jobs, len(subsets)))
-    threads = max(1, (config.train.threads or os.cpu_count() or 1) // jobs)
+    threads = max(1, (config.train.threads or default_threads()) // jobs)
     commands = {}
     for name, subset in subsets.items():
         split_file = out_dir / "splits" / f"{name}.json"
