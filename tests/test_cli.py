@@ -131,13 +131,19 @@ def test_train_refuses_existing_run(trained_run, phantom_data):
         (["train", "--data", "d", "--out", "x", "--set", "train.lrr=1"], "train.lrr"),
         (["evaluate", "no_run", "--data", "d"], "no_run"),
         (["predict", "no_run", "nothing.nii.gz", "--out", "o"], "nothing.nii.gz"),
+        (["train", "--data", "d", "--out", "x", "--minutes", "0"], "train.time_budget_minutes"),
+        (["train", "--data", "d", "--out", "x", "--minutes", "-1"], "train.time_budget_minutes"),
+        (["train", "--data", "d", "--out", "x", "--set", "train.lr=.inf"], "'train.lr' must be a finite positive"),
+        (["train", "--data", "d", "--out", "x", "--set", "train.val_every=0"], "'train.val_every' must be >= 1"),
+        (["distill", "--data", "d", "--out", "x"], "distill needs a teacher"),
     ],
 )
 def test_bad_input_is_one_line_error(args, message, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     result = invoke(*args)
     assert result.exit_code == 1
-    assert message in result.output
+    assert message in result.output and len(result.output.strip().splitlines()) == 1
+    assert not any(tmp_path.iterdir()), "a refused command creates nothing"
 
 
 def test_models_lists_registry():

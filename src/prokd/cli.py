@@ -167,13 +167,17 @@ def run_training(
     resume: bool,
     overwrite: bool,
     split: Path | None = None,
+    needs_teacher: bool = False,
 ) -> None:
-    """Resolve the config, train (supervised or distilled) into ``out`` and print where it ended."""
+    """Resolve the config, train (supervised or distilled) into ``out`` and print where it ended; with
+    ``needs_teacher`` (``prokd distill``), a new run without a teacher is refused."""
     from prokd.data.splits import load_split
     from prokd.train.runner import train_run
 
     with user_errors():
         run_config = resolve_config(config, flags | {"label_map": parse_label_map(flags.get("label_map"))}, set_)
+        if needs_teacher and not resume and not (run_config.distill and run_config.distill.teachers):
+            raise ConfigError("distill needs a teacher: --teacher RUN (or distill.teachers in --config)")
         fixed_split = load_split(split) if split else None
         state = train_run(data, out, run_config, resume=resume, overwrite=overwrite, split=fixed_split, console=console)
     best = (f"best val Dice {state.best_val_dice:.3f} at epoch {state.best_epoch}" if state.best_epoch >= 0
@@ -295,7 +299,7 @@ def distill(
         "preprocess.channel": channel,
         **common_flags(sites, cases, epochs, minutes, seed, label_map, unlabeled),
     }
-    run_training(data, out, config, flags, set_, resume, overwrite, split)
+    run_training(data, out, config, flags, set_, resume, overwrite, split, needs_teacher=True)
 
 
 @app.command()

@@ -7,6 +7,7 @@ checkpoint, so that a checkpoint alone is enough to rebuild the model and its pr
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import types
 import typing
@@ -165,7 +166,14 @@ class TrainConfig:
         _require(self.epochs >= 1, "train.epochs", "must be >= 1")
         _require(self.steps_per_epoch >= 1, "train.steps_per_epoch", "must be >= 1")
         _require(self.batch_size >= 1, "train.batch_size", "must be >= 1")
-        _require(self.lr > 0, "train.lr", "must be positive")
+        _require(math.isfinite(self.lr) and self.lr > 0, "train.lr", "must be a finite positive number")
+        _require(math.isfinite(self.weight_decay) and self.weight_decay >= 0, "train.weight_decay",
+                 "must be a finite number >= 0")
+        _require(self.time_budget_minutes is None or (math.isfinite(self.time_budget_minutes)
+                                                      and self.time_budget_minutes > 0),
+                 "train.time_budget_minutes", "must be a finite positive number of minutes (or unset)")
+        _require(self.val_every >= 1, "train.val_every", "must be >= 1")
+        _require(self.threads is None or self.threads >= 1, "train.threads", "must be >= 1 (or unset)")
         _require(0.0 <= self.warmup_fraction < 1.0, "train.warmup_fraction", "must be in [0, 1)")
         _require(self.warmup_epochs is None or self.warmup_epochs >= 0, "train.warmup_epochs", "must be >= 0")
         _require(0.0 <= self.foreground_fraction <= 1.0, "train.foreground_fraction", "must be in [0, 1]")

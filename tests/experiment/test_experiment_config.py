@@ -92,7 +92,7 @@ ERRORS = [
     ({"teachers": [{"name": "t", "model": "unet-small", "steps": 20, "by": "hospital"}]},
      "teachers[0].by: must be 'site' or 'cases:K'"),
     ({"students": [student(overrides={"augment.enabld": True})]}, "students[0]: unknown key 'augment.enabld'"),
-    ({"students": [student(overrides={"train.lr": -1.0})]}, "students[0]: 'train.lr' must be positive"),
+    ({"students": [student(overrides={"train.lr": -1.0})]}, "students[0]: 'train.lr' must be a finite positive number"),
     ({"students": [student(overrides={"train.epochs": 3})]},
      "students[0].overrides: 'train.epochs' is set by the experiment"),
     ({"students": [student(distill={"kl": 1.0})]}, "students[0].distill: needs teachers"),
