@@ -41,6 +41,23 @@ def test_errors_name_the_file(tmp_path):
         load_checkpoint(foreign)
 
 
+class Executable:
+    """Stands for code a pickle would run on loading."""
+
+
+def test_refusals_are_one_line(tmp_path):
+    code = tmp_path / "code.pt"
+    torch.save({"format": 1, "payload": Executable()}, code)
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"PK\x03\x04 truncated zip")
+    for path, message in ((code, f"{code}: not a prokd checkpoint (refusing to unpickle code)"),
+                          (junk, f"{junk}: not a readable checkpoint (")):
+        with pytest.raises(CheckpointError) as refused:
+            load_checkpoint(path)
+        text = str(refused.value)
+        assert text.startswith(message) and "\n" not in text and "weights_only" not in text
+
+
 def test_failed_save_leaves_previous_file_intact(tmp_path):
     path = save_checkpoint(tmp_path / "last.pt", {"value": 1})
 

@@ -19,6 +19,7 @@ Loaded with ``torch.load(..., weights_only=True)``.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -51,10 +52,22 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises several types for corrupt or foreign files
-        raise CheckpointError(f"{path}: not a readable checkpoint ({type(err).__name__}: {err})") from err
+        raise CheckpointError(f"{path}: {_load_failure(err)}") from err
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{path}: not a prokd checkpoint of format {CHECKPOINT_FORMAT}")
     return payload
+
+
+def _load_failure(err: Exception) -> str:
+    """One line for a failed ``torch.load``: a refusal of pickled code (a global outside torch's weights-only
+    allowlist), else the reason the weights-only unpickler gives or the error's first line. Torch's messages run
+    to several lines of advice, including to load with ``weights_only=False``."""
+    text = str(err).strip()
+    if "Unsupported global:" in text:
+        return "not a prokd checkpoint (refusing to unpickle code)"
+    reason = re.search(r"WeightsUnpickler error:\s*(.+)", text)
+    first_line = reason.group(1).strip() if reason else (text.splitlines() or [""])[0]
+    return f"not a readable checkpoint ({type(err).__name__}: {first_line})"
 
 
 def resolve_checkpoint(run_or_file: str | Path, which: str = "best") -> Path:
