@@ -104,6 +104,17 @@ def test_predict_folder_and_refuse_overwrite(trained_run, phantom_data, tmp_path
     assert again.exit_code == 1 and "already exists" in again.output
 
 
+def test_predict_refuses_inputs_that_would_write_the_same_mask_before_writing_any(trained_run, phantom_data, tmp_path):
+    first = sorted((phantom_data.parent / "imagesTr").glob("*.nii.gz"))[:2]
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / first[1].name).write_bytes(first[1].read_bytes())  # same file name as an input from another folder
+    result = invoke("predict", trained_run, *first, other / first[1].name, "--out", tmp_path / "pred")
+    assert result.exit_code == 1 and len(result.output.strip().splitlines()) == 1
+    assert "both would be written to" in result.output and first[1].name.replace(".nii.gz", "_mask.nii.gz") in result.output
+    assert not (tmp_path / "pred").exists() or not any((tmp_path / "pred").iterdir()), "nothing written"
+
+
 def test_export_then_predict_with_onnx(trained_run, phantom_data, tmp_path):
     pytest.importorskip("onnxruntime")
     model = tmp_path / "student.onnx"

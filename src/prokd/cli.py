@@ -333,10 +333,11 @@ def predict(
     channel: ChannelOption = None,
 ) -> None:
     """Segment whole volumes; masks keep the input's format, axis order and geometry."""
-    from prokd.infer.predict import Predictor, predict_file
+    from prokd.infer.predict import Predictor, check_outputs, predict_file
 
     with user_errors():
         files = expand_inputs(inputs)
+        check_outputs(files, out, probability, overwrite)
         if run.suffix == ".onnx":
             from prokd.infer.export import load_onnx_predictor
 

@@ -8,6 +8,7 @@ written back in the file's own axis order and geometry.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -114,6 +115,27 @@ def output_paths(image_path: Path, out_dir: Path, suffix: str | None = None) -> 
     return out_dir / f"{stem}_mask{suffix}", out_dir / f"{stem}_prob{suffix}"
 
 
+def check_outputs(image_paths: Sequence[Path], out_dir: Path, save_probability: bool, overwrite: bool) -> None:
+    """Refuse, before anything is written, two inputs whose outputs in ``out_dir`` would have the same name (the same
+    file name in different folders) and, without ``overwrite``, outputs that exist already.
+
+    Raises:
+        FileExistsError: naming the clashing inputs or the existing file.
+    """
+    written_by: dict[Path, Path] = {}
+    for image_path in image_paths:
+        mask_path, prob_path = output_paths(image_path, out_dir)
+        if mask_path in written_by:
+            raise FileExistsError(
+                f"{image_path} and {written_by[mask_path]}: both would be written to {mask_path}; "
+                "predict them into separate --out folders"
+            )
+        written_by[mask_path] = image_path
+        existing = [p for p in ([mask_path, prob_path] if save_probability else [mask_path]) if p.exists()]
+        if existing and not overwrite:
+            raise FileExistsError(f"{existing[0]}: already exists (use --overwrite to replace it)")
+
+
 def predict_file(
     predictor: Predictor,
     image_path: Path,
@@ -129,11 +151,8 @@ def predict_file(
     order. ``channel`` picks the channel of a multi-channel volume (default: the model's, see
     :meth:`Predictor.input_channel`).
     """
+    check_outputs([image_path], out_dir, save_probability, overwrite)
     mask_path, prob_path = output_paths(image_path, out_dir)
-    targets = [mask_path, prob_path] if save_probability else [mask_path]
-    existing = [p for p in targets if p.exists()]
-    if existing and not overwrite:
-        raise FileExistsError(f"{existing[0]}: already exists (use --overwrite to replace it)")
     volume = read_canonical(image_path, predictor.input_channel(channel))
     prediction = predictor.predict(volume.array.astype(np.float32), volume.geometry.spacing)
     write_volume(mask_path, volume.to_stored(prediction.mask), volume.stored_geometry, overwrite=overwrite)
