@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import nibabel as nib
 import numpy as np
@@ -124,3 +125,13 @@ def test_the_model_channel_of_a_two_channel_volume_is_predicted(tmp_path):
     single = Predictor(BrightPixels(), PreprocessConfig(size=32))
     with pytest.raises(VolumeError, match=r"prostate_16\.nii\.gz: has 2 channels .* choose one with --channel N"):
         predict_file(single, source, tmp_path / "none")
+
+
+def test_a_volume_with_nan_or_infinite_voxels_is_refused_naming_the_file(tmp_path):
+    image = bright_box_volume().astype(np.float32)
+    image[0, 0, :3] = [np.nan, np.inf, -np.inf]
+    source = write_volume(tmp_path / "broken.nii.gz", image, Geometry(spacing=(3.0, 0.7, 0.6)))
+    predictor = Predictor(BrightPixels(), PreprocessConfig(size=32))
+    with pytest.raises(VolumeError, match=f"^{re.escape(str(source))}: 3 voxels are NaN or infinite$"):
+        predict_file(predictor, source, tmp_path / "out")
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())

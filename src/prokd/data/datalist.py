@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from prokd.config import ConfigError
-from prokd.data.io import SUPPORTED_SUFFIXES, Geometry, VolumeError, volume_suffix
+from prokd.data.io import SUPPORTED_SUFFIXES, Geometry, VolumeError, non_finite_problem, volume_suffix
 from prokd.data.orientation import read_canonical
 
 LABELLED_KEYS = ("training", "validation")
@@ -166,9 +166,9 @@ def load_case(case: Case, label_map: dict[int, int] | None = None, channel: int 
     mapping = _label_mapping(label_map)
     raw_image, geometry = _read(case.image, channel)
     image = raw_image.astype(np.float32)
-    non_finite = image.size - int(np.count_nonzero(np.isfinite(image)))
-    if non_finite:
-        raise DatasetError(f"{case.image}: {non_finite} voxels are NaN or infinite")
+    problem = non_finite_problem(image)
+    if problem:
+        raise DatasetError(f"{case.image}: {problem}")
     if case.label is None:
         return LoadedCase(case, image, None, geometry)
     label, label_geometry = _read(case.label)

@@ -55,6 +55,12 @@ class VolumeError(ValueError):
         super().__init__(f"{path}: {self.problem}")
 
 
+def non_finite_problem(image: np.ndarray) -> str | None:
+    """``"N voxels are NaN or infinite"`` when ``image`` has any, else None (the problem half of an error message)."""
+    count = image.size - int(np.count_nonzero(np.isfinite(image)))
+    return f"{count} voxels are NaN or infinite" if count else None
+
+
 @dataclass(frozen=True)
 class NiftiTransforms:
     """The raw NIfTI-1 header fields that define orientation, kept to write a NIfTI file back unchanged.

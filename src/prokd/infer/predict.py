@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from prokd.config import PostprocessConfig, PreprocessConfig
-from prokd.data.io import volume_suffix, write_volume
+from prokd.data.io import VolumeError, non_finite_problem, volume_suffix, write_volume
 from prokd.data.orientation import read_canonical
 from prokd.data.preprocess import GridPlan, Preprocessor
 from prokd.data.slices import volume_inputs
@@ -154,7 +154,11 @@ def predict_file(
     check_outputs([image_path], out_dir, save_probability, overwrite)
     mask_path, prob_path = output_paths(image_path, out_dir)
     volume = read_canonical(image_path, predictor.input_channel(channel))
-    prediction = predictor.predict(volume.array.astype(np.float32), volume.geometry.spacing)
+    image = volume.array.astype(np.float32)
+    problem = non_finite_problem(image)
+    if problem:
+        raise VolumeError(image_path, problem)
+    prediction = predictor.predict(image, volume.geometry.spacing)
     write_volume(mask_path, volume.to_stored(prediction.mask), volume.stored_geometry, overwrite=overwrite)
     if save_probability:
         probability = volume.to_stored(prediction.probability.astype(np.float32))
