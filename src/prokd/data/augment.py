@@ -18,7 +18,6 @@ thread, byte-identical outputs), about a third of a ``unet-small`` training step
 from __future__ import annotations
 
 import math
-
 from typing import Any
 
 from monai.data import get_track_meta, set_track_meta

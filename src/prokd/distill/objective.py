@@ -131,16 +131,17 @@ class DistillationObjective(nn.Module):
             pseudo_label = self._plain_aggregate(outputs, result) > 0.5
             taught = self._pseudo_labelled(~labelled, pseudo_label)
             target = torch.where(taught[:, None, None, None], pseudo_label.to(target.dtype), target)
-        total, terms = logits.new_zeros(()), {}
         if self.config.pseudo_joint:
             labelled, taught = labelled | taught, torch.zeros_like(taught)
         if labelled.any():
             total, terms = self.seg_loss(logits[labelled], target[labelled])
+        else:
+            total, terms = logits.new_zeros(()), {}
         if taught.any():
             pseudo, _ = self.seg_loss(logits[taught], target[taught])
             total = total + self.config.pseudo * pseudo
             terms["pseudo"] = pseudo.item()
-        return total, dict(terms)
+        return total, terms
 
     def train(self, mode: bool = True) -> DistillationObjective:
         """Set the trainable parts' mode; the teachers always stay in eval mode."""

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import yaml
 
+from prokd.config import load_config
 from prokd.eval.evaluate import METRICS, stored_summary
 from prokd.eval.metrics import MISSING, format_stats
 from prokd.train.run_folder import environment_info, is_fresh, read_json, write_json
@@ -313,10 +314,9 @@ def latency_note(latency: dict[str, Any] | None) -> str:
 def slices_per_step(run_dir: Path) -> dict[str, float]:
     """``{"batch", "unlabelled"}`` of the run in ``run_dir`` (from its ``config.yaml``): slices per training step,
     and the mean number of them drawn from images without labels (``distill.unlabeled_fraction`` of the batch)."""
-    config = yaml.safe_load((run_dir / "config.yaml").read_text())
-    batch = config["train"]["batch_size"]
-    fraction = (config.get("distill") or {}).get("unlabeled_fraction", 0.0)
-    return {"batch": batch, "unlabelled": batch * fraction}
+    config = load_config(run_dir / "config.yaml")
+    fraction = config.distill.unlabeled_fraction if config.distill else 0.0
+    return {"batch": config.train.batch_size, "unlabelled": config.train.batch_size * fraction}
 
 
 def slices_text(slices: dict[str, float] | None) -> str:
