@@ -207,9 +207,10 @@ class DistillConfig:
         pseudo_joint: put the pseudo-labelled slices into the same segmentation loss as the labelled ones, so
             each counts once, as a labelled slice does (needs ``pseudo`` = 1). As a separate term, the one or two
             unlabelled slices of a batch weigh as much as all its labelled ones, and their noisy gradient slowed
-            the students: on the phantom (80² at 2 mm, 450 steps, 20 test cases, seed 0) test Dice 0.73 separate
-            vs 0.80 joint with one teacher and 25 % unlabelled slices, and 0.77 vs 0.81 for a student with 4
-            labelled cases and two 7-case teachers (0.75 from scratch). Off by default, as above.
+            the students. In exploratory runs, not a benchmark (phantom, 80² at 2 mm, 450 steps, 20 test cases,
+            seed 0): test Dice 0.73 separate vs 0.80 joint with one teacher and 25 % unlabelled slices, and 0.77 vs
+            0.81 for a student with 4 labelled cases and two 7-case teachers (0.75 from scratch). Off by default,
+            as above.
         feature_term: registered feature term: ``hint``, ``attention`` or ``affinity``.
         feature_kwargs: keyword arguments of the feature term.
         student_taps / teacher_taps: module names of the feature taps; None uses the registry's defaults.
