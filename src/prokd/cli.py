@@ -123,7 +123,7 @@ LabelMapOption = Annotated[Optional[str], typer.Option(help="Map label values to
 ChannelOption = Annotated[Optional[int], typer.Option(min=0, help="Channel of multi-channel (4D) images, e.g. 0 for T2 in MSD Task05_Prostate (config key preprocess.channel; a run keeps it).")]
 SetOption = Annotated[list[str], typer.Option("--set", help="Any config key, e.g. --set train.lr=0.001.")]
 ResumeOption = Annotated[bool, typer.Option(help="Continue an interrupted run in OUT.")]
-OverwriteOption = Annotated[bool, typer.Option(help="Replace an existing RUN folder.")]
+OverwriteOption = Annotated[bool, typer.Option(help="Replace an earlier RUN folder, once the new run's inputs and options are checked (any other folder is refused).")]
 SplitOption = Annotated[Optional[Path], typer.Option(callback=absolute_path, help="Use this split JSON (train/val/test case ids).", show_default="drawn by the config's split settings")]
 
 
@@ -245,7 +245,7 @@ def train_teachers(
     seed: SeedOption = None,
     jobs: Annotated[int, typer.Option(help="Teachers trained in parallel (threads are shared).")] = 1,
     set_: SetOption = [],
-    overwrite: OverwriteOption = False,
+    overwrite: Annotated[bool, typer.Option(help="Replace an earlier train-teachers folder (any other folder is refused).")] = False,
 ) -> None:
     """Train limit-trained teachers, each on one small subset of the training cases."""
     from prokd.train.teachers import train_teachers as train_all
@@ -409,7 +409,7 @@ def experiment(
     config: Annotated[Path, typer.Argument(callback=absolute_path, help="Experiment YAML (see configs/experiment_phantom.yaml).")],
     out: Annotated[Path, typer.Option(callback=absolute_path, help="Experiment folder: runs/, plan.json, results/.")],
     dry_run: Annotated[bool, typer.Option(help="Print the plan and each stage's status; train nothing.")] = False,
-    overwrite: Annotated[bool, typer.Option(help="Delete OUT first (e.g. when it holds a different experiment).")] = False,
+    overwrite: Annotated[bool, typer.Option(help="Replace OUT when it holds an earlier experiment, e.g. a different one (any other folder is refused).")] = False,
 ) -> None:
     """Teachers, students from scratch, single- and multi-teacher KD over seeds: accuracy against size and speed.
 

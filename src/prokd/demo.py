@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import math
 import os
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -25,9 +24,11 @@ from prokd.experiment.config import ExperimentConfig, parse_experiment
 from prokd.experiment.results import verdict_lines
 from prokd.experiment.runner import run_experiment
 from prokd.report.page import write_report
-from prokd.train.run_folder import RunDirError
+from prokd.train.run_folder import FolderKind, prepare_run_dir
 
 DEMO_EXPERIMENT = Path(__file__).with_name("demo.yaml")
+DEMO_FOLDER = FolderKind("prokd demo folder", markers=("phantom/dataset.json",), optional=("experiment",))
+"""A demo folder: ``phantom/`` with its ``dataset.json`` and, once the experiment started, ``experiment/``."""
 STEPS_SCALE_VARIABLE = "PROKD_DEMO_STEPS_SCALE"
 """Environment variable scaling every step budget of ``prokd demo`` (CI runs the README's command with a tiny one)."""
 
@@ -86,7 +87,7 @@ def run_demo(
     """
     out = Path(os.path.abspath(out))
     console = console or Console()
-    prepare_demo_dir(out, overwrite)
+    prepare_run_dir(out, overwrite=overwrite, kind=DEMO_FOLDER)  # an earlier demo only, nothing else
     if steps_scale != 1.0:
         console.print(f"training budgets scaled by {steps_scale:g} ({STEPS_SCALE_VARIABLE}): a smoke run, not a result")
     data = write_phantom(out / "phantom", cases_per_site=10, unlabeled_per_site=2, seed=seed)
@@ -99,16 +100,3 @@ def run_demo(
         console.print(line, highlight=False, soft_wrap=True)
     return results
 
-
-def prepare_demo_dir(out: Path, overwrite: bool) -> None:
-    """Accept an absent or empty ``out``; with ``overwrite``, remove an earlier demo there, and only a demo: a
-    folder holding exactly ``phantom/`` (with its ``dataset.json``) and ``experiment/`` (with its ``plan.json``)."""
-    if not out.exists() or not any(out.iterdir()):
-        return
-    if not overwrite:
-        raise RunDirError(f"{out}: folder exists and is not empty (use --overwrite)")
-    entries = sorted(path.name for path in out.iterdir())
-    is_demo = entries in (["experiment", "phantom"], ["phantom"]) and (out / "phantom" / "dataset.json").is_file()
-    if not is_demo:
-        raise RunDirError(f"{out}: not a prokd demo folder (holds {', '.join(entries)}); refusing to delete it")
-    shutil.rmtree(out)

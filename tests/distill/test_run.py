@@ -108,7 +108,8 @@ def test_distill_refuses_teachers_trained_on_validation_or_test_cases(phantom_da
     config.distill = DistillConfig(teachers=[str(teacher_run)])
     split = leaky_split(teacher_run)
     (tmp_path / "student").mkdir()
-    (tmp_path / "student" / "keep.txt").write_text("an earlier run")
+    for name in ("config.yaml", "split.json"):  # an earlier run, which --overwrite may replace
+        (tmp_path / "student" / name).write_text("an earlier run")
     with pytest.raises(ConfigError) as caught:
         train_run(phantom_data, tmp_path / "student", config, split=split, overwrite=True)
     (first,), (second_last, last) = split["val"], split["test"]
@@ -117,7 +118,8 @@ def test_distill_refuses_teachers_trained_on_validation_or_test_cases(phantom_da
         f"{last} that are in this run's test split (refusing: the comparison would leak; use the teachers' split: "
         f"--split {teacher_run / 'split.json'})"
     )
-    assert [p.name for p in (tmp_path / "student").iterdir()] == ["keep.txt"]  # checked before the folder is touched
+    assert sorted(p.name for p in (tmp_path / "student").iterdir()) == ["config.yaml", "split.json"]  # untouched
+    assert (tmp_path / "student" / "config.yaml").read_text() == "an earlier run"
 
 
 def test_cli_distill_with_a_leaky_split_is_one_error_line(phantom_data, teacher_run, tmp_path):

@@ -321,3 +321,22 @@ def test_other_latency_repeats_retime_every_model_and_train_nothing(
     assert f"efficiency: {len(STAGES)} models timed together, 3 repeats each" in output(console)
     assert results["latency"] == {"threads": 1, "repeats": 3, "volume_repeats": 3}
     assert all(json.loads((out / "runs" / name / "efficiency.json").read_text())["repeats"] == 3 for name in STAGES)
+
+
+def test_overwrite_refuses_a_folder_that_is_not_an_experiment(tmp_path, phantom_data, write_experiment):
+    path = write_experiment(tmp_path / "tiny.yaml", phantom_data)
+    thesis = tmp_path / "thesis"
+    thesis.mkdir()
+    (thesis / "thesis.txt").write_text("years of work")
+    for dry_run in ([], ["--dry-run"]):
+        result = CliRunner().invoke(app, ["experiment", str(path), "--out", str(thesis), "--overwrite", *dry_run],
+                                    catch_exceptions=False)
+        assert result.exit_code == 1 and len(result.output.strip().splitlines()) == 1, result.output
+        assert (f"{thesis}: not a prokd experiment folder (it holds thesis.txt); refusing to delete it with "
+                "--overwrite") in result.output
+        assert [p.name for p in thesis.iterdir()] == ["thesis.txt"]
+    (thesis / "thesis.txt").unlink()
+    (thesis / "runs").mkdir()  # an experiment's name, but no experiment.yaml or plan.json
+    with pytest.raises(RunDirError, match=r"not a prokd experiment folder \(it has no experiment\.yaml\)"):
+        run_experiment(load_experiment(path), thesis, overwrite=True, console=quiet())
+    assert (thesis / "runs").is_dir()

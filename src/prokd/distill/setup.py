@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from prokd.config import ConfigError, RunConfig
 from prokd.data.splits import leaked_cases
@@ -12,7 +12,6 @@ from prokd.distill.objective import DistillationObjective
 from prokd.distill.teachers import load_teacher, teacher_runs, training_cases, validation_site_scores
 from prokd.losses import SegmentationLoss
 from prokd.models import get_spec
-from prokd.train.run_folder import write_json
 
 if TYPE_CHECKING:
     from prokd.train.runner import PreparedRun
@@ -51,9 +50,15 @@ def _cases_in(part: str, case_ids: list[str]) -> str:
     return f"{noun} {shown}{more} that {verb} in this run's {part} split"
 
 
-def build_distillation(prepared: PreparedRun, seg_loss: SegmentationLoss, data: str | Path) -> DistillationObjective:
-    """Load the run's teachers (recorded in ``RUN/teachers.json``, with their validation Dice per site for the
-    ``site`` aggregation, evaluated on ``data`` when not stored yet) and build its distillation objective."""
+def build_distillation(
+    prepared: PreparedRun, seg_loss: SegmentationLoss, data: str | Path
+) -> tuple[DistillationObjective, list[dict[str, Any]]]:
+    """Load the run's teachers (with their validation Dice per site for the ``site`` aggregation, evaluated on
+    ``data`` when not stored yet) and build its distillation objective; nothing is written to the RUN folder.
+
+    Returns:
+        the objective and the teachers' records for ``RUN/teachers.json`` (run, score, site scores).
+    """
     config = prepared.config
     runs = teacher_runs(config.distill.teachers)
     teachers = [load_teacher(run, config.distill.teacher_taps) for run in runs]
@@ -61,8 +66,7 @@ def build_distillation(prepared: PreparedRun, seg_loss: SegmentationLoss, data: 
         for run, teacher in zip(runs, teachers):
             teacher.site_scores = validation_site_scores(run, data)
     records = [{"run": str(r), "score": t.score, "site_scores": t.site_scores} for r, t in zip(runs, teachers)]
-    write_json(prepared.run_dir / "teachers.json", records)
-    return DistillationObjective(
+    objective = DistillationObjective(
         prepared.model,
         get_spec(config.model.name).default_taps,
         config.preprocess,
@@ -70,3 +74,4 @@ def build_distillation(prepared: PreparedRun, seg_loss: SegmentationLoss, data: 
         seg_loss,
         config.distill,
     )
+    return objective, records

@@ -11,13 +11,13 @@ checkpoint (:func:`~prokd.experiment.stages.measure_stages`). So an experiment c
 continued with the same command. An experiment can also grow: entries may be added
 or removed between runs, but a stage already trained in the folder must keep its recipe (run config and
 split) and the experiment its data and split; otherwise the folder is refused, naming the stage and the first
-differing key, unless ``overwrite`` deletes it first.
+differing key, unless ``overwrite`` replaces it, which it does only for an experiment folder
+(:data:`EXPERIMENT_FOLDER`), once the config and the plan are validated.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -42,10 +42,23 @@ from prokd.experiment.results import (
 )
 from prokd.experiment.stages import evaluate_stage, measure_stages, stage_status, train_stage
 from prokd.table import FittedTable
-from prokd.train.run_folder import RunDirError, first_missing, read_json, removed_on_failure, write_json
+from prokd.train.run_folder import (
+    FolderKind,
+    RunDirError,
+    check_replaceable,
+    delete_for_overwrite,
+    first_missing,
+    read_json,
+    removed_on_failure,
+    write_json,
+)
 
 STATUS_TEXT = {"done": "trained, reused", "resume": "resuming", "new": "training"}
 _MISSING = "<missing>"
+EXPERIMENT_FOLDER = FolderKind("prokd experiment folder", markers=("experiment.yaml", "plan.json"),
+                               optional=("runs", "results", "report"))
+"""An experiment folder: ``experiment.yaml`` and ``plan.json`` (written first) beside ``runs/``, ``results/`` and
+``report/`` only."""
 
 
 def run_experiment(
@@ -59,14 +72,16 @@ def run_experiment(
 
     Args:
         dry_run: print the plan with each stage's status (done / resume / new) and touch nothing.
-        overwrite: delete ``out`` first (a dry run only reports every stage as new).
+        overwrite: replace ``out`` when it holds an earlier experiment; any other non-empty folder is refused
+            (a dry run deletes nothing and reports every stage as new).
 
     Returns:
         the collected results (:func:`~prokd.experiment.results.collect_results`), or None for a dry run.
 
     Raises:
         RunDirError: ``out`` is not empty and holds no experiment, or one on other data or another split, or a
-            stage trained with another recipe, and ``overwrite`` is off.
+            stage trained with another recipe, and ``overwrite`` is off; or ``overwrite`` is on and ``out`` is
+            not an experiment folder.
     """
     out = Path(os.path.abspath(out))  # stages store their teachers' RUN folders by this path
     console = console or Console()
@@ -79,8 +94,8 @@ def run_experiment(
         console.print(plan_total(plan, statuses), highlight=False)
         return None
     created = first_missing(out)  # removed again if the first stage fails before it has a checkpoint
-    if overwrite and out.exists():
-        shutil.rmtree(out)
+    if overwrite:
+        delete_for_overwrite(out, EXPERIMENT_FOLDER)
     out.mkdir(parents=True, exist_ok=True)
     (out / "experiment.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
     write_json(out / "plan.json", [stage.to_json() for stage in plan])
@@ -117,8 +132,11 @@ SHARED_KEYS = ("data", "split")
 
 def check_out_dir(config: ExperimentConfig, out: Path, plan: list[Stage], overwrite: bool) -> None:
     """Refuse a non-empty ``out`` that holds no ``experiment.yaml``, another dataset or split, or a stage of
-    ``plan`` trained with another recipe (unless overwriting)."""
-    if overwrite or not out.exists() or not any(out.iterdir()):
+    ``plan`` trained with another recipe; with ``overwrite``, one that is not an experiment folder."""
+    if overwrite:
+        check_replaceable(out, EXPERIMENT_FOLDER)
+        return
+    if not out.exists() or not any(out.iterdir()):
         return
     stored = out / "experiment.yaml"
     if not stored.is_file():

@@ -3,6 +3,10 @@
 Layout (see docs/architecture.md)::
 
     RUN/config.yaml  split.json  env.json  metrics.jsonl  checkpoints/{last,best}.pt  eval/
+
+``--overwrite`` deletes only a folder that proves to be prokd's own (:class:`FolderKind`: a RUN folder here, a
+teachers, experiment or demo folder beside their commands), and only at the last moment, once the new command's
+inputs and options are validated (:func:`prepare_run_dir`, :func:`delete_for_overwrite`).
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import subprocess
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO, Any
@@ -30,20 +35,105 @@ class RunDirError(ValueError):
     """A RUN folder cannot be used as asked; the message names the folder."""
 
 
-def prepare_run_dir(out: str | Path, resume: bool = False, overwrite: bool = False) -> Path:
-    """Return the RUN folder, creating it; refuse to reuse a non-empty one unless resuming or overwriting."""
+@dataclass(frozen=True)
+class FolderKind:
+    """A kind of folder a prokd command writes, and the rule by which ``--overwrite`` knows one as prokd's own.
+
+    A folder is of this kind when it holds every path of ``markers`` (the files its command writes first) and, at
+    its top level, nothing but the markers' first parts, the names in ``optional`` and, with ``listed_in``, the
+    stem of each ``*.json`` file in that sub-folder (``splits/<teacher>.json`` names the teacher's RUN folder).
+
+    Attributes:
+        name: the kind as error messages name it, e.g. ``"prokd run folder"``.
+        remedy: what a refused non-empty folder's message suggests without ``--overwrite``.
+    """
+
+    name: str
+    markers: tuple[str, ...]
+    optional: tuple[str, ...] = ()
+    listed_in: str | None = None
+    remedy: str = "use --overwrite to replace it, or another --out"
+
+    def mismatch(self, folder: Path) -> str | None:
+        """Why the existing ``folder`` is not of this kind (``"it holds thesis.txt"``), or None when it is."""
+        if not folder.is_dir():
+            return "it is a file"
+        expected = {Path(marker).parts[0] for marker in self.markers} | set(self.optional)
+        if self.listed_in:
+            expected |= {listing.stem for listing in (folder / self.listed_in).glob("*.json")}
+        unexpected = sorted(entry.name for entry in folder.iterdir() if entry.name not in expected)
+        if unexpected:
+            more = f" and {len(unexpected) - SHOWN_ENTRIES} more" if len(unexpected) > SHOWN_ENTRIES else ""
+            return f"it holds {', '.join(unexpected[:SHOWN_ENTRIES])}{more}"
+        missing = [marker for marker in self.markers if not (folder / marker).exists()]
+        return f"it has no {missing[0]}" if missing else None
+
+
+SHOWN_ENTRIES = 3
+"""Unexpected entries of a refused folder named in the error message; more are counted."""
+
+RUN_FOLDER = FolderKind(
+    "prokd run folder",
+    markers=("config.yaml", "split.json"),
+    optional=("env.json", "metrics.jsonl", "teachers.json", "checkpoints", "eval", "efficiency.json"),
+    remedy="use --resume or --overwrite",
+)
+"""A RUN folder: ``config.yaml`` and ``split.json`` (written first, one after the other, by every run) and nothing
+else but the files and folders a run, ``prokd evaluate`` and ``prokd experiment`` write there."""
+
+
+def check_replaceable(folder: Path, kind: FolderKind) -> None:
+    """Accept ``folder`` for ``--overwrite`` only when it is absent, empty or of ``kind``.
+
+    Raises:
+        RunDirError: in one line, naming the folder and what makes it not ``kind`` (nothing is deleted).
+    """
+    if not folder.exists() or (folder.is_dir() and not any(folder.iterdir())):
+        return
+    reason = kind.mismatch(folder)
+    if reason:
+        raise RunDirError(f"{folder}: not a {kind.name} ({reason}); refusing to delete it with --overwrite")
+
+
+def delete_for_overwrite(folder: Path, kind: FolderKind) -> None:
+    """Delete ``folder`` for ``--overwrite``, checked again at this moment (:func:`check_replaceable`). Call it last,
+    once the new command's inputs and options are validated, so that a typo never costs the old folder."""
+    check_replaceable(folder, kind)
+    if folder.exists():
+        shutil.rmtree(folder)
+
+
+def check_run_dir(out: str | Path, resume: bool = False, overwrite: bool = False, kind: FolderKind = RUN_FOLDER) -> Path:
+    """The output folder ``out``, refused at once (before any input is read) when the command may not use it: a
+    non-empty folder unless resuming or overwriting; with ``overwrite``, one that is not ``kind``
+    (:func:`check_replaceable`); with ``resume``, one without ``checkpoints/last.pt``. Nothing is written.
+
+    Raises:
+        RunDirError: naming the folder and the problem.
+    """
     run_dir = Path(out)
     if resume and overwrite:
         raise RunDirError(f"{run_dir}: choose either --resume or --overwrite, not both")
     if resume:
         if not (run_dir / "checkpoints" / "last.pt").is_file():
             raise RunDirError(f"{run_dir}: nothing to resume (no checkpoints/last.pt)")
-        return run_dir
-    if run_dir.exists() and any(run_dir.iterdir()):
-        if not overwrite:
-            raise RunDirError(f"{run_dir}: folder exists and is not empty (use --resume or --overwrite)")
-        shutil.rmtree(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    elif overwrite:
+        check_replaceable(run_dir, kind)
+    elif run_dir.is_file() or (run_dir.is_dir() and any(run_dir.iterdir())):
+        raise RunDirError(f"{run_dir}: {'folder exists and is not empty' if run_dir.is_dir() else 'is a file'} "
+                          f"({kind.remedy})")
+    return run_dir
+
+
+def prepare_run_dir(out: str | Path, resume: bool = False, overwrite: bool = False, kind: FolderKind = RUN_FOLDER) -> Path:
+    """Return the output folder, created after :func:`check_run_dir`; with ``overwrite``, an earlier folder of
+    ``kind`` is deleted first (:func:`delete_for_overwrite`), so call this once the command's inputs and options
+    are validated."""
+    run_dir = check_run_dir(out, resume, overwrite, kind)
+    if not resume:
+        if overwrite:
+            delete_for_overwrite(run_dir, kind)
+        run_dir.mkdir(parents=True, exist_ok=True)
     return run_dir
 
 

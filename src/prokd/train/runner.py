@@ -28,6 +28,7 @@ from prokd.models import build_model
 from prokd.threads import default_threads
 from prokd.train.loop import EpochCallback, RunState, SupervisedObjective, ValidationCase, fit
 from prokd.train.run_folder import (
+    check_run_dir,
     environment_info,
     first_missing,
     prepare_run_dir,
@@ -67,27 +68,23 @@ def prepare_run(
     overwrite: bool = False,
     split: dict[str, list[str]] | None = None,
 ) -> PreparedRun:
-    """Create (or reopen, when resuming) the RUN folder, fix the split and load the cases onto the grid.
+    """Check the RUN folder ``out`` (:func:`~prokd.train.run_folder.check_run_dir`), fix the split and load the
+    cases onto the grid; nothing is written (:func:`write_run_files` creates the folder).
 
     On resume the folder's own ``config.yaml`` and ``split.json`` are used, so the run continues unchanged.
     ``split`` forces given case ids (e.g. a benchmark's saved split) instead of drawing one from the config.
-    A distillation's teachers are checked against the split (:func:`~prokd.distill.setup.check_teachers`)
-    before the folder is created.
+    A distillation's teachers are checked against the split (:func:`~prokd.distill.setup.check_teachers`).
     """
+    run_dir = check_run_dir(out, resume=resume, overwrite=overwrite)
     index = load_cases(data)
-    if not resume:
-        split = split or _draw_split(index, config)
-        if config.distill is not None:
-            check_teachers(config, split)
-    run_dir = prepare_run_dir(out, resume=resume, overwrite=overwrite)
     if resume:
         config = load_config(run_dir / "config.yaml")
         split = load_split(run_dir / "split.json")
     else:
-        save_config(config, run_dir / "config.yaml")
-        save_split(split, run_dir / "split.json", seed=config.train.seed, mode=config.split.mode, data=str(data))
+        split = split or _draw_split(index, config)
+        if config.distill is not None:
+            check_teachers(config, split)
     torch.set_num_threads(config.train.threads or default_threads())
-    write_json(run_dir / "env.json", environment_info(config.train.seed))
     preprocessor = Preprocessor(config.preprocess)
     train_cases = [to_grid_case(load_run_case(c, config), preprocessor) for c in index.select(split["train"])]
     val_cases = []
@@ -97,6 +94,25 @@ def prepare_run(
     torch.manual_seed(config.train.seed)
     model = build_model(config.model.name, config.preprocess.in_channels, config.model.out_channels, **config.model.kwargs)
     return PreparedRun(run_dir, config, index, split, train_cases, val_cases, model)
+
+
+def write_run_files(
+    prepared: PreparedRun,
+    data: str | Path,
+    resume: bool = False,
+    overwrite: bool = False,
+    teachers: list[dict[str, Any]] | None = None,
+) -> None:
+    """Create the RUN folder (with ``overwrite``, only now replacing an earlier run: every input and option has
+    been validated) and write ``config.yaml``, ``split.json`` (unless resuming), ``env.json`` and the
+    distillation's ``teachers.json`` records."""
+    run_dir, config = prepare_run_dir(prepared.run_dir, resume=resume, overwrite=overwrite), prepared.config
+    if not resume:
+        save_config(config, run_dir / "config.yaml")
+        save_split(prepared.split, run_dir / "split.json", seed=config.train.seed, mode=config.split.mode, data=str(data))
+    write_json(run_dir / "env.json", environment_info(config.train.seed))
+    if teachers is not None:
+        write_json(run_dir / "teachers.json", teachers)
 
 
 def checkpoint_meta(prepared: PreparedRun) -> dict[str, Any]:
@@ -154,6 +170,8 @@ def train_run(
     one, the frozen teachers it names are distilled into the model (:mod:`prokd.distill`). Both use the
     same RUN folder, loop and checkpoints.
 
+    ``overwrite`` replaces an earlier RUN folder (and refuses any other folder) only once the data, split,
+    model and objective are set up, just before the folder is written, so a bad option leaves the old run intact.
     A run that fails before its first checkpoint (bad data or an option found out late, or interrupted in its
     first epoch: nothing to resume) removes ``out`` if this call created it, so the corrected command needs no
     ``--overwrite``; a folder that existed before is left as it is.
@@ -162,13 +180,15 @@ def train_run(
         prepared = prepare_run(data, out, config, resume=resume, overwrite=overwrite, split=split)
         config = prepared.config
         seg_loss = SegmentationLoss.from_config(config.loss, config.model.out_channels)
+        teachers = None
         if config.distill is None:
             objective, sampler = SupervisedObjective(seg_loss), make_sampler(prepared)
         else:
-            objective = build_distillation(prepared, seg_loss, data)
+            objective, teachers = build_distillation(prepared, seg_loss, data)
             unlabeled = prepared.unlabeled_cases() if config.distill.unlabeled_fraction > 0 else None
             cached = objective.teacher_logits if config.distill.cache_teachers else None
             sampler = make_sampler(prepared, context=objective.context, unlabeled=unlabeled, teacher_maps=cached)
+        write_run_files(prepared, data, resume=resume, overwrite=overwrite, teachers=teachers)
         return fit(
             prepared.run_dir,
             config,

@@ -16,10 +16,17 @@ from typing import Any
 from prokd.config import ConfigError, RunConfig, save_config
 from prokd.data.datalist import load_cases
 from prokd.data.splits import load_split, make_split, save_split, subsets_by_site, subsets_of_k
+from prokd.models import get_spec
 from prokd.threads import default_threads
 from prokd.train.checkpoint import load_checkpoint
-from prokd.train.run_folder import RunDirError, prepare_run_dir, write_json
+from prokd.train.run_folder import FolderKind, RunDirError, check_run_dir, prepare_run_dir, write_json
 from prokd.train.runner import train_run
+
+
+TEACHERS_FOLDER = FolderKind("prokd teachers folder", markers=("config.yaml", "splits"), optional=("teachers.json",),
+                             listed_in="splits")
+"""A ``train-teachers`` folder: ``config.yaml``, ``splits/`` and, for each ``splits/<name>.json``, the teacher's RUN
+folder ``<name>/``, plus ``teachers.json``."""
 
 
 def parse_by(by: str) -> tuple[str, int | None]:
@@ -51,9 +58,15 @@ def train_teachers(
     jobs: int = 1,
     overwrite: bool = False,
 ) -> list[dict[str, Any]]:
-    """Train one teacher per subset into ``out/<name>``; returns (and writes) the ``teachers.json`` records."""
-    out_dir = prepare_run_dir(out, overwrite=overwrite)
+    """Train one teacher per subset into ``out/<name>``; returns (and writes) the ``teachers.json`` records.
+
+    ``overwrite`` replaces an earlier teachers folder (:data:`TEACHERS_FOLDER`; any other folder is refused at once)
+    once ``by``, the dataset's index, the split and the model name have been checked.
+    """
+    check_run_dir(out, overwrite=overwrite, kind=TEACHERS_FOLDER)
     split, subsets = teacher_subsets(data, config, by)
+    get_spec(config.model.name)  # an unknown model fails here, before the folder is replaced
+    out_dir = prepare_run_dir(out, overwrite=overwrite, kind=TEACHERS_FOLDER)
     save_config(config, out_dir / "config.yaml")
     jobs = max(1, min(jobs, len(subsets)))
     threads = max(1, (config.train.threads or default_threads()) // jobs)
