@@ -115,6 +115,20 @@ def test_predict_refuses_inputs_that_would_write_the_same_mask_before_writing_an
     assert not (tmp_path / "pred").exists() or not any((tmp_path / "pred").iterdir()), "nothing written"
 
 
+def test_predict_reads_every_input_before_writing_any_mask(trained_run, phantom_data, tmp_path):
+    first, second, third = sorted((phantom_data.parent / "imagesTr").glob("*.nii.gz"))[:3]
+    batch = tmp_path / "batch"
+    batch.mkdir()
+    for image in (first, third):
+        (batch / image.name).write_bytes(image.read_bytes())
+    corrupt = batch / second.name
+    corrupt.write_bytes(second.read_bytes()[: second.stat().st_size // 2])  # a gzip cut in the middle
+    result = invoke("predict", trained_run, batch / first.name, corrupt, batch / third.name, "--out", tmp_path / "pred")
+    assert result.exit_code == 1 and len(result.output.strip().splitlines()) == 1, result.output
+    assert result.output.startswith(f"error: {corrupt}: cannot read .nii.gz file")
+    assert not (tmp_path / "pred").exists() or not any((tmp_path / "pred").iterdir()), "no mask written"
+
+
 def test_export_then_predict_with_onnx(trained_run, phantom_data, tmp_path):
     pytest.importorskip("onnxruntime")
     model = tmp_path / "student.onnx"

@@ -332,8 +332,11 @@ def predict(
     overwrite: Annotated[bool, typer.Option(help="Replace existing output files.")] = False,
     channel: ChannelOption = None,
 ) -> None:
-    """Segment whole volumes; masks keep the input's format, axis order and geometry."""
-    from prokd.infer.predict import Predictor, check_outputs, predict_file
+    """Segment whole volumes; masks keep the input's format, axis order and geometry.
+
+    Every input is read and checked before the first mask is written: one bad file stops the batch with nothing written.
+    """
+    from prokd.infer.predict import Predictor, check_inputs, check_outputs, predict_file
 
     with user_errors():
         files = expand_inputs(inputs)
@@ -344,6 +347,7 @@ def predict(
             predictor = load_onnx_predictor(run)
         else:
             predictor = Predictor.from_checkpoint(run, which)
+        check_inputs(files, predictor.input_channel(channel))
         out.mkdir(parents=True, exist_ok=True)
         for path in files:
             written = predict_file(predictor, path, out, save_probability=probability, overwrite=overwrite, channel=channel)

@@ -19,7 +19,7 @@ from torch import nn
 
 from prokd.config import PostprocessConfig, PreprocessConfig
 from prokd.data.io import VolumeError, non_finite_problem, volume_suffix, write_volume
-from prokd.data.orientation import read_canonical
+from prokd.data.orientation import CanonicalVolume, read_canonical
 from prokd.data.preprocess import GridPlan, Preprocessor
 from prokd.data.slices import volume_inputs
 from prokd.infer.postprocess import probability_to_mask
@@ -136,6 +136,34 @@ def check_outputs(image_paths: Sequence[Path], out_dir: Path, save_probability: 
             raise FileExistsError(f"{existing[0]}: already exists (use --overwrite to replace it)")
 
 
+def read_input(image_path: Path, channel: int | None) -> tuple[CanonicalVolume, np.ndarray]:
+    """``image_path`` read for prediction: the volume in the canonical orientation (``channel`` of a multi-channel
+    one) and its image as float32.
+
+    Raises:
+        VolumeError: naming the file: unreadable (e.g. a truncated ``.nii.gz``), not one 3D channel, or with NaN
+            or infinite voxels.
+    """
+    volume = read_canonical(image_path, channel)
+    image = volume.array.astype(np.float32)
+    problem = non_finite_problem(image)
+    if problem:
+        raise VolumeError(image_path, problem)
+    return volume, image
+
+
+def check_inputs(image_paths: Sequence[Path], channel: int | None) -> None:
+    """Read every input as :func:`predict_file` will (:func:`read_input`) before anything is written, so that a
+    batch with one bad file writes no mask at all. Each volume is read twice (here and when predicted), one at a
+    time: a read is cheap next to a prediction, and a corrupt gzip shows only when its data are decompressed.
+
+    Raises:
+        VolumeError: for the first bad input, naming it and the problem.
+    """
+    for image_path in image_paths:
+        read_input(image_path, channel)
+
+
 def predict_file(
     predictor: Predictor,
     image_path: Path,
@@ -153,11 +181,7 @@ def predict_file(
     """
     check_outputs([image_path], out_dir, save_probability, overwrite)
     mask_path, prob_path = output_paths(image_path, out_dir)
-    volume = read_canonical(image_path, predictor.input_channel(channel))
-    image = volume.array.astype(np.float32)
-    problem = non_finite_problem(image)
-    if problem:
-        raise VolumeError(image_path, problem)
+    volume, image = read_input(image_path, predictor.input_channel(channel))
     prediction = predictor.predict(image, volume.geometry.spacing)
     write_volume(mask_path, volume.to_stored(prediction.mask), volume.stored_geometry, overwrite=overwrite)
     if save_probability:
