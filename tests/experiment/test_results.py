@@ -15,6 +15,7 @@ import yaml
 from prokd.experiment.results import (
     collect_results,
     compare_students,
+    comparison_line,
     format_stats,
     group_rows,
     mean_sd,
@@ -28,10 +29,11 @@ from prokd.experiment.results import (
 
 ROW_KEYS = {"stage", "group", "kind", "model", "seed", "run", "teachers", "aggregate", "baseline", "labelled",
             "labelled_cases", "budget", "params", "macs", "latency_slice_ms", "latency_volume_ms", "train_minutes",
-            "steps", "slices", "distance_unit", "overall", "sites"}
+            "steps", "slices", "distance_unit", "overall", "sites", "case_dice"}
 GROUP_KEYS = {"group", "kind", "model", "seeds", "labelled_cases", "budget", "slices", "teachers", "aggregate", "steps",
               "params",
-              "macs", "latency_slice_ms", "latency_volume_ms", "train_minutes", "overall", "sites", "sd_over"}
+              "macs", "latency_slice_ms", "latency_volume_ms", "train_minutes", "overall", "sites", "sd_over",
+              "case_dice"}
 TRAIN_CASES = 12
 
 
@@ -140,6 +142,45 @@ def test_distilled_students_are_compared_with_their_baseline_and_best_teacher():
     assert no_baseline["beyond_spread"] is None and no_baseline["teacher_gap_points"] == pytest.approx(-7.0)
 
 
+def one_seed_row(group: str, case_dice: dict[str, float], **extra: Any) -> dict[str, Any]:
+    entry = {"stage": f"{group}-seed0", "group": group, "kind": "student", "model": "unet-small", "seed": 0, **extra}
+    mean = sum(case_dice.values()) / len(case_dice)
+    return stage_row(plan_entry(entry), summary(mean, mean, mean), None, {"step": 50, "elapsed_seconds": 60.0}, "mm",
+                     TRAIN_CASES, None, case_dice)
+
+
+def test_one_seed_each_is_judged_by_the_paired_differences_over_the_same_test_cases():
+    cases = ["c0", "c1", "c2", "c3"]
+    student = dict(zip(cases, [0.90, 0.80, 0.85, 0.95]))
+    teacher = one_seed_row("teacher-full", dict(zip(cases, [0.95] * 4)), kind="teacher")
+
+    def comparison(baseline: dict[str, float]) -> dict[str, Any]:
+        rows = [teacher, one_seed_row("student-kd", student, teachers=["teacher-full-seed0"]),
+                one_seed_row("student-scratch", baseline)]
+        rows[1]["baseline"] = "student-scratch"
+        (result,) = compare_students(rows)
+        return result
+
+    # differences 5, 2, 5, 5 points: mean 4.25, sd 1.5, t(0.975, 3 df) = 3.1824 -> half width 2.387
+    clear = comparison(dict(zip(cases, [0.85, 0.78, 0.80, 0.90])))
+    assert clear["spread"] == pytest.approx({"over": "cases", "beyond": True, "n": 4, "low": 1.863, "high": 6.637},
+                                            abs=1e-3)
+    assert clear["beyond_spread"] is True and clear["change_points"] == pytest.approx(4.25)
+    assert ("student-kd vs student-scratch: +4.3 Dice points (larger than the case spread: paired 95 % interval "
+            "+1.9 to +6.6 points over 4 test cases)") in comparison_line(clear)
+    # differences 2, -2, 1, -1 points: the interval holds 0
+    tie = comparison(dict(zip(cases, [0.88, 0.82, 0.84, 0.96])))
+    assert tie["spread"]["over"] == "cases" and tie["beyond_spread"] is False
+    assert "(within the case spread: paired 95 % interval" in comparison_line(tie)
+    # other test cases: nothing to pair
+    other = comparison({"c0": 0.85, "c1": 0.78, "c2": 0.80, "c9": 0.90})
+    assert other["spread"] is None and other["beyond_spread"] is None
+    # the best model's lead is judged the same way
+    groups = group_rows([teacher, one_seed_row("student-kd", student)])
+    assert verdict_lines({"groups": groups})[0].endswith(
+        "ahead of student-kd (within the case spread: paired 95 % interval -2.8 to +17.8 points over 4 test cases)")
+
+
 def test_mean_sd_formatting_shows_n_1_instead_of_a_zero_spread():
     assert mean_sd([0.8, 0.9]) == "0.850 ± 0.071"
     assert mean_sd([0.5]) == "0.500 (n = 1)"
@@ -185,7 +226,8 @@ def test_collect_and_write_results_from_a_folder(tmp_path):
 
     results = collect_results(out)
     assert results["experiment"] == "hand" and "torch" in results["env"]
-    assert results["rows"] == make_rows()  # the stale and the pending stage are left out
+    expected = [{**row, "case_dice": {"c1": 0.8}} for row in make_rows()]  # from cases.csv
+    assert results["rows"] == expected  # the stale and the pending stage are left out
     assert results["latency"] == {"threads": 2, "repeats": 30, "volume_repeats": 3}
     assert [group["group"] for group in results["groups"]] == ["teacher-full", "student-kd"]
 
@@ -227,11 +269,15 @@ def hand_group(name: str, kind: str, dice: float, sd: float, seeds: int) -> dict
             "sd_over": "seeds" if seeds > 1 else "cases"}
 
 
+NO_SPREAD = "(no spread to judge it by: one seed against several, or different test cases)"
+
+
 def hand_comparison(group: str, dice: dict, baseline: str | None, baseline_dice: dict | None, beyond: bool | None,
                     teachers: int = 1, labelled: int | None = None) -> dict[str, Any]:
     change = 100 * (dice["mean"] - baseline_dice["mean"]) if baseline_dice else None
+    spread = None if beyond is None else {"over": "seeds", "beyond": beyond, "sd": [dice["sd"], baseline_dice["sd"]]}
     return {"group": group, "teachers": teachers, "labelled": labelled, "dice": dice, "baseline": baseline,
-            "baseline_dice": baseline_dice, "change_points": change, "beyond_spread": beyond,
+            "baseline_dice": baseline_dice, "change_points": change, "spread": spread, "beyond_spread": beyond,
             "best_teacher": "teacher-full-seed0", "best_teacher_dice": 0.85,
             "teacher_gap_points": 100 * (dice["mean"] - 0.85)}
 
@@ -259,15 +305,15 @@ def test_verdict_lines_say_whether_a_change_exceeds_the_seed_spread():
         "student-kd-noisy vs student-scratch: +1.0 Dice points (within the seed spread: sd 2.0 and 1.1 points); "
         "vs its teacher teacher-full-seed0: -4.0 points",
         "student-mkd-adaptive (4 labelled cases) vs student-scratch4 with the same 4 labelled cases: +12.0 Dice points "
-        "(fewer than two seeds: no seed spread to judge it by); vs its best teacher teacher-full-seed0: -23.0 points",
+        f"{NO_SPREAD}; vs its best teacher teacher-full-seed0: -23.0 points",
         "student-alone: no student trained on the same cases without teachers to compare with; "
         "vs its teacher teacher-full-seed0: -1.9 points",
     ]
     # a one-seed teacher is best: its sd over test cases is not a seed spread
     assert lines[4] == ("Best model overall: teacher-full (unet-small), Dice 0.850 (one seed); 1.9 Dice points "
-                        "ahead of student-kd (fewer than two seeds: no seed spread to judge it by)")
+                        f"ahead of student-kd {NO_SPREAD}")
     assert lines[5] == ("Best student: student-kd (unet-small), Dice 0.831 ± 0.008 (mean ± sd over 3 seeds); "
-                        "1.9 Dice points behind teacher-full (fewer than two seeds: no seed spread to judge it by)")
+                        f"1.9 Dice points behind teacher-full {NO_SPREAD}")
     assert len(lines) == 6
     tie = hand_comparison("student-tie", {"mean": 0.8, "sd": 0.01, "n": 2}, "student-scratch",
                           {"mean": 0.8004, "sd": 0.01, "n": 2}, False)

@@ -5,7 +5,8 @@ and training facts. A GROUP averages the rows of one recipe: the mean and sd ove
 mean, or, for a group with a single seed, the mean and sd over its test cases (``sd_over``). A COMPARISON
 sets each distilled student group against its baseline (the same student without teachers, see
 :func:`prokd.experiment.plan.link_baselines`) and against its best teacher, in Dice points, and says whether
-the change is larger than the seed spread. :func:`verdict_lines` says the same in plain words. The layout is
+the change is larger than the spread (:func:`judge_difference`: the seed spread, or for one seed each the paired
+per-case differences over their common test cases). :func:`verdict_lines` says the same in plain words. The layout is
 the contract with ``prokd report`` (see ``docs/architecture.md``).
 
 A mean ± sd is shown as ``mean (n = 1)`` where a single value gives no spread (:func:`format_stats`).
@@ -20,6 +21,7 @@ from typing import Any
 
 import numpy as np
 import yaml
+from scipy import stats as scipy_stats
 
 from prokd.config import load_config
 from prokd.eval.evaluate import METRICS, stored_summary
@@ -50,6 +52,7 @@ def stage_row(
     unit: str,
     labelled_cases: int,
     slices: dict[str, float] | None = None,
+    case_dice: dict[str, float] | None = None,
 ) -> dict[str, Any]:
     """The ROW of one stage.
 
@@ -62,6 +65,7 @@ def stage_row(
         labelled_cases: the number of labelled cases it trained on (its ``split.json`` training cases).
         slices: ``{"batch": slices per step, "unlabelled": how many of them are drawn from images without labels,
             on average}`` (:func:`slices_per_step`), or None when unknown.
+        case_dice: ``{test case: its Dice}`` (its ``eval/test/cases.csv``), or None when unknown.
     """
     return {
         **{key: stage[key] for key in ("stage", "group", "kind", "model", "seed", "run", "teachers", "aggregate")},
@@ -76,6 +80,7 @@ def stage_row(
         "distance_unit": unit,
         "overall": _metric_stats(summary["overall"]),
         "sites": {site: _metric_stats(stats) for site, stats in summary.items() if site != "overall"},
+        "case_dice": case_dice,
     }
 
 
@@ -121,6 +126,7 @@ def _group(name: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
         "overall": overall,
         "sites": per_site,
         "sd_over": "cases" if len(rows) == 1 else "seeds",
+        "case_dice": first.get("case_dice") if len(rows) == 1 else None,
     }
 
 
@@ -133,32 +139,33 @@ def _mean_of(rows: list[dict[str, Any]], key: str) -> float | None:
 def compare_students(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """One COMPARISON per distilled student group, in order of first appearance.
 
-    ``change_points`` is 100 × (the group's mean Dice over seeds − its baseline's); ``beyond_spread`` is whether
-    that change is larger than both groups' sd over seeds (None when either has fewer than two seeds, or there
-    is no baseline). ``teacher_gap_points`` is 100 × (the group's mean Dice − its best teacher's Dice).
+    ``change_points`` is 100 × (the group's mean Dice over seeds − its baseline's); ``spread`` is
+    :func:`judge_difference` of the two groups and ``beyond_spread`` its verdict (None without a baseline or a
+    spread to judge by). ``teacher_gap_points`` is 100 × (the group's mean Dice − its best teacher's Dice).
     ``teachers`` counts its teacher stages, ``labelled`` is its restriction to K labelled cases (or None).
     """
-    groups = rows_by_group(rows)
-    seed_dice = {group: [row["overall"]["dice"]["mean"] for row in members] for group, members in groups.items()}
+    groups = {group["group"]: group for group in group_rows(rows)}
     stage_dice = {row["stage"]: row["overall"]["dice"]["mean"] for row in rows}
     comparisons = []
-    for group, members in groups.items():
+    for group, members in rows_by_group(rows).items():
         teachers = [name for name in dict.fromkeys(t for row in members for t in row["teachers"]) if name in stage_dice]
         if not teachers:
             continue
-        student = describe(seed_dice[group])
-        baseline_name = members[0]["baseline"]
-        baseline = describe(seed_dice[baseline_name]) if baseline_name in seed_dice else None
+        student = _seed_dice(groups[group])
+        baseline_group = groups.get(members[0]["baseline"])
+        baseline = _seed_dice(baseline_group) if baseline_group else None
+        spread = judge_difference(groups[group], baseline_group) if baseline_group else None
         best = max(teachers, key=stage_dice.__getitem__)
         comparisons.append({
             "group": group,
             "teachers": len(teachers),
             "labelled": members[0]["labelled"],
             "dice": student,
-            "baseline": baseline_name if baseline else None,
+            "baseline": baseline_group["group"] if baseline_group else None,
             "baseline_dice": baseline,
             "change_points": 100 * (student["mean"] - baseline["mean"]) if baseline else None,
-            "beyond_spread": _beyond_spread(student, baseline),
+            "spread": spread,
+            "beyond_spread": spread["beyond"] if spread else None,
             "best_teacher": best,
             "best_teacher_dice": stage_dice[best],
             "teacher_gap_points": 100 * (student["mean"] - stage_dice[best]),
@@ -166,10 +173,29 @@ def compare_students(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return comparisons
 
 
-def _beyond_spread(student: dict[str, float | int], baseline: dict[str, float | int] | None) -> bool | None:
-    if baseline is None or min(student["n"], baseline["n"]) < 2:
+def judge_difference(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any] | None:
+    """Whether GROUP ``a``'s Dice differs from GROUP ``b``'s by more than their spread.
+
+    With two or more seeds each, the spread is the sd over seeds: ``{"over": "seeds", "beyond", "sd": [a, b]}``,
+    beyond when the difference of the means exceeds both sds. With one seed each, evaluated on the same test
+    cases, it is the case-to-case spread of the paired differences ``a_i - b_i`` (Dice points):
+    ``{"over": "cases", "beyond", "n", "low", "high"}`` with the two-sided 95 % Student-t interval of their mean,
+    beyond when it excludes 0. None otherwise (one seed against several, or different test cases).
+    """
+    seeds_a, seeds_b = _seed_dice(a), _seed_dice(b)
+    if min(seeds_a["n"], seeds_b["n"]) >= 2:
+        beyond = abs(seeds_a["mean"] - seeds_b["mean"]) > max(seeds_a["sd"], seeds_b["sd"])
+        return {"over": "seeds", "beyond": bool(beyond), "sd": [seeds_a["sd"], seeds_b["sd"]]}
+    cases_a, cases_b = a.get("case_dice"), b.get("case_dice")
+    if max(seeds_a["n"], seeds_b["n"]) > 1 or not cases_a or not cases_b or set(cases_a) != set(cases_b):
         return None
-    return abs(student["mean"] - baseline["mean"]) > max(student["sd"], baseline["sd"])
+    if len(cases_a) < 2:
+        return None
+    differences = 100 * np.array([cases_a[case] - cases_b[case] for case in sorted(cases_a)])
+    mean, n = float(differences.mean()), len(differences)
+    half = float(scipy_stats.t.ppf(0.975, n - 1) * differences.std(ddof=1) / np.sqrt(n))
+    return {"over": "cases", "beyond": bool(mean - half > 0 or mean + half < 0), "n": n, "low": mean - half,
+            "high": mean + half}
 
 
 def collect_results(out: str | Path) -> dict[str, Any]:
@@ -186,8 +212,10 @@ def collect_results(out: str | Path) -> dict[str, Any]:
             facts = read_json(efficiency) if is_fresh(efficiency, run_dir) else None
             measured += [facts] if facts else []
             labelled_cases = len(read_json(run_dir / "split.json")["train"])
-            rows.append(stage_row(stage, summary, facts, _last_epoch(run_dir), _unit(run_dir), labelled_cases,
-                                  slices_per_step(run_dir)))
+            cases = _test_cases(run_dir)
+            rows.append(stage_row(stage, summary, facts, _last_epoch(run_dir), cases[0]["distance_unit"],
+                                  labelled_cases, slices_per_step(run_dir),
+                                  {case["case"]: float(case["dice"]) for case in cases}))
     name = yaml.safe_load((out / "experiment.yaml").read_text())["name"]
     return {
         "env": environment_info(),
@@ -247,7 +275,8 @@ ACCURACY_NOTE = (
 )
 COMPARISON_NOTE = (
     "Change in Dice points (× 100) of the mean over seeds. Beyond spread: the change is larger than the sd over "
-    "seeds of both groups (– with fewer than two seeds each)."
+    "seeds of both groups; with one seed each, the 95 % interval of the paired per-case differences over their "
+    "test cases excludes 0 (– when neither applies)."
 )
 
 
@@ -374,8 +403,8 @@ def comparisons_markdown(comparisons: list[dict[str, Any]]) -> list[str]:
 def verdict_lines(results: dict[str, Any]) -> list[str]:
     """What happened, in plain words: one line per distilled student group (against the same student trained
     without teachers, and against its best teacher), then the best model overall (and the best student when a
-    teacher is best). A change is called larger than the seed spread only when it exceeds the sd over seeds of
-    both groups; with fewer than two seeds there is no seed spread to judge it by, and the line says so.
+    teacher is best). Each difference is judged against the spread (:func:`judge_difference`), and the line says
+    which spread, or that there is none to judge it by.
     Empty before any stage is evaluated."""
     groups = results["groups"]
     if not groups:
@@ -398,7 +427,7 @@ def comparison_line(comparison: dict[str, Any]) -> str:
         versus = f"{name}: no student trained on the same cases without teachers to compare with"
     else:
         same = "" if labelled is None else f" with the same {labelled} labelled cases"
-        spread = spread_words(c["dice"], c["baseline_dice"], c["beyond_spread"])
+        spread = spread_words(c.get("spread"))
         versus = f"{name} vs {c['baseline']}{same}: {signed_points(c['change_points'])} Dice points ({spread})"
     teacher = "its teacher" if c.get("teachers") == 1 else "its best teacher"
     return f"{versus}; vs {teacher} {c['best_teacher']}: {signed_points(c['teacher_gap_points'])} points"
@@ -419,17 +448,21 @@ def ranking_text(ranked: list[dict[str, Any]]) -> str:
     a, b = _seed_dice(first), _seed_dice(second)
     gap = 100 * (a["mean"] - b["mean"])
     direction = "ahead of" if gap >= 0 else "behind"
-    spread = spread_words(a, b, _beyond_spread(a, b))
+    spread = spread_words(judge_difference(first, second))
     return f"{text}; {abs(gap):.1f} Dice points {direction} {second['group']} ({spread})"
 
 
-def spread_words(a: dict[str, Any], b: dict[str, Any] | None, beyond: bool | None) -> str:
-    """Whether a difference between two groups' Dice over seeds (``{"mean", "sd", "n"}``) exceeds their seed
-    spread, in words."""
-    if beyond is None or b is None:
-        return "fewer than two seeds: no seed spread to judge it by"
-    where = "larger than" if beyond else "within"
-    return f"{where} the seed spread: sd {100 * a['sd']:.1f} and {100 * b['sd']:.1f} points"
+def spread_words(judgement: dict[str, Any] | None) -> str:
+    """A :func:`judge_difference` in words: ``"larger than the seed spread: sd 0.8 and 1.1 points"``, ``"within
+    the case spread: paired 95 % interval -0.9 to +0.7 points over 20 test cases"``."""
+    if judgement is None:
+        return "no spread to judge it by: one seed against several, or different test cases"
+    where = "larger than" if judgement["beyond"] else "within"
+    if judgement["over"] == "seeds":
+        sd_a, sd_b = judgement["sd"]
+        return f"{where} the seed spread: sd {100 * sd_a:.1f} and {100 * sd_b:.1f} points"
+    interval = f"{signed_points(judgement['low'])} to {signed_points(judgement['high'])}"
+    return f"{where} the case spread: paired 95 % interval {interval} points over {judgement['n']} test cases"
 
 
 def _seed_dice(group: dict[str, Any]) -> dict[str, Any]:
@@ -469,6 +502,7 @@ def _last_epoch(run_dir: Path) -> dict[str, Any]:
     return json.loads((run_dir / "metrics.jsonl").read_text().splitlines()[-1])
 
 
-def _unit(run_dir: Path) -> str:
+def _test_cases(run_dir: Path) -> list[dict[str, str]]:
+    """The rows of the run's ``eval/test/cases.csv``: one per test case."""
     with (run_dir / "eval" / "test" / "cases.csv").open(newline="") as handle:
-        return next(csv.DictReader(handle))["distance_unit"]
+        return list(csv.DictReader(handle))

@@ -1,8 +1,8 @@
 """What the report says, section by section, built from an experiment folder:
 
 1. summary: the verdict (each distilled student against its baseline and best teacher, the best model, each
-   change judged against the seed spread) and what was compared (models, teachers, labelled cases, seeds,
-   budgets); then experiment, data, date, git hash, versions, hardware;
+   change judged against the spread over seeds, or over paired test cases for one seed) and what was compared
+   (models, teachers, labelled cases, seeds, budgets); then experiment, data, date, git hash, versions, hardware;
 2. results per group (mean ± sd, over seeds or cases as stated; size and latency), test Dice per site, and
    each distilled student against its baseline and its best teacher;
 3. training curves; 4. Dice versus CPU latency with the Pareto front; 5. per-site Dice bars;
