@@ -109,6 +109,7 @@ def test_a_bad_option_or_input_leaves_the_finished_run_untouched(
     attempts = {
         "unknown aggregator 'median'": [*distill, "--teacher", teacher, "--set", "distill.aggregate=median"],
         "no_such_teacher": [*distill, "--teacher", tmp_path / "no_such_teacher"],
+        f"holds the teacher {finished}": [*distill, "--teacher", finished],  # it would delete its own teacher
         "unknown model 'unet-tinyy'": [*distill, "--teacher", teacher, "--student", "unet-tinyy"],
         "imagesTr": ["train", "--data", damaged_phantom.datalist, "--out", finished, "--config", tiny_yaml, "--overwrite"],
     }

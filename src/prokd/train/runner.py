@@ -28,6 +28,7 @@ from prokd.models import build_model
 from prokd.threads import default_threads
 from prokd.train.loop import EpochCallback, RunState, SupervisedObjective, ValidationCase, fit
 from prokd.train.run_folder import (
+    RunDirError,
     check_run_dir,
     environment_info,
     first_missing,
@@ -83,7 +84,7 @@ def prepare_run(
     else:
         split = split or _draw_split(index, config)
         if config.distill is not None:
-            check_teachers(config, split)
+            _check_output_holds_no_teacher(run_dir, check_teachers(config, split))
     torch.set_num_threads(config.train.threads or default_threads())
     preprocessor = Preprocessor(config.preprocess)
     train_cases = [to_grid_case(load_run_case(c, config), preprocessor) for c in index.select(split["train"])]
@@ -94,6 +95,14 @@ def prepare_run(
     torch.manual_seed(config.train.seed)
     model = build_model(config.model.name, config.preprocess.in_channels, config.model.out_channels, **config.model.kwargs)
     return PreparedRun(run_dir, config, index, split, train_cases, val_cases, model)
+
+
+def _check_output_holds_no_teacher(run_dir: Path, teachers: list[Path]) -> None:
+    """Refuse an output folder that is, or contains, one of the run's teachers: ``--overwrite`` would delete it."""
+    out = run_dir.resolve()
+    for teacher in teachers:
+        if out == teacher.resolve() or out in teacher.resolve().parents:
+            raise RunDirError(f"{run_dir}: holds the teacher {teacher} (choose another --out)")
 
 
 def write_run_files(
