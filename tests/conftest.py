@@ -67,7 +67,6 @@ def check_resume():
 
 
 def assert_resumes_exactly(data: Path, folder: Path, config: RunConfig, stop_after: int) -> None:
-    from prokd.train.checkpoint import load_checkpoint
     from prokd.train.runner import train_run
 
     def interrupt(epoch: int, record: dict) -> None:
@@ -79,11 +78,24 @@ def assert_resumes_exactly(data: Path, folder: Path, config: RunConfig, stop_aft
         train_run(data, folder / "resumed", config, on_epoch_end=interrupt)
     assert len(read_metrics(folder / "resumed")) == stop_after
     train_run(data, folder / "resumed", config, resume=True)
+    assert_same_runs(folder / "straight", folder / "resumed")
+
+
+@pytest.fixture(scope="session")
+def same_runs():
+    """``same_runs(straight, resumed)``: both RUN folders end with the same checkpoints (model, objective and
+    optimiser state, progress, epoch log) and ``metrics.jsonl``, wall-clock times aside."""
+    return assert_same_runs
+
+
+def assert_same_runs(straight: Path, resumed: Path) -> None:
+    from prokd.train.checkpoint import load_checkpoint
+
     for name in ("last.pt", "best.pt"):
-        straight, resumed = (load_checkpoint(folder / run / "checkpoints" / name) for run in ("straight", "resumed"))
-        for part in ("state_dict", "extra", "optimizer", "progress"):
-            assert_same(straight[part], resumed[part], f"{name}:{part}")
-    assert read_metrics(folder / "resumed") == read_metrics(folder / "straight")
+        expected, actual = (load_checkpoint(run / "checkpoints" / name) for run in (straight, resumed))
+        for part in ("state_dict", "extra", "optimizer", "progress", "log"):
+            assert_same(expected[part], actual[part], f"{name}:{part}")
+    assert read_metrics(resumed) == read_metrics(straight)
 
 
 def read_metrics(run_dir: Path) -> list[dict]:

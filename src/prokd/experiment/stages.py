@@ -23,6 +23,7 @@ from prokd.eval.efficiency import time_interleaved
 from prokd.eval.evaluate import Evaluation, evaluate_run, summary_table
 from prokd.infer.predict import Predictor
 from prokd.train.checkpoint import load_checkpoint
+from prokd.train.loop import settle_run
 from prokd.train.run_folder import is_fresh, read_json, write_json
 from prokd.train.runner import train_run
 
@@ -51,7 +52,9 @@ def stage_status(run_dir: Path) -> str:
 def train_stage(
     data: Path, run_dir: Path, config: RunConfig, split: dict[str, list[str]], console: Console | None = None
 ) -> str:
-    """Train ``config`` into ``run_dir`` on ``split``: resume an unfinished run, leave a finished one alone.
+    """Train ``config`` into ``run_dir`` on ``split``: resume an unfinished run, leave a finished one alone
+    (but for bringing ``best.pt`` and ``metrics.jsonl`` in line with ``last.pt`` after a kill:
+    :func:`~prokd.train.loop.settle_run`).
 
     A folder without ``last.pt`` (a run that stopped before its first epoch ended) is started afresh.
 
@@ -59,7 +62,9 @@ def train_stage(
         the status the stage had (:func:`stage_status`).
     """
     status = stage_status(run_dir)
-    if status == "resume":
+    if status == "done":
+        settle_run(run_dir)
+    elif status == "resume":
         train_run(data, run_dir, config, resume=True, console=console)
     elif status == "new":
         train_run(data, run_dir, config, split=split, overwrite=True, console=console)

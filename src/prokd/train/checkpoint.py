@@ -13,6 +13,7 @@ A checkpoint is a dict::
     progress        {"epoch", "step", "elapsed_seconds", "best_val_dice", "best_epoch"}
     optimizer       optimizer state (absent from exported/pruned checkpoints)
     extra           objective state (e.g. distillation adapters), a dict of state dicts
+    log             the run's ``metrics.jsonl`` records up to this epoch (absent from older checkpoints)
 
 Loaded with ``torch.load(..., weights_only=True)``.
 """

@@ -9,6 +9,17 @@ Schedule: AdamW with linear warm-up (over ``train.warmup_fraction`` of the run) 
 and anneals like a step-budgeted one.
 Every epoch reseeds torch, the slice sampler and the augmentation from ``(seed, epoch)``, which makes a run
 resumed from its last checkpoint identical to one that was never interrupted.
+
+One commit point per epoch: the atomic rename of ``checkpoints/last.pt``, which carries the epoch log so far
+(``log``, one record per epoch). Each epoch writes ``last.pt``, then ``best.pt`` (a copy of it, when the epoch is
+the best so far or nothing has been validated yet), then rewrites ``metrics.jsonl`` from ``log``; every write is
+atomic. A run killed before the rename redoes the epoch; one killed after it is brought in line with ``last.pt``
+when it resumes (:func:`settle_run`): ``metrics.jsonl`` is rewritten from ``log`` (a lost line comes back, a line
+of a later epoch goes), ``best.pt`` is rewritten from ``last.pt`` when ``last.pt`` names its own epoch as the best
+(``best_epoch == epoch``, or ``best_epoch == -1``) but ``best.pt`` holds another, and temporary files of killed
+writes are removed. ``best.pt`` is written only after the rename, so it never holds an epoch ``last.pt`` does not
+know. A checkpoint of an older version, without ``log``, resumes with ``metrics.jsonl`` cut to its epochs.
+Tests inject kills at each write boundary through ``fit``'s ``fault_hook`` (:data:`WRITE_POINTS`).
 """
 
 from __future__ import annotations
@@ -34,6 +45,7 @@ from prokd.infer.predict import Predictor
 from prokd.losses import SegmentationLoss
 from prokd.train.checkpoint import load_checkpoint, save_checkpoint
 from prokd.train.progress import training_progress
+from prokd.train.run_folder import atomic_write, remove_temporaries
 
 
 class SupervisedObjective(nn.Module):
@@ -68,6 +80,13 @@ class RunState:
 
 EpochCallback = Callable[[int, dict[str, Any]], None]
 
+FaultHook = Callable[[str, int], None]
+"""Called with a write boundary (one of :data:`WRITE_POINTS`) and the epoch being written (1-based)."""
+
+WRITE_POINTS = ("before_last", "after_last", "after_best", "after_log")
+"""The boundaries of an epoch's writes, in order: nothing written; ``last.pt`` (the commit point); ``best.pt``
+(when it is rewritten); ``metrics.jsonl``."""
+
 
 def learning_rate(base_lr: float, progress: float, warmup: float) -> float:
     """Linear warm-up over the first ``warmup`` fraction, then cosine decay to 1 % of ``base_lr``."""
@@ -96,6 +115,7 @@ def fit(
     resume: bool = False,
     on_epoch_end: EpochCallback | None = None,
     console: Console | None = None,
+    fault_hook: FaultHook | None = None,
 ) -> RunState:
     """Train ``model`` on batches from ``sampler`` to minimise ``objective``; validate, log and checkpoint.
 
@@ -107,14 +127,15 @@ def fit(
         sampler: source of training batches.
         val_cases: cases scored with 3D Dice after every ``val_every`` epochs (best checkpoint by that).
         checkpoint_meta: what every checkpoint carries besides weights (model spec, preprocessing, config, split).
-        resume: continue from ``checkpoints/last.pt``.
-        on_epoch_end: called with ``(epoch, log_record)`` after each epoch's checkpoint is written.
+        resume: continue from ``checkpoints/last.pt`` (:func:`settle_run`), or from epoch 0 without one.
+        on_epoch_end: called with ``(epoch, log_record)`` after each epoch's checkpoints and log are written.
         console: where progress goes (:func:`~prokd.train.progress.training_progress`); None shows nothing.
+        fault_hook: called at each write boundary (:data:`WRITE_POINTS`); for fault-injection tests.
     """
     train_cfg = config.train
     parameters = [p for p in [*model.parameters(), *objective.parameters()] if p.requires_grad]
     optimizer = torch.optim.AdamW(parameters, lr=train_cfg.lr, weight_decay=train_cfg.weight_decay)
-    state = _restore(run_dir, model, objective, optimizer) if resume else RunState()
+    state, log = _restore(run_dir, model, objective, optimizer) if resume else (RunState(), [])
     predictor = Predictor(model, config.preprocess, config.postprocess)
     budget = None if train_cfg.time_budget_minutes is None else 60.0 * train_cfg.time_budget_minutes
     total_steps = train_cfg.epochs * train_cfg.steps_per_epoch
@@ -167,9 +188,10 @@ def fit(
                 record["val_dice"] = validate(predictor, val_cases)
                 display.note(f"epoch {state.epoch} step {state.step}: val Dice {record['val_dice']:.3f}")
             record["elapsed_seconds"] = round(state.elapsed_seconds, 2)
-            _write_checkpoints(run_dir, model, objective, optimizer, state, record, checkpoint_meta)
-            with (run_dir / "metrics.jsonl").open("a") as log:
-                log.write(json.dumps(record) + "\n")
+            log.append(record)
+            payload = {**checkpoint_meta, "state_dict": model.state_dict(), "extra": {"objective": objective.state_dict()},
+                       "optimizer": optimizer.state_dict()}
+            _commit_epoch(run_dir, payload, state, log, fault_hook or _no_fault)
             if on_epoch_end is not None:
                 on_epoch_end(state.epoch, record)
     return state
@@ -182,43 +204,84 @@ def validate(predictor: Predictor, cases: list[ValidationCase]) -> float:
     return float(np.mean(scores))
 
 
-def _write_checkpoints(
-    run_dir: Path,
-    model: nn.Module,
-    objective: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    state: RunState,
-    record: dict[str, Any],
-    meta: dict[str, Any],
+def _no_fault(point: str, epoch: int) -> None:
+    pass
+
+
+def _commit_epoch(
+    run_dir: Path, payload: dict[str, Any], state: RunState, log: list[dict[str, Any]], fault_hook: FaultHook
 ) -> None:
-    val_dice = record.get("val_dice")
+    """Write the epoch's ``last.pt`` (the commit point), ``best.pt`` and ``metrics.jsonl``, in that order."""
+    val_dice = log[-1].get("val_dice")
     improved = val_dice is not None and val_dice > state.best_val_dice
     if improved:
         state.best_val_dice, state.best_epoch = val_dice, state.epoch
-    payload = {
-        **meta,
-        "state_dict": model.state_dict(),
-        "extra": {"objective": objective.state_dict()},
-        "optimizer": optimizer.state_dict(),
-        "progress": vars(state).copy(),
-    }
+    payload = {**payload, "progress": vars(state).copy(), "log": log}
+    fault_hook("before_last", state.epoch)
     save_checkpoint(run_dir / "checkpoints" / "last.pt", payload)
-    if improved or state.best_epoch < 0:
+    fault_hook("after_last", state.epoch)
+    if _best_is_last(payload["progress"]):
         save_checkpoint(run_dir / "checkpoints" / "best.pt", payload)
+    fault_hook("after_best", state.epoch)
+    _write_log(run_dir / "metrics.jsonl", log)
+    fault_hook("after_log", state.epoch)
 
 
-def _restore(run_dir: Path, model: nn.Module, objective: nn.Module, optimizer: torch.optim.Optimizer) -> RunState:
-    payload = load_checkpoint(run_dir / "checkpoints" / "last.pt")
+def _best_is_last(progress: dict[str, Any]) -> bool:
+    """Whether ``best.pt`` is a copy of the ``last.pt`` with this progress: its epoch is the best so far, or
+    nothing has been validated yet."""
+    return progress["best_epoch"] in (progress["epoch"], -1)
+
+
+def settle_run(run_dir: Path) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
+    """Bring an interrupted RUN folder in line with its commit point ``checkpoints/last.pt`` (module docstring):
+    remove temporary files of killed writes, rewrite ``best.pt`` and ``metrics.jsonl`` where they disagree with
+    ``last.pt``; a file that already agrees is not touched.
+
+    Returns:
+        ``last.pt``'s payload (None without one: the run starts from epoch 0) and its epoch log.
+    """
+    remove_temporaries(run_dir)
+    last = run_dir / "checkpoints" / "last.pt"
+    payload = load_checkpoint(last) if last.is_file() else None
+    log = [] if payload is None else payload.get("log")
+    if log is None:  # a checkpoint written before ``log`` existed
+        log = _logged_records(run_dir / "metrics.jsonl", payload["progress"]["epoch"])
+    if payload is not None and _best_is_last(payload["progress"]):
+        best = run_dir / "checkpoints" / "best.pt"
+        if not best.is_file() or load_checkpoint(best)["progress"] != payload["progress"]:
+            save_checkpoint(best, payload)
+    if _log_text(log) != _read_text(run_dir / "metrics.jsonl"):
+        _write_log(run_dir / "metrics.jsonl", log)
+    return payload, log
+
+
+def _restore(
+    run_dir: Path, model: nn.Module, objective: nn.Module, optimizer: torch.optim.Optimizer
+) -> tuple[RunState, list[dict[str, Any]]]:
+    payload, log = settle_run(run_dir)
+    if payload is None:
+        return RunState(), log
     model.load_state_dict(payload["state_dict"])
     objective.load_state_dict(payload["extra"]["objective"])
     optimizer.load_state_dict(payload["optimizer"])
-    state = RunState(**payload["progress"])
-    _truncate_log(run_dir / "metrics.jsonl", state.epoch)
-    return state
+    return RunState(**payload["progress"]), log
 
 
-def _truncate_log(path: Path, epochs: int) -> None:
-    """Drop log lines written after the checkpoint being resumed from (an interrupted epoch's)."""
-    if path.exists():
-        lines = [line for line in path.read_text().splitlines() if json.loads(line)["epoch"] <= epochs]
-        path.write_text("".join(line + "\n" for line in lines))
+def _logged_records(path: Path, epochs: int) -> list[dict[str, Any]]:
+    """The records of ``metrics.jsonl`` up to epoch ``epochs`` (those of an interrupted later epoch dropped)."""
+    records = [json.loads(line) for line in _read_text(path).splitlines()]
+    return [record for record in records if record["epoch"] <= epochs]
+
+
+def _read_text(path: Path) -> str:
+    return path.read_text() if path.exists() else ""
+
+
+def _log_text(log: list[dict[str, Any]]) -> str:
+    return "".join(json.dumps(record) + "\n" for record in log)
+
+
+def _write_log(path: Path, log: list[dict[str, Any]]) -> None:
+    text = _log_text(log)
+    atomic_write(path, lambda handle: handle.write(text.encode()))

@@ -4,6 +4,10 @@ Layout (see docs/architecture.md)::
 
     RUN/config.yaml  split.json  env.json  metrics.jsonl  checkpoints/{last,best}.pt  eval/
 
+Every file is written by :func:`atomic_write`; what a killed write leaves behind (a temporary file named by
+:data:`TEMPORARY`) is removed when the run is resumed (:func:`remove_temporaries`), and does not make a folder
+unknown to ``--overwrite``.
+
 ``--overwrite`` deletes only a folder that proves to be prokd's own (:class:`FolderKind`: a RUN folder here, a
 teachers, experiment or demo folder beside their commands), and only at the last moment, once the new command's
 inputs and options are validated (:func:`prepare_run_dir`, :func:`delete_for_overwrite`).
@@ -14,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import re
 import shutil
 import subprocess
 import tempfile
@@ -61,7 +66,9 @@ class FolderKind:
         expected = {Path(marker).parts[0] for marker in self.markers} | set(self.optional)
         if self.listed_in:
             expected |= {listing.stem for listing in (folder / self.listed_in).glob("*.json")}
-        unexpected = sorted(entry.name for entry in folder.iterdir() if entry.name not in expected)
+        unexpected = sorted(
+            entry.name for entry in folder.iterdir() if entry.name not in expected and temporary_of(entry.name) not in expected
+        )
         if unexpected:
             more = f" and {len(unexpected) - SHOWN_ENTRIES} more" if len(unexpected) > SHOWN_ENTRIES else ""
             return f"it holds {', '.join(unexpected[:SHOWN_ENTRIES])}{more}"
@@ -106,7 +113,8 @@ def delete_for_overwrite(folder: Path, kind: FolderKind) -> None:
 def check_run_dir(out: str | Path, resume: bool = False, overwrite: bool = False, kind: FolderKind = RUN_FOLDER) -> Path:
     """The output folder ``out``, refused at once (before any input is read) when the command may not use it: a
     non-empty folder unless resuming or overwriting; with ``overwrite``, one that is not ``kind``
-    (:func:`check_replaceable`); with ``resume``, one without ``checkpoints/last.pt``. Nothing is written.
+    (:func:`check_replaceable`); with ``resume``, one that has no ``checkpoints/last.pt`` and is not ``kind`` (a run
+    killed before its first checkpoint resumes from epoch 0 with its own config and split). Nothing is written.
 
     Raises:
         RunDirError: naming the folder and the problem.
@@ -115,14 +123,25 @@ def check_run_dir(out: str | Path, resume: bool = False, overwrite: bool = False
     if resume and overwrite:
         raise RunDirError(f"{run_dir}: choose either --resume or --overwrite, not both")
     if resume:
-        if not (run_dir / "checkpoints" / "last.pt").is_file():
-            raise RunDirError(f"{run_dir}: nothing to resume (no checkpoints/last.pt)")
+        reason = _not_resumable(run_dir, kind)
+        if reason:
+            raise RunDirError(f"{run_dir}: nothing to resume ({reason})")
     elif overwrite:
         check_replaceable(run_dir, kind)
     elif run_dir.is_file() or (run_dir.is_dir() and any(run_dir.iterdir())):
         raise RunDirError(f"{run_dir}: {'folder exists and is not empty' if run_dir.is_dir() else 'is a file'} "
                           f"({kind.remedy})")
     return run_dir
+
+
+def _not_resumable(run_dir: Path, kind: FolderKind) -> str | None:
+    """Why ``--resume`` cannot use ``run_dir``, or None when it has ``checkpoints/last.pt`` or is ``kind``."""
+    if (run_dir / "checkpoints" / "last.pt").is_file():
+        return None
+    if not run_dir.is_dir():
+        return "no checkpoints/last.pt"
+    reason = kind.mismatch(run_dir)
+    return f"no checkpoints/last.pt; {reason}" if reason else None
 
 
 def prepare_run_dir(out: str | Path, resume: bool = False, overwrite: bool = False, kind: FolderKind = RUN_FOLDER) -> Path:
@@ -176,6 +195,28 @@ def atomic_write(path: str | Path, write: Callable[[IO[bytes]], None]) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+TEMPORARY = re.compile(r"\.(?P<target>.+)\.[a-z0-9_]{8}\.tmp")
+"""The name of :func:`atomic_write`'s temporary file for ``<target>``: ``.<target>.<8 random characters>.tmp``
+(``tempfile.mkstemp``'s characters)."""
+
+
+def temporary_of(name: str) -> str | None:
+    """The file whose :func:`atomic_write` temporary file ``name`` is (``.last.pt.k2j4_x9a.tmp`` -> ``last.pt``),
+    or None when ``name`` is not one."""
+    match = TEMPORARY.fullmatch(name)
+    return match["target"] if match else None
+
+
+def remove_temporaries(run_dir: Path) -> None:
+    """Delete the temporary files a killed :func:`atomic_write` left in the RUN folder: files named by
+    :data:`TEMPORARY` directly in ``RUN/`` or ``RUN/checkpoints/``; nothing else, nowhere else."""
+    for folder in (run_dir, run_dir / "checkpoints"):
+        if folder.is_dir():
+            for entry in folder.iterdir():
+                if entry.is_file() and temporary_of(entry.name) is not None:
+                    entry.unlink()
 
 
 def write_json(path: str | Path, data: Any) -> Path:

@@ -26,7 +26,7 @@ from prokd.distill.setup import build_distillation, check_teachers
 from prokd.losses import SegmentationLoss
 from prokd.models import build_model
 from prokd.threads import default_threads
-from prokd.train.loop import EpochCallback, RunState, SupervisedObjective, ValidationCase, fit
+from prokd.train.loop import EpochCallback, FaultHook, RunState, SupervisedObjective, ValidationCase, fit
 from prokd.train.run_folder import (
     RunDirError,
     check_run_dir,
@@ -172,6 +172,7 @@ def train_run(
     split: dict[str, list[str]] | None = None,
     console: Console | None = None,
     on_epoch_end: EpochCallback | None = None,
+    fault_hook: FaultHook | None = None,
 ) -> RunState:
     """Train ``config.model`` on ``data`` into the RUN folder ``out``.
 
@@ -183,7 +184,9 @@ def train_run(
     model and objective are set up, just before the folder is written, so a bad option leaves the old run intact.
     A run that fails before its first checkpoint (bad data or an option found out late, or interrupted in its
     first epoch: nothing to resume) removes ``out`` if this call created it, so the corrected command needs no
-    ``--overwrite``; a folder that existed before is left as it is.
+    ``--overwrite``; a folder that existed before is left as it is. A folder killed before its first checkpoint
+    (still holding its ``config.yaml`` and ``split.json``) resumes from epoch 0. ``fault_hook`` is
+    :func:`~prokd.train.loop.fit`'s, for fault-injection tests.
     """
     with removed_on_failure(first_missing(out), keep=lambda: (Path(out) / "checkpoints" / "last.pt").is_file()):
         prepared = prepare_run(data, out, config, resume=resume, overwrite=overwrite, split=split)
@@ -209,6 +212,7 @@ def train_run(
             resume=resume,
             on_epoch_end=on_epoch_end,
             console=console,
+            fault_hook=fault_hook,
         )
 
 
