@@ -187,9 +187,7 @@ def judge_difference(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any] | N
         beyond = abs(seeds_a["mean"] - seeds_b["mean"]) > max(seeds_a["sd"], seeds_b["sd"])
         return {"over": "seeds", "beyond": bool(beyond), "sd": [seeds_a["sd"], seeds_b["sd"]]}
     cases_a, cases_b = a.get("case_dice"), b.get("case_dice")
-    if max(seeds_a["n"], seeds_b["n"]) > 1 or not cases_a or not cases_b or set(cases_a) != set(cases_b):
-        return None
-    if len(cases_a) < 2:
+    if max(seeds_a["n"], seeds_b["n"]) > 1 or not cases_a or len(cases_a) < 2 or set(cases_a) != set(cases_b or ()):
         return None
     differences = 100 * np.array([cases_a[case] - cases_b[case] for case in sorted(cases_a)])
     mean, n = float(differences.mean()), len(differences)
