@@ -13,7 +13,7 @@ from typing import Any
 
 from prokd.experiment.results import mean_sd, results_markdown
 from prokd.experiment.stages import efficiency, finished, train_or_resume
-from prokd.train.run_folder import environment_info
+from prokd.runs.folder import environment_info
 
 __all__ = ["BENCHMARKS_MD", "DEFAULT_PROMISE12", "ROOT", "efficiency", "experiment_markdown", "finished", "mean_sd",
            "train_or_resume", "update_section", "write_results"]

@@ -20,7 +20,7 @@ from common import ROOT, experiment_markdown, update_section
 from rich.console import Console
 
 from prokd.experiment import load_experiment, run_experiment
-from prokd.train.run_folder import write_json
+from prokd.runs.folder import write_json
 
 
 def main() -> None:

@@ -34,7 +34,7 @@ from common import ROOT, update_section
 
 from prokd.demo import run_demo
 from prokd.experiment.results import signed_points, verdict_lines
-from prokd.train.run_folder import environment_info, write_json
+from prokd.runs.folder import environment_info, write_json
 
 COMMAND = "python benchmarks/phantom_demo.py"
 BEST_STUDENT_DICE = 0.85

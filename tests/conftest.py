@@ -89,7 +89,7 @@ def same_runs():
 
 
 def assert_same_runs(straight: Path, resumed: Path) -> None:
-    from prokd.train.checkpoint import load_checkpoint
+    from prokd.runs.checkpoint import load_checkpoint
 
     for name in ("last.pt", "best.pt"):
         expected, actual = (load_checkpoint(run / "checkpoints" / name) for run in (straight, resumed))

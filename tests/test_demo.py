@@ -13,7 +13,7 @@ from prokd.cli import app
 from prokd.config import ConfigError
 from prokd.demo import DEMO_EXPERIMENT, STEPS_SCALE_VARIABLE, demo_experiment, run_demo, steps_scale_from_environment
 from prokd.experiment.results import verdict_lines
-from prokd.train.run_folder import RunDirError
+from prokd.runs.folder import RunDirError
 
 GROUPS = ["teacher-full", "teacher-k7-k0", "teacher-k7-k1",
           "student-scratch", "student-kd", "student-scratch-4", "student-mkd-4"]

@@ -19,8 +19,8 @@ from prokd.data.datalist import DatasetError
 from prokd.data.io import VolumeError
 from prokd.report.browser import BrowserError
 from prokd.table import FittedTable
-from prokd.train.checkpoint import CheckpointError
-from prokd.train.run_folder import RunDirError
+from prokd.runs.checkpoint import CheckpointError
+from prokd.runs.folder import RunDirError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Knowledge distillation for prostate MRI segmentation.")
 data_app = typer.Typer(no_args_is_help=True, help="Inspect and validate datasets.")

@@ -24,7 +24,7 @@ from prokd.experiment.config import ExperimentConfig, parse_experiment
 from prokd.experiment.results import verdict_lines
 from prokd.experiment.runner import run_experiment
 from prokd.report.page import write_report
-from prokd.train.run_folder import FolderKind, prepare_run_dir
+from prokd.runs.folder import FolderKind, prepare_run_dir
 
 DEMO_EXPERIMENT = Path(__file__).with_name("demo.yaml")
 DEMO_FOLDER = FolderKind("prokd demo folder", markers=("phantom/dataset.json",), optional=("experiment",))

@@ -25,8 +25,8 @@ from prokd.experiment.plan import make_plan
 from prokd.experiment.estimate import format_duration, stage_seconds
 from prokd.experiment.runner import comparisons_table, groups_table, recipe_difference, run_experiment
 from prokd.models import build_model
-from prokd.train.checkpoint import load_checkpoint
-from prokd.train.run_folder import RunDirError
+from prokd.runs.checkpoint import load_checkpoint
+from prokd.runs.folder import RunDirError
 from prokd.train.runner import train_run
 
 STAGES = ["teacher-full-seed0", "teacher-site-k0-seed0", "teacher-site-k1-seed0", "student-scratch-seed0",

@@ -14,7 +14,7 @@ from prokd.config import DistillConfig, RunConfig
 from prokd.data.splits import load_split
 from prokd.experiment.stages import train_stage
 from prokd.train.loop import WRITE_POINTS, FaultHook
-from prokd.train.run_folder import RunDirError, check_run_dir, remove_temporaries
+from prokd.runs.folder import RunDirError, check_run_dir, remove_temporaries
 from prokd.train.runner import train_run
 
 FAULTS = [(point, epoch) for epoch in (1, 2) for point in WRITE_POINTS]

@@ -21,7 +21,7 @@ import yaml
 
 from prokd.config import DistillConfig
 from prokd.eval.evaluate import METRICS, evaluate_run
-from prokd.train.run_folder import environment_info
+from prokd.runs.folder import environment_info
 from prokd.train.runner import train_run
 
 LATENCY_MS = {"teacher-a": 10.0, "teacher-b": 3.0, "student-multi": 2.0}

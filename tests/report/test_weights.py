@@ -13,7 +13,7 @@ from prokd.distill.gate import LearnedAggregator
 from prokd.report.folder import Experiment
 from prokd.report.overlays import VolumePredictions
 from prokd.report.weights import rebuild_objective, teacher_weights
-from prokd.train.checkpoint import CheckpointError, load_checkpoint
+from prokd.runs.checkpoint import CheckpointError, load_checkpoint
 from prokd.train.runner import train_run
 
 

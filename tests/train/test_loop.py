@@ -11,9 +11,9 @@ from prokd.config import RunConfig
 from prokd.experiment.config import UNBOUNDED_EPOCHS
 from prokd.losses import SegmentationLoss
 from prokd.train import loop
-from prokd.train.checkpoint import load_checkpoint
+from prokd.runs.checkpoint import load_checkpoint
 from prokd.train.loop import learning_rate, warmup_fraction
-from prokd.train.run_folder import RunDirError
+from prokd.runs.folder import RunDirError
 from prokd.train.runner import train_run
 
 

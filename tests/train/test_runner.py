@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from prokd.cli import app
 from prokd.data.datalist import DatasetError
-from prokd.train.run_folder import first_missing, removed_on_failure
+from prokd.runs.folder import first_missing, removed_on_failure
 from prokd.train.runner import prepare_run, train_run
 
 TINY = ["--set", "train.steps_per_epoch=2", "--set", "preprocess.size=64", "--set", "preprocess.target_spacing=2.0",

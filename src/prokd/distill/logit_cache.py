@@ -24,7 +24,7 @@ import torch
 
 from prokd.data.slices import GridCase, volume_inputs
 from prokd.distill.teachers import Teacher
-from prokd.train.run_folder import atomic_write
+from prokd.runs.folder import atomic_write
 
 CACHE_FOLDER = "teacher-logits"
 

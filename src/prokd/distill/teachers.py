@@ -16,7 +16,7 @@ from torch import nn
 from prokd.config import PreprocessConfig
 from prokd.eval.evaluate import evaluate_run, stored_summary
 from prokd.models import forward_with_features, get_spec
-from prokd.train.checkpoint import (
+from prokd.runs.checkpoint import (
     CheckpointError,
     load_checkpoint,
     model_from_checkpoint,

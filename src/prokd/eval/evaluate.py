@@ -18,8 +18,8 @@ from prokd.data.datalist import load_case, load_cases
 from prokd.eval.metrics import case_metrics, format_stats, summarize
 from prokd.infer.predict import Predictor
 from prokd.table import FittedTable
-from prokd.train.checkpoint import load_checkpoint, resolve_checkpoint
-from prokd.train.run_folder import is_fresh, read_json, write_json
+from prokd.runs.checkpoint import load_checkpoint, resolve_checkpoint
+from prokd.runs.folder import is_fresh, read_json, write_json
 
 SPLITS = ("train", "val", "test", "all")
 METRICS = ("dice", "iou", "hd95", "assd")

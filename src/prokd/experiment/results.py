@@ -26,7 +26,7 @@ from scipy import stats as scipy_stats
 from prokd.config import load_config
 from prokd.eval.evaluate import METRICS, stored_summary
 from prokd.eval.metrics import MISSING, format_stats
-from prokd.train.run_folder import environment_info, is_fresh, read_json, write_json
+from prokd.runs.folder import environment_info, is_fresh, read_json, write_json
 
 EFFICIENCY_KEYS = ("params", "macs", "latency_slice_ms", "latency_volume_ms")
 LATENCY_SETTINGS = ("threads", "repeats", "volume_repeats")

@@ -42,7 +42,7 @@ from prokd.experiment.results import (
 )
 from prokd.experiment.stages import evaluate_stage, measure_stages, stage_status, train_stage
 from prokd.table import FittedTable
-from prokd.train.run_folder import (
+from prokd.runs.folder import (
     FolderKind,
     RunDirError,
     check_replaceable,

@@ -22,9 +22,9 @@ from prokd.eval.efficiency import count_macs, count_parameters, interleaved_late
 from prokd.eval.efficiency import time_interleaved
 from prokd.eval.evaluate import Evaluation, evaluate_run, summary_table
 from prokd.infer.predict import Predictor
-from prokd.train.checkpoint import load_checkpoint
+from prokd.runs.checkpoint import load_checkpoint
 from prokd.train.loop import settle_run
-from prokd.train.run_folder import is_fresh, read_json, write_json
+from prokd.runs.folder import is_fresh, read_json, write_json
 from prokd.train.runner import train_run
 
 VOLUME_REPEATS = 3

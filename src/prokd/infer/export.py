@@ -24,7 +24,7 @@ from prokd import __version__
 from prokd.config import PostprocessConfig, PreprocessConfig, from_dict, plain
 from prokd.eval.efficiency import measure_latency
 from prokd.infer.predict import Predictor
-from prokd.train.checkpoint import (
+from prokd.runs.checkpoint import (
     load_checkpoint,
     model_from_checkpoint,
     preprocess_from_checkpoint,

@@ -24,7 +24,7 @@ from prokd.data.preprocess import GridPlan, Preprocessor
 from prokd.data.slices import volume_inputs
 from prokd.infer.postprocess import probability_to_mask
 from prokd.losses import probabilities
-from prokd.train.checkpoint import (
+from prokd.runs.checkpoint import (
     load_checkpoint,
     model_from_checkpoint,
     postprocess_from_checkpoint,

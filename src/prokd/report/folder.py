@@ -5,7 +5,7 @@
     DIR/runs/<stage>/            RUN folders: metrics.jsonl, teachers.json, efficiency.json, eval/test/cases.csv
 
 (docs/architecture.md, "Experiment folder", lists every field.) Every missing file or key is a
-:class:`~prokd.train.run_folder.RunDirError` naming the file.
+:class:`~prokd.runs.folder.RunDirError` naming the file.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from prokd.train.run_folder import RunDirError
+from prokd.runs.folder import RunDirError
 
 RESULT_KEYS = ("env", "experiment", "rows", "groups")
 

@@ -24,8 +24,8 @@ from prokd.distill.objective import DistillationObjective
 from prokd.distill.teachers import Teacher, centre_channels, load_teacher
 from prokd.losses import SegmentationLoss, soft_foreground
 from prokd.models import get_spec
-from prokd.train.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint, resolve_checkpoint
-from prokd.train.run_folder import read_json
+from prokd.runs.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint, resolve_checkpoint
+from prokd.runs.folder import read_json
 
 __all__ = ["TeacherWeights", "rebuild_objective", "teacher_weights"]
 

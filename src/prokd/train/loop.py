@@ -43,9 +43,9 @@ from prokd.data.slices import Batch, GridCase, SliceSampler
 from prokd.eval.metrics import dice_score
 from prokd.infer.predict import Predictor
 from prokd.losses import SegmentationLoss
-from prokd.train.checkpoint import load_checkpoint, save_checkpoint
+from prokd.runs.checkpoint import load_checkpoint, save_checkpoint
 from prokd.train.progress import training_progress
-from prokd.train.run_folder import atomic_write, remove_temporaries
+from prokd.runs.folder import atomic_write, remove_temporaries
 
 
 class SupervisedObjective(nn.Module):

@@ -27,7 +27,7 @@ from prokd.losses import SegmentationLoss
 from prokd.models import build_model
 from prokd.threads import default_threads
 from prokd.train.loop import EpochCallback, FaultHook, RunState, SupervisedObjective, ValidationCase, fit
-from prokd.train.run_folder import (
+from prokd.runs.folder import (
     RunDirError,
     check_run_dir,
     environment_info,
@@ -69,7 +69,7 @@ def prepare_run(
     overwrite: bool = False,
     split: dict[str, list[str]] | None = None,
 ) -> PreparedRun:
-    """Check the RUN folder ``out`` (:func:`~prokd.train.run_folder.check_run_dir`), fix the split and load the
+    """Check the RUN folder ``out`` (:func:`~prokd.runs.folder.check_run_dir`), fix the split and load the
     cases onto the grid; nothing is written (:func:`write_run_files` creates the folder).
 
     On resume the folder's own ``config.yaml`` and ``split.json`` are used, so the run continues unchanged.

@@ -18,8 +18,8 @@ from prokd.data.datalist import load_cases
 from prokd.data.splits import load_split, make_split, save_split, subsets_by_site, subsets_of_k
 from prokd.models import get_spec
 from prokd.threads import default_threads
-from prokd.train.checkpoint import load_checkpoint
-from prokd.train.run_folder import FolderKind, RunDirError, check_run_dir, prepare_run_dir, write_json
+from prokd.runs.checkpoint import load_checkpoint
+from prokd.runs.folder import FolderKind, RunDirError, check_run_dir, prepare_run_dir, write_json
 from prokd.train.runner import train_run
 
 

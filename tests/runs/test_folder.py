@@ -11,7 +11,7 @@ import yaml
 from typer.testing import CliRunner
 
 from prokd.cli import app
-from prokd.train.run_folder import RUN_FOLDER, RunDirError, check_replaceable, prepare_run_dir
+from prokd.runs.folder import RUN_FOLDER, RunDirError, check_replaceable, prepare_run_dir
 from prokd.train.teachers import TEACHERS_FOLDER, train_teachers
 
 

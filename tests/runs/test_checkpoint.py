@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from prokd.models import build_model
-from prokd.train.checkpoint import (
+from prokd.runs.checkpoint import (
     CheckpointError,
     load_checkpoint,
     model_from_checkpoint,
