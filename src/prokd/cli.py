@@ -124,6 +124,7 @@ ChannelOption = Annotated[Optional[int], typer.Option(min=0, help="Channel of mu
 SetOption = Annotated[list[str], typer.Option("--set", help="Any config key, e.g. --set train.lr=0.001.")]
 ResumeOption = Annotated[bool, typer.Option(help="Continue an interrupted run in OUT.")]
 OverwriteOption = Annotated[bool, typer.Option(help="Replace an earlier RUN folder, once the new run's inputs and options are checked (any other folder is refused).")]
+DeviceOption = Annotated[str, typer.Option(help="Where to train: auto (CUDA when available, else the CPU), cpu or cuda.")]
 SplitOption = Annotated[Optional[Path], typer.Option(callback=absolute_path, help="Use this split JSON (train/val/test case ids).", show_default="drawn by the config's split settings")]
 
 
@@ -168,10 +169,13 @@ def run_training(
     overwrite: bool,
     split: Path | None = None,
     needs_teacher: bool = False,
+    device: str = "auto",
 ) -> None:
     """Resolve the config, train (supervised or distilled) into ``out`` and print where it ended; with
-    ``needs_teacher`` (``prokd distill``), a new run without a teacher is refused."""
+    ``needs_teacher`` (``prokd distill``), a new run without a teacher is refused. Under ``torchrun`` only
+    rank 0 prints."""
     from prokd.data.splits import load_split
+    from prokd.distributed import is_main_process
     from prokd.train.runner import train_run
 
     with user_errors():
@@ -179,7 +183,10 @@ def run_training(
         if needs_teacher and not resume and not (run_config.distill and run_config.distill.teachers):
             raise ConfigError("distill needs a teacher: --teacher RUN (or distill.teachers in --config)")
         fixed_split = load_split(split) if split else None
-        state = train_run(data, out, run_config, resume=resume, overwrite=overwrite, split=fixed_split, console=console)
+        state = train_run(data, out, run_config, resume=resume, overwrite=overwrite, split=fixed_split,
+                          console=console, device=device)
+    if not is_main_process():
+        return
     best = (f"best val Dice {state.best_val_dice:.3f} at epoch {state.best_epoch}" if state.best_epoch >= 0
             else "no validation cases: best.pt is the last epoch")
     console.print(
@@ -223,14 +230,18 @@ def train(
     split: SplitOption = None,
     resume: ResumeOption = False,
     overwrite: OverwriteOption = False,
+    device: DeviceOption = "auto",
 ) -> None:
-    """Train a segmentation network with Dice + Lovász + CE loss; writes a self-describing RUN folder."""
+    """Train a segmentation network with Dice + Lovász + CE loss; writes a self-describing RUN folder.
+
+    Data-parallel over N processes: torchrun --nproc-per-node N -m prokd train ...
+    """
     flags = {
         "model.name": model,
         "preprocess.channel": channel,
         **common_flags(sites, cases, epochs, minutes, seed, label_map, unlabeled),
     }
-    run_training(data, out, config, flags, set_, resume, overwrite, split)
+    run_training(data, out, config, flags, set_, resume, overwrite, split, device=device)
 
 
 @app.command("train-teachers")
@@ -287,10 +298,12 @@ def distill(
     split: SplitOption = None,
     resume: ResumeOption = False,
     overwrite: OverwriteOption = False,
+    device: DeviceOption = "auto",
 ) -> None:
     """Distil frozen teacher(s) into a student: Dice + Lovász + CE on labels, KL + feature terms on teachers.
 
     Refused before anything trains when a teacher was trained on a validation or test case of the student's split.
+    Data-parallel over N processes: torchrun --nproc-per-node N -m prokd distill ...
     """
     flags = {
         "model.name": student,
@@ -299,7 +312,7 @@ def distill(
         "preprocess.channel": channel,
         **common_flags(sites, cases, epochs, minutes, seed, label_map, unlabeled),
     }
-    run_training(data, out, config, flags, set_, resume, overwrite, split, needs_teacher=True)
+    run_training(data, out, config, flags, set_, resume, overwrite, split, needs_teacher=True, device=device)
 
 
 @app.command()

@@ -8,7 +8,7 @@ holds ``x`` ``(B, 2 * context + 1, S, S)`` float32, ``y`` ``(B, 1, S, S)`` float
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -31,6 +31,30 @@ class Batch:
     keys: tuple[tuple[str, int], ...] = ()
     teacher: torch.Tensor | None = None
     sites: tuple[str, ...] = ()
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def take(self, part: slice) -> Batch:
+        """The samples at ``part`` (one process's share of a data-parallel batch)."""
+        return Batch(
+            self.x[part],
+            self.y[part],
+            self.labelled[part],
+            self.keys[part],
+            None if self.teacher is None else self.teacher[part],
+            self.sites[part],
+        )
+
+    def to(self, device: torch.device | str) -> Batch:
+        """The batch with its tensors on ``device``."""
+        return replace(
+            self,
+            x=self.x.to(device),
+            y=self.y.to(device),
+            labelled=self.labelled.to(device),
+            teacher=None if self.teacher is None else self.teacher.to(device),
+        )
 
 
 @dataclass

@@ -24,6 +24,7 @@ import torch
 
 from prokd.data.slices import GridCase, volume_inputs
 from prokd.distill.teachers import Teacher
+from prokd.distributed import device_of
 from prokd.runs.folder import atomic_write
 
 CACHE_FOLDER = "teacher-logits"
@@ -71,8 +72,10 @@ class TeacherLogitCache:
     @torch.no_grad()
     def _compute(self, teacher: Teacher, case: GridCase) -> np.ndarray:
         inputs = volume_inputs(case.image, self.context).astype(np.float32)
-        chunks = [teacher(torch.from_numpy(inputs[i : i + self.chunk]))[0] for i in range(0, len(inputs), self.chunk)]
-        return torch.cat(chunks).numpy()
+        device = device_of(teacher.model)
+        chunks = [teacher(torch.from_numpy(inputs[i : i + self.chunk]).to(device))[0]
+                  for i in range(0, len(inputs), self.chunk)]
+        return torch.cat(chunks).cpu().numpy()
 
     def _folder(self, k: int) -> Path | None:
         """Teacher ``k``'s cache folder for its current checkpoint (created, stale siblings removed), or None."""

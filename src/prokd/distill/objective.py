@@ -39,6 +39,7 @@ from prokd.distill.aggregate import AggregateResult, build_aggregator
 from prokd.distill.gate import LearnedAggregator, gate_loss
 from prokd.distill.logit_cache import TeacherLogitCache
 from prokd.distill.teachers import Teacher, centre_channels, check_compatible
+from prokd.distributed import World
 from prokd.losses import (
     SegmentationLoss,
     boundary_weights,
@@ -61,6 +62,7 @@ class DistillationObjective(nn.Module):
         teachers: frozen teachers (at least one).
         seg_loss: the supervised loss applied to labelled slices.
         config: term weights, temperature, aggregation and feature-term settings.
+        world: the processes of a data-parallel run; the segmentation loss is taken over all their slices.
     """
 
     def __init__(
@@ -71,6 +73,7 @@ class DistillationObjective(nn.Module):
         teachers: list[Teacher],
         seg_loss: SegmentationLoss,
         config: DistillConfig,
+        world: World = World(),
     ) -> None:
         super().__init__()
         if not teachers:
@@ -80,6 +83,7 @@ class DistillationObjective(nn.Module):
         self._teachers = list(teachers)
         self.config = config
         self.seg_loss = seg_loss
+        self.world = world
         self.student_channels = student_preprocess.in_channels
         self.context = max(student_preprocess.context, *(t.preprocess.context for t in teachers))
         self.aggregator = build_aggregator(config.aggregate, len(teachers), **self._aggregator_kwargs(student_preprocess))
@@ -111,7 +115,7 @@ class DistillationObjective(nn.Module):
             total = total + self.config.kl * kl
             terms["kl"] = kl.item()
         if isinstance(self.aggregator, LearnedAggregator) and self.config.gate > 0:
-            gate = gate_loss(result, batch.y, batch.labelled)
+            gate = self._gate_loss(result, batch)
             total = total + self.config.gate * gate
             terms["gate"] = gate.item()
         if self.feature_terms:
@@ -131,6 +135,7 @@ class DistillationObjective(nn.Module):
             pseudo_label = self._plain_aggregate(outputs, result) > 0.5
             taught = self._pseudo_labelled(~labelled, pseudo_label)
             target = torch.where(taught[:, None, None, None], pseudo_label.to(target.dtype), target)
+        logits, target, labelled, taught = (self.world.concat(t) for t in (logits, target, labelled, taught))
         if self.config.pseudo_joint:
             labelled, taught = labelled | taught, torch.zeros_like(taught)
         if labelled.any():
@@ -143,11 +148,25 @@ class DistillationObjective(nn.Module):
             terms["pseudo"] = pseudo.item()
         return total, terms
 
+    def _gate_loss(self, result: AggregateResult, batch: Batch) -> torch.Tensor:
+        """The learned gate's loss over the labelled samples of the global batch (every process's share)."""
+        concat = self.world.concat
+        weights = concat(result.weights.transpose(0, 1)).transpose(0, 1)
+        return gate_loss(AggregateResult(concat(result.probs), weights), concat(batch.y), concat(batch.labelled))
+
     def train(self, mode: bool = True) -> DistillationObjective:
         """Set the trainable parts' mode; the teachers always stay in eval mode."""
         super().train(mode)
         for teacher in self._teachers:
             teacher.model.eval()
+        return self
+
+    def _apply(self, fn, recurse: bool = True) -> DistillationObjective:
+        """``to(device)`` and the like reach the teachers too (held outside the module tree: not trained, not
+        in the state dict)."""
+        super()._apply(fn, recurse)
+        for teacher in self._teachers:
+            teacher.model._apply(fn, recurse)
         return self
 
     def teacher_logits(self, case: GridCase, z: int) -> np.ndarray:

@@ -10,6 +10,7 @@ from prokd.config import ConfigError, RunConfig
 from prokd.data.splits import leaked_cases
 from prokd.distill.objective import DistillationObjective
 from prokd.distill.teachers import load_teacher, teacher_runs, training_cases, validation_site_scores
+from prokd.distributed import World
 from prokd.losses import SegmentationLoss
 from prokd.models import get_spec
 
@@ -51,7 +52,7 @@ def _cases_in(part: str, case_ids: list[str]) -> str:
 
 
 def build_distillation(
-    prepared: PreparedRun, seg_loss: SegmentationLoss, data: str | Path
+    prepared: PreparedRun, seg_loss: SegmentationLoss, data: str | Path, world: World = World()
 ) -> tuple[DistillationObjective, list[dict[str, Any]]]:
     """Load the run's teachers (with their validation Dice per site for the ``site`` aggregation, evaluated on
     ``data`` when not stored yet) and build its distillation objective; nothing is written to the RUN folder.
@@ -73,5 +74,6 @@ def build_distillation(
         teachers,
         seg_loss,
         config.distill,
+        world,
     )
     return objective, records

@@ -22,6 +22,7 @@ from prokd.data.io import VolumeError, non_finite_problem, volume_suffix, write_
 from prokd.data.orientation import CanonicalVolume, read_canonical
 from prokd.data.preprocess import GridPlan, Preprocessor
 from prokd.data.slices import volume_inputs
+from prokd.distributed import device_of
 from prokd.infer.postprocess import probability_to_mask
 from prokd.losses import probabilities
 from prokd.runs.checkpoint import (
@@ -80,7 +81,7 @@ class Predictor:
     @torch.inference_mode()
     def grid_probability(self, grid_image: np.ndarray) -> np.ndarray:
         """Foreground probability ``(Z, S, S)`` for a volume already on the canonical grid."""
-        inputs = torch.from_numpy(volume_inputs(grid_image, self.context))
+        inputs = torch.from_numpy(volume_inputs(grid_image, self.context)).to(device_of(self.model))
         chunks = []
         for start in range(0, len(inputs), self.batch_size):
             batch = inputs[start : start + self.batch_size]
@@ -89,7 +90,7 @@ class Predictor:
                 flipped = probabilities(self.model(batch.flip(-1))).flip(-1)
                 prob = (prob + flipped) / 2
             chunks.append(prob[:, 0])
-        return torch.cat(chunks).numpy()
+        return torch.cat(chunks).cpu().numpy()
 
     def input_channel(self, override: int | None = None) -> int | None:
         """The channel read from multi-channel volumes: ``override``, else the one the model was trained on."""

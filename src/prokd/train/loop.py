@@ -20,6 +20,13 @@ of a later epoch goes), ``best.pt`` is rewritten from ``last.pt`` when ``last.pt
 writes are removed. ``best.pt`` is written only after the rename, so it never holds an epoch ``last.pt`` does not
 know. A checkpoint of an older version, without ``log``, resumes with ``metrics.jsonl`` cut to its epochs.
 Tests inject kills at each write boundary through ``fit``'s ``fault_hook`` (:data:`WRITE_POINTS`).
+
+Data-parallel (``torchrun``, :mod:`prokd.distributed`): the model and the objective's trainable parts train as
+one :class:`~torch.nn.parallel.DistributedDataParallel` module; each process keeps its share of the same global
+batch, the validation cases are shared out and their Dice gathered, and only rank 0 settles, writes and reports.
+The segmentation loss (Dice and Lovász pool the whole batch) is taken over the gathered global batch, so a
+supervised run follows the single-process one up to float rounding; distillation's KL and feature terms are means
+over each process's share, averaged (a weighted KL mean, ``kl_uncertain``, is weighted per share).
 """
 
 from __future__ import annotations
@@ -37,9 +44,11 @@ import numpy as np
 import torch
 from rich.console import Console
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 from prokd.config import RunConfig, TrainConfig
 from prokd.data.slices import Batch, GridCase, SliceSampler
+from prokd.distributed import World
 from prokd.eval.metrics import dice_score
 from prokd.infer.predict import Predictor
 from prokd.losses import SegmentationLoss
@@ -49,14 +58,20 @@ from prokd.runs.folder import atomic_write, remove_temporaries
 
 
 class SupervisedObjective(nn.Module):
-    """Segmentation loss on the labelled slices of a batch: ``(model, batch) -> (loss, terms)``."""
+    """Segmentation loss on the labelled slices of a batch: ``(model, batch) -> (loss, terms)``.
 
-    def __init__(self, loss: SegmentationLoss) -> None:
+    In a data-parallel run (``world``) the loss is taken over every process's slices (:meth:`World.concat`), so
+    batch-pooled Dice and Lovász see the same global batch as one process would.
+    """
+
+    def __init__(self, loss: SegmentationLoss, world: World = World()) -> None:
         super().__init__()
         self.loss = loss
+        self.world = world
 
     def forward(self, model: nn.Module, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
-        return self.loss(model(batch.x[batch.labelled]), batch.y[batch.labelled])
+        logits, target, labelled = (self.world.concat(t) for t in (model(batch.x), batch.y, batch.labelled))
+        return self.loss(logits[labelled], target[labelled])
 
 
 @dataclass
@@ -116,6 +131,8 @@ def fit(
     on_epoch_end: EpochCallback | None = None,
     console: Console | None = None,
     fault_hook: FaultHook | None = None,
+    world: World = World(),
+    device: torch.device | str = "cpu",
 ) -> RunState:
     """Train ``model`` on batches from ``sampler`` to minimise ``objective``; validate, log and checkpoint.
 
@@ -131,11 +148,16 @@ def fit(
         on_epoch_end: called with ``(epoch, log_record)`` after each epoch's checkpoints and log are written.
         console: where progress goes (:func:`~prokd.train.progress.training_progress`); None shows nothing.
         fault_hook: called at each write boundary (:data:`WRITE_POINTS`); for fault-injection tests.
+        world: this process's place in a data-parallel run (module docstring); a single process by default.
+        device: where the model, the objective (teachers included) and the batches live.
     """
     train_cfg = config.train
+    model.to(device)
+    objective.to(device)
     parameters = [p for p in [*model.parameters(), *objective.parameters()] if p.requires_grad]
     optimizer = torch.optim.AdamW(parameters, lr=train_cfg.lr, weight_decay=train_cfg.weight_decay)
-    state, log = _restore(run_dir, model, objective, optimizer) if resume else (RunState(), [])
+    state, log = _restore(run_dir, model, objective, optimizer, world) if resume else (RunState(), [])
+    train_step = _train_step(model, objective, world)
     predictor = Predictor(model, config.preprocess, config.postprocess)
     budget = None if train_cfg.time_budget_minutes is None else 60.0 * train_cfg.time_budget_minutes
     total_steps = train_cfg.epochs * train_cfg.steps_per_epoch
@@ -162,7 +184,8 @@ def fit(
                     group["lr"] = lr
                 for seg_loss in seg_losses:
                     seg_loss.set_progress(progress_fraction())
-                loss, terms = objective(model, sampler.batch(rng))
+                batch = sampler.batch(rng)
+                loss, terms = train_step(batch.take(world.shard(len(batch))).to(device))
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
@@ -172,6 +195,8 @@ def fit(
                 steps += 1
                 state.step += 1
                 state.elapsed_seconds += time.perf_counter() - started
+                if budget:  # every process must agree on when the run ends
+                    state.elapsed_seconds = world.max(state.elapsed_seconds)
                 started = time.perf_counter()
                 display.update(
                     min(1.0, progress_fraction()), f"epoch {state.epoch + 1} step {state.step} loss {loss_value:.3f}"
@@ -180,28 +205,57 @@ def fit(
                 "epoch": state.epoch + 1,
                 "step": state.step,
                 "lr": lr,
-                **{name: total / steps for name, total in sums.items()},
+                **world.mean({name: total / steps for name, total in sums.items()}),
             }
             state.epoch += 1
             finished = state.epoch >= train_cfg.epochs or progress_fraction() >= 1.0
             if val_cases and (state.epoch % train_cfg.val_every == 0 or finished):
-                record["val_dice"] = validate(predictor, val_cases)
+                record["val_dice"] = validate(predictor, val_cases, world)
                 display.note(f"epoch {state.epoch} step {state.step}: val Dice {record['val_dice']:.3f}")
             record["elapsed_seconds"] = round(state.elapsed_seconds, 2)
             log.append(record)
-            payload = {**checkpoint_meta, "state_dict": model.state_dict(), "extra": {"objective": objective.state_dict()},
-                       "optimizer": optimizer.state_dict()}
-            _commit_epoch(run_dir, payload, state, log, fault_hook or _no_fault)
-            if on_epoch_end is not None:
-                on_epoch_end(state.epoch, record)
+            _note_best(state, record.get("val_dice"))
+            if world.is_main:
+                payload = {**checkpoint_meta, "state_dict": model.state_dict(),
+                           "extra": {"objective": objective.state_dict()}, "optimizer": optimizer.state_dict()}
+                _commit_epoch(run_dir, payload, state, log, fault_hook or _no_fault)
+                if on_epoch_end is not None:
+                    on_epoch_end(state.epoch, record)
+    world.barrier()  # every process returns once rank 0's files are written
     return state
 
 
-def validate(predictor: Predictor, cases: list[ValidationCase]) -> float:
-    """Mean 3D Dice of the predictor's masks against the original-grid truth."""
+def _train_step(model: nn.Module, objective: nn.Module, world: World) -> Callable[[Batch], tuple[torch.Tensor, dict]]:
+    """``batch -> (loss, terms)``: the objective applied to the model; across processes, as one DDP module whose
+    gradients (the model's and the objective's trainable parts') are averaged."""
+    if world.size == 1:
+        return lambda batch: objective(model, batch)
+    trains_itself = any(p.requires_grad for p in objective.parameters())  # adapters, gate: not used on every step
+    return DistributedDataParallel(
+        _ModelWithObjective(model, objective), broadcast_buffers=False, find_unused_parameters=trains_itself
+    )
+
+
+class _ModelWithObjective(nn.Module):
+    """The model and its objective as one module, ``batch -> (loss, terms)``, for DDP."""
+
+    def __init__(self, model: nn.Module, objective: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        self.objective = objective
+
+    def forward(self, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
+        return self.objective(self.model, batch)
+
+
+def validate(predictor: Predictor, cases: list[ValidationCase], world: World = World()) -> float:
+    """Mean 3D Dice of the predictor's masks against the original-grid truth; across processes each scores its
+    share of the cases and the scores are gathered (same mean as one process)."""
     predictor.model.eval()
-    scores = [dice_score(predictor.predict_grid(c.grid.image, c.grid.plan).mask, c.truth) for c in cases]
-    return float(np.mean(scores))
+    mine = range(world.rank, len(cases), world.size)
+    scored = [(i, dice_score(predictor.predict_grid(cases[i].grid.image, cases[i].grid.plan).mask, cases[i].truth))
+              for i in mine]
+    return float(np.mean([score for _, score in sorted(world.gather(scored))]))
 
 
 def _no_fault(point: str, epoch: int) -> None:
@@ -212,10 +266,6 @@ def _commit_epoch(
     run_dir: Path, payload: dict[str, Any], state: RunState, log: list[dict[str, Any]], fault_hook: FaultHook
 ) -> None:
     """Write the epoch's ``last.pt`` (the commit point), ``best.pt`` and ``metrics.jsonl``, in that order."""
-    val_dice = log[-1].get("val_dice")
-    improved = val_dice is not None and val_dice > state.best_val_dice
-    if improved:
-        state.best_val_dice, state.best_epoch = val_dice, state.epoch
     payload = {**payload, "progress": vars(state).copy(), "log": log}
     fault_hook("before_last", state.epoch)
     save_checkpoint(run_dir / "checkpoints" / "last.pt", payload)
@@ -225,6 +275,12 @@ def _commit_epoch(
     fault_hook("after_best", state.epoch)
     _write_log(run_dir / "metrics.jsonl", log)
     fault_hook("after_log", state.epoch)
+
+
+def _note_best(state: RunState, val_dice: float | None) -> None:
+    """Record the epoch just finished as the best when its validation Dice beats every earlier one."""
+    if val_dice is not None and val_dice > state.best_val_dice:
+        state.best_val_dice, state.best_epoch = val_dice, state.epoch
 
 
 def _best_is_last(progress: dict[str, Any]) -> bool:
@@ -242,11 +298,7 @@ def settle_run(run_dir: Path) -> tuple[dict[str, Any] | None, list[dict[str, Any
         ``last.pt``'s payload (None without one: the run starts from epoch 0) and its epoch log.
     """
     remove_temporaries(run_dir)
-    last = run_dir / "checkpoints" / "last.pt"
-    payload = load_checkpoint(last) if last.is_file() else None
-    log = [] if payload is None else payload.get("log")
-    if log is None:  # a checkpoint written before ``log`` existed
-        log = _logged_records(run_dir / "metrics.jsonl", payload["progress"]["epoch"])
+    payload, log = committed_run(run_dir)
     if payload is not None and _best_is_last(payload["progress"]):
         best = run_dir / "checkpoints" / "best.pt"
         if not best.is_file() or load_checkpoint(best)["progress"] != payload["progress"]:
@@ -256,10 +308,23 @@ def settle_run(run_dir: Path) -> tuple[dict[str, Any] | None, list[dict[str, Any
     return payload, log
 
 
+def committed_run(run_dir: Path) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
+    """``checkpoints/last.pt``'s payload (None without one) and its epoch log, read without changing anything."""
+    last = run_dir / "checkpoints" / "last.pt"
+    payload = load_checkpoint(last) if last.is_file() else None
+    log = [] if payload is None else payload.get("log")
+    if log is None:  # a checkpoint written before ``log`` existed
+        log = _logged_records(run_dir / "metrics.jsonl", payload["progress"]["epoch"])
+    return payload, log
+
+
 def _restore(
-    run_dir: Path, model: nn.Module, objective: nn.Module, optimizer: torch.optim.Optimizer
+    run_dir: Path, model: nn.Module, objective: nn.Module, optimizer: torch.optim.Optimizer, world: World
 ) -> tuple[RunState, list[dict[str, Any]]]:
-    payload, log = settle_run(run_dir)
+    """Load the run's commit point into the model, objective and optimiser; rank 0 settles the folder first."""
+    settled = settle_run(run_dir) if world.is_main else None
+    world.barrier()
+    payload, log = settled or committed_run(run_dir)
     if payload is None:
         return RunState(), log
     model.load_state_dict(payload["state_dict"])

@@ -23,6 +23,7 @@ from prokd.data.preprocess import Preprocessor
 from prokd.data.slices import GridCase, SliceSampler, to_grid_case
 from prokd.data.splits import load_split, make_split, restrict, save_split
 from prokd.distill.setup import build_distillation, check_teachers
+from prokd.distributed import World, join_world, resolve_device
 from prokd.losses import SegmentationLoss
 from prokd.models import build_model
 from prokd.threads import default_threads
@@ -173,6 +174,7 @@ def train_run(
     console: Console | None = None,
     on_epoch_end: EpochCallback | None = None,
     fault_hook: FaultHook | None = None,
+    device: str = "auto",
 ) -> RunState:
     """Train ``config.model`` on ``data`` into the RUN folder ``out``.
 
@@ -187,20 +189,30 @@ def train_run(
     ``--overwrite``; a folder that existed before is left as it is. A folder killed before its first checkpoint
     (still holding its ``config.yaml`` and ``split.json``) resumes from epoch 0. ``fault_hook`` is
     :func:`~prokd.train.loop.fit`'s, for fault-injection tests.
+
+    ``device`` is ``auto``, ``cpu`` or ``cuda`` (:func:`~prokd.distributed.resolve_device`). Under ``torchrun``
+    every process sets up the same run and checks the folder; rank 0 alone writes it (:mod:`prokd.distributed`).
     """
-    with removed_on_failure(first_missing(out), keep=lambda: (Path(out) / "checkpoints" / "last.pt").is_file()):
+    torch_device = resolve_device(device)
+    world = join_world(torch_device)
+    created = first_missing(out) if world.is_main else None
+    with removed_on_failure(created, keep=lambda: (Path(out) / "checkpoints" / "last.pt").is_file()):
         prepared = prepare_run(data, out, config, resume=resume, overwrite=overwrite, split=split)
         config = prepared.config
+        _check_batch_shares(config, world)
         seg_loss = SegmentationLoss.from_config(config.loss, config.model.out_channels)
         teachers = None
         if config.distill is None:
-            objective, sampler = SupervisedObjective(seg_loss), make_sampler(prepared)
+            objective, sampler = SupervisedObjective(seg_loss, world), make_sampler(prepared)
         else:
-            objective, teachers = build_distillation(prepared, seg_loss, data)
+            objective, teachers = build_distillation(prepared, seg_loss, data, world)
             unlabeled = prepared.unlabeled_cases() if config.distill.unlabeled_fraction > 0 else None
             cached = objective.teacher_logits if config.distill.cache_teachers else None
             sampler = make_sampler(prepared, context=objective.context, unlabeled=unlabeled, teacher_maps=cached)
-        write_run_files(prepared, data, resume=resume, overwrite=overwrite, teachers=teachers)
+        world.barrier()  # every process has checked the folder before rank 0 writes it
+        if world.is_main:
+            write_run_files(prepared, data, resume=resume, overwrite=overwrite, teachers=teachers)
+        world.barrier()
         return fit(
             prepared.run_dir,
             config,
@@ -211,8 +223,18 @@ def train_run(
             checkpoint_meta(prepared),
             resume=resume,
             on_epoch_end=on_epoch_end,
-            console=console,
+            console=console if world.is_main else None,
             fault_hook=fault_hook,
+            world=world,
+            device=torch_device,
+        )
+
+
+def _check_batch_shares(config: RunConfig, world: World) -> None:
+    """Refuse a batch that does not split evenly over the processes of a data-parallel run."""
+    if config.train.batch_size % world.size:
+        raise ConfigError(
+            f"train.batch_size {config.train.batch_size} does not split evenly over {world.size} processes"
         )
 
 
