@@ -427,15 +427,19 @@ def experiment(
     out: Annotated[Path, typer.Option(callback=absolute_path, help="Experiment folder: runs/, plan.json, results/.")],
     dry_run: Annotated[bool, typer.Option(help="Print the plan and each stage's status; train nothing.")] = False,
     overwrite: Annotated[bool, typer.Option(help="Replace OUT when it holds an earlier experiment, e.g. a different one (any other folder is refused).")] = False,
+    stage: Annotated[list[str], typer.Option(help="Train only this stage (name or shell pattern, e.g. 'teacher-*'; repeat for several), e.g. one per cluster job.", show_default="every stage")] = [],
+    device: DeviceOption = "auto",
 ) -> None:
     """Teachers, students from scratch, single- and multi-teacher KD over seeds: accuracy against size and speed.
 
-    Rerunning the same command skips finished stages and resumes an interrupted one.
+    Rerunning the same command skips finished stages and resumes an interrupted one. Several workers may run
+    the same command on one folder (a lock per stage): each trains the stages no other worker holds.
     """
     from prokd.experiment import load_experiment, run_experiment, verdict_lines
 
     with user_errors():
-        results = run_experiment(load_experiment(config), out, dry_run=dry_run, overwrite=overwrite, console=console)
+        results = run_experiment(load_experiment(config), out, dry_run=dry_run, overwrite=overwrite, console=console,
+                                 stages=stage, device=device)
     if not dry_run:
         console.print(f"results → {out / 'results'} (results.md, results.csv, results.json)", highlight=False,
                       soft_wrap=True)

@@ -17,6 +17,8 @@ from typing import Any
 
 import yaml
 
+from prokd.files import atomic_write_text
+
 
 class ConfigError(ValueError):
     """A configuration value is missing, unknown or of the wrong type; the message names the key."""
@@ -338,7 +340,8 @@ def set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
 
 
 def save_config(config: RunConfig, path: str | Path) -> None:
-    Path(path).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+    """Write the resolved ``config`` as YAML to ``path``, atomically."""
+    atomic_write_text(path, yaml.safe_dump(config.to_dict(), sort_keys=False))
 
 
 def from_dict(cls: type, data: dict[str, Any], prefix: str = "") -> Any:

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from prokd.config import SplitConfig
+from prokd.files import atomic_write_text
 
 SPLIT_KEYS = ("train", "val", "test")
 
@@ -220,11 +221,11 @@ def leaked_cases(trained_on: Iterable[str], split: Mapping[str, Sequence[str]]) 
 
 
 def save_split(split: Mapping[str, Sequence[str]], path: str | Path, **meta: Any) -> None:
-    """Write ``split`` as JSON, with ``meta`` (e.g. ``seed``, ``mode``) under the key ``"meta"``."""
+    """Write ``split`` as JSON, with ``meta`` (e.g. ``seed``, ``mode``) under the key ``"meta"``, atomically."""
     check_disjoint(split)
     payload: dict[str, Any] = {key: sorted(split[key]) for key in SPLIT_KEYS}
     payload["meta"] = meta
-    Path(path).write_text(json.dumps(payload, indent=2) + "\n")
+    atomic_write_text(path, json.dumps(payload, indent=2) + "\n")
 
 
 def load_split(path: str | Path) -> dict[str, list[str]]:

@@ -25,7 +25,7 @@ import torch
 from prokd.data.slices import GridCase, volume_inputs
 from prokd.distill.teachers import Teacher
 from prokd.distributed import device_of
-from prokd.runs.folder import atomic_write
+from prokd.files import atomic_write
 
 CACHE_FOLDER = "teacher-logits"
 

@@ -15,6 +15,7 @@ A mean ± sd is shown as ``mean (n = 1)`` where a single value gives no spread (
 from __future__ import annotations
 
 import csv
+import io
 import json
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ from scipy import stats as scipy_stats
 from prokd.config import load_config
 from prokd.eval.evaluate import METRICS, stored_summary
 from prokd.eval.metrics import MISSING, format_stats
+from prokd.files import atomic_write_text
 from prokd.runs.folder import environment_info, is_fresh, read_json, write_json
 
 EFFICIENCY_KEYS = ("params", "macs", "latency_slice_ms", "latency_volume_ms")
@@ -230,17 +232,16 @@ def write_results(out: str | Path, results: dict[str, Any]) -> Path:
     folder = Path(out) / "results"
     write_json(folder / "results.json", results)
     sites = sorted({site for row in results["rows"] for site in row["sites"]})
-    with (folder / "results.csv").open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow([*CSV_KEYS, "dice", "dice_sd", *METRICS[1:], *(f"dice_{site}" for site in sites)])
-        for row in results["rows"]:
-            overall = row["overall"]
-            site_dice = [row["sites"][site]["dice"]["mean"] if site in row["sites"] else "" for site in sites]
-            writer.writerow([*(row[key] for key in CSV_KEYS), overall["dice"]["mean"], overall["dice"]["sd"],
-                             *(overall[m]["mean"] for m in METRICS[1:]), *site_dice])
-    markdown = folder / "results.md"
-    markdown.write_text(results_markdown(results))
-    return markdown
+    table = io.StringIO(newline="")
+    writer = csv.writer(table)
+    writer.writerow([*CSV_KEYS, "dice", "dice_sd", *METRICS[1:], *(f"dice_{site}" for site in sites)])
+    for row in results["rows"]:
+        overall = row["overall"]
+        site_dice = [row["sites"][site]["dice"]["mean"] if site in row["sites"] else "" for site in sites]
+        writer.writerow([*(row[key] for key in CSV_KEYS), overall["dice"]["mean"], overall["dice"]["sd"],
+                         *(overall[m]["mean"] for m in METRICS[1:]), *site_dice])
+    atomic_write_text(folder / "results.csv", table.getvalue())
+    return atomic_write_text(folder / "results.md", results_markdown(results))
 
 
 def results_markdown(results: dict[str, Any]) -> str:

@@ -13,11 +13,19 @@ or removed between runs, but a stage already trained in the folder must keep its
 split) and the experiment its data and split; otherwise the folder is refused, naming the stage and the first
 differing key, unless ``overwrite`` replaces it, which it does only for an experiment folder
 (:data:`EXPERIMENT_FOLDER`), once the config and the plan are validated.
+
+Several workers can share one folder (processes on one machine, or cluster jobs on a shared file system, each
+``prokd experiment CONFIG --out DIR`` with or without ``--stage NAME``): a worker trains a stage only while it
+holds the stage's lock ``runs/<stage>.lock`` (:mod:`prokd.runs.lock`), takes the next stage it may train when
+another worker holds one, and waits for a teacher another worker is still training. The stages are timed
+together by whichever worker finds every stage trained (under ``runs/efficiency.lock``).
 """
 
 from __future__ import annotations
 
+import fnmatch
 import os
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -52,8 +60,12 @@ from prokd.runs.folder import (
     removed_on_failure,
     write_json,
 )
+from prokd.runs.lock import lock_holder, try_lock
+from prokd.files import atomic_write_text, temporary_of
 
 STATUS_TEXT = {"done": "trained, reused", "resume": "resuming", "new": "training"}
+POLL_SECONDS = 10.0
+"""How often a worker waiting for another worker's teacher looks again."""
 _MISSING = "<missing>"
 EXPERIMENT_FOLDER = FolderKind("prokd experiment folder", markers=("experiment.yaml", "plan.json"),
                                optional=("runs", "results", "report"))
@@ -67,6 +79,9 @@ def run_experiment(
     dry_run: bool = False,
     overwrite: bool = False,
     console: Console | None = None,
+    stages: list[str] | None = None,
+    device: str = "auto",
+    poll_seconds: float = POLL_SECONDS,
 ) -> dict[str, Any] | None:
     """Train, evaluate and measure every stage of ``config`` into the experiment folder ``out``.
 
@@ -74,6 +89,10 @@ def run_experiment(
         dry_run: print the plan with each stage's status (done / resume / new) and touch nothing.
         overwrite: replace ``out`` when it holds an earlier experiment; any other non-empty folder is refused
             (a dry run deletes nothing and reports every stage as new).
+        stages: train only the stages these names or shell patterns (``teacher-*``) match, e.g. one per cluster
+            job; a stage whose teacher is neither trained nor being trained by another worker is refused.
+        device: ``auto``, ``cpu`` or ``cuda``, for every stage trained here.
+        poll_seconds: how often to look again while waiting for a teacher another worker is training.
 
     Returns:
         the collected results (:func:`~prokd.experiment.results.collect_results`), or None for a dry run.
@@ -87,9 +106,10 @@ def run_experiment(
     console = console or Console()
     index = load_cases(config.data)
     plan = make_plan(config, index)
+    wanted = select_stages(plan, stages)
     check_out_dir(config, out, plan, overwrite)
     if dry_run:
-        statuses = {stage.name: "new" if overwrite else stage_status(out / stage.run) for stage in plan}
+        statuses = {stage.name: "new" if overwrite else dry_run_status(out, stage) for stage in plan}
         console.print(plan_table(plan, statuses, title=f"experiment {config.name} → {out}"))
         console.print(plan_total(plan, statuses), highlight=False)
         return None
@@ -97,16 +117,14 @@ def run_experiment(
     if overwrite:
         delete_for_overwrite(out, EXPERIMENT_FOLDER)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "experiment.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+    atomic_write_text(out / "experiment.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False))
     write_json(out / "plan.json", [stage.to_json() for stage in plan])
-    for number, stage in enumerate(plan, start=1):
-        with removed_on_failure(created, keep=lambda: any((out / "runs").glob("*"))):
-            run_stage(config, stage, out, console, f"[{number}/{len(plan)}]")
-        results = collect_results(out)
-        write_results(out, results)
+    with removed_on_failure(created, keep=lambda: any((out / "runs").glob("*"))):
+        run_stages(config, plan, wanted, out, console, device, poll_seconds)
+    results = collect_results(out)
+    write_results(out, results)
     volume = index.case(plan[0].split["test"][0]).image  # every stage is tested on the same cases
-    timing = config.efficiency
-    if measure_stages([out / stage.run for stage in plan], volume, timing.threads, timing.repeats, console):
+    if measure_all(config, plan, out, volume, console):
         results = collect_results(out)
         write_results(out, results)
     console.print(groups_table(results))
@@ -115,13 +133,112 @@ def run_experiment(
     return results
 
 
-def run_stage(config: ExperimentConfig, stage: Stage, out: Path, console: Console, label: str = "") -> str:
+def dry_run_status(out: Path, stage: Stage) -> str:
+    """:func:`~prokd.experiment.stages.stage_status`, or ``"running"`` while a worker holds the stage's lock."""
+    return "running" if is_locked(out, stage) else stage_status(out / stage.run)
+
+
+def select_stages(plan: list[Stage], patterns: list[str] | None) -> list[Stage]:
+    """The stages of ``plan`` that ``patterns`` (names or shell patterns) match, in plan order; all without
+    patterns. A pattern that matches no stage is an error naming the stages there are."""
+    if not patterns:
+        return list(plan)
+    names = [stage.name for stage in plan]
+    for pattern in patterns:
+        if not fnmatch.filter(names, pattern):
+            raise RunDirError(f"--stage {pattern}: no such stage (the plan has {', '.join(names)})")
+    return [stage for stage in plan if any(fnmatch.fnmatchcase(stage.name, p) for p in patterns)]
+
+
+def run_stages(
+    config: ExperimentConfig,
+    plan: list[Stage],
+    wanted: list[Stage],
+    out: Path,
+    console: Console,
+    device: str = "auto",
+    poll_seconds: float = POLL_SECONDS,
+) -> None:
+    """Run the ``wanted`` stages, in plan order as far as other workers allow: each under its lock; one that
+    another worker holds is left to it (and done once it is free); one whose teacher another worker is still
+    training waits for it; results are written after each stage."""
+    numbers = {stage.name: number for number, stage in enumerate(plan, start=1)}
+    by_name = {stage.name: stage for stage in plan}
+    pending, waiting_for = list(wanted), None
+    while pending:
+        waits: list[Stage] = []  # what the pending stages wait for: a teacher, or their own lock
+        for stage in pending:
+            teacher = unfinished_teacher(stage, by_name, out, pending)
+            lock = None if teacher is not None else try_lock(stage_lock(out, stage))
+            if lock is None:
+                waits += [w for w in [teacher or stage] if w not in waits]
+                continue
+            with lock:
+                run_stage(config, stage, out, console, f"[{numbers[stage.name]}/{len(plan)}]", device)
+            pending.remove(stage)
+            write_results(out, collect_results(out))
+            break
+        else:  # every pending stage is held by another worker or waits for a teacher one is training
+            if waits != waiting_for:
+                holders = (f"{stage.name} ({lock_holder(stage_lock(out, stage))})" for stage in waits)
+                console.print(f"waiting for other workers: {', '.join(holders)}", highlight=False, soft_wrap=True)
+                waiting_for = waits
+            time.sleep(poll_seconds)
+
+
+def unfinished_teacher(stage: Stage, by_name: dict[str, Stage], out: Path, pending: list[Stage]) -> Stage | None:
+    """The first teacher of ``stage`` that is not trained yet (None when all are): one still pending here, or one
+    another worker holds. A teacher that nobody is training is an error naming it."""
+    for name in stage.teachers:
+        teacher = by_name[name]
+        if stage_status(out / teacher.run) == "done" and not is_locked(out, teacher):
+            continue
+        if teacher in pending or is_locked(out, teacher):
+            return teacher
+        raise RunDirError(
+            f"stage {stage.name} needs {teacher.name}, which is not trained and no worker is training it "
+            f"(run it first: --stage {teacher.name})"
+        )
+    return None
+
+
+def stage_lock(out: Path, stage: Stage) -> Path:
+    """The lock a worker holds while it trains ``stage``: ``runs/<stage>.lock``."""
+    return out / f"{stage.run}.lock"
+
+
+def is_locked(out: Path, stage: Stage) -> bool:
+    """Whether another worker (or another open here) holds ``stage``'s lock."""
+    lock = try_lock(stage_lock(out, stage))
+    if lock is None:
+        return True
+    lock.release()
+    return False
+
+
+def measure_all(config: ExperimentConfig, plan: list[Stage], out: Path, volume: Path, console: Console) -> bool:
+    """Time every stage together (:func:`~prokd.experiment.stages.measure_stages`) once all are trained and no
+    worker holds one. Workers queue for ``runs/efficiency.lock`` after releasing their stages, so the last one to
+    finish finds everything trained; the others leave it. Returns whether it measured."""
+    with try_lock(out / "runs" / "efficiency.lock", wait=True):
+        untrained = [stage.name for stage in plan if stage_status(out / stage.run) != "done" or is_locked(out, stage)]
+        if untrained:
+            console.print(f"not timed yet: {len(untrained)} stage(s) still to train ({', '.join(untrained)}); "
+                          "the worker that trains the last one times them all", highlight=False, soft_wrap=True)
+            return False
+        timing = config.efficiency
+        return measure_stages([out / stage.run for stage in plan], volume, timing.threads, timing.repeats, console)
+
+
+def run_stage(
+    config: ExperimentConfig, stage: Stage, out: Path, console: Console, label: str = "", device: str = "auto"
+) -> str:
     """Train (or resume, or reuse) one stage and evaluate it on the test split, unless its evaluation is newer
     than its best checkpoint; its efficiency is measured later, with every stage's. Returns its prior status."""
     run_dir = out / stage.run
     status = stage_status(run_dir)
     console.rule(f"{label} {stage.name}: {STATUS_TEXT[status]}".strip())
-    train_stage(config.data, run_dir, stage.run_config(out), stage.split, console)
+    train_stage(config.data, run_dir, stage.run_config(out), stage.split, console, device)
     evaluate_stage(run_dir, config.data, console)
     return status
 
@@ -136,8 +253,8 @@ def check_out_dir(config: ExperimentConfig, out: Path, plan: list[Stage], overwr
     if overwrite:
         check_replaceable(out, EXPERIMENT_FOLDER)
         return
-    if not out.exists() or not any(out.iterdir()):
-        return
+    if not out.exists() or all(temporary_of(entry.name) for entry in out.iterdir()):
+        return  # empty, or another worker is writing its experiment.yaml
     stored = out / "experiment.yaml"
     if not stored.is_file():
         raise RunDirError(

@@ -50,7 +50,12 @@ def stage_status(run_dir: Path) -> str:
 
 
 def train_stage(
-    data: Path, run_dir: Path, config: RunConfig, split: dict[str, list[str]], console: Console | None = None
+    data: Path,
+    run_dir: Path,
+    config: RunConfig,
+    split: dict[str, list[str]],
+    console: Console | None = None,
+    device: str = "auto",
 ) -> str:
     """Train ``config`` into ``run_dir`` on ``split``: resume an unfinished run, leave a finished one alone
     (but for bringing ``best.pt`` and ``metrics.jsonl`` in line with ``last.pt`` after a kill:
@@ -65,9 +70,9 @@ def train_stage(
     if status == "done":
         settle_run(run_dir)
     elif status == "resume":
-        train_run(data, run_dir, config, resume=True, console=console)
+        train_run(data, run_dir, config, resume=True, console=console, device=device)
     elif status == "new":
-        train_run(data, run_dir, config, split=split, overwrite=True, console=console)
+        train_run(data, run_dir, config, split=split, overwrite=True, console=console, device=device)
     return status
 
 

@@ -30,7 +30,7 @@ from torch import nn
 import prokd
 from prokd.config import PostprocessConfig, PreprocessConfig, from_dict
 from prokd.models import build_model
-from prokd.runs.folder import atomic_write
+from prokd.files import atomic_write
 
 CHECKPOINT_FORMAT = 1
 

@@ -4,8 +4,8 @@ Layout (see docs/architecture.md)::
 
     RUN/config.yaml  split.json  env.json  metrics.jsonl  checkpoints/{last,best}.pt  eval/
 
-Every file is written by :func:`atomic_write`; what a killed write leaves behind (a temporary file named by
-:data:`TEMPORARY`) is removed when the run is resumed (:func:`remove_temporaries`), and does not make a folder
+Every file is written by :func:`~prokd.files.atomic_write`; what a killed write leaves behind (a temporary file
+named by :data:`~prokd.files.TEMPORARY`) is removed when the run is resumed (:func:`remove_temporaries`), and does not make a folder
 unknown to ``--overwrite``.
 
 ``--overwrite`` deletes only a folder that proves to be prokd's own (:class:`FolderKind`: a RUN folder here, a
@@ -18,22 +18,21 @@ from __future__ import annotations
 import json
 import os
 import platform
-import re
 import shutil
 import subprocess
-import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import monai
 import numpy as np
 import torch
 
 import prokd
+from prokd.files import atomic_write_text, temporary_of
 
 
 class RunDirError(ValueError):
@@ -181,37 +180,9 @@ def removed_on_failure(created: Path | None, keep: Callable[[], bool]) -> Iterat
         raise
 
 
-def atomic_write(path: str | Path, write: Callable[[IO[bytes]], None]) -> Path:
-    """Create or replace ``path`` atomically: ``write`` fills a temporary file in the same folder, which is then
-    renamed over ``path``, so a reader never sees a half-written file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            write(handle)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
-TEMPORARY = re.compile(r"\.(?P<target>.+)\.[a-z0-9_]{8}\.tmp")
-"""The name of :func:`atomic_write`'s temporary file for ``<target>``: ``.<target>.<8 random characters>.tmp``
-(``tempfile.mkstemp``'s characters)."""
-
-
-def temporary_of(name: str) -> str | None:
-    """The file whose :func:`atomic_write` temporary file ``name`` is (``.last.pt.k2j4_x9a.tmp`` -> ``last.pt``),
-    or None when ``name`` is not one."""
-    match = TEMPORARY.fullmatch(name)
-    return match["target"] if match else None
-
-
 def remove_temporaries(run_dir: Path) -> None:
-    """Delete the temporary files a killed :func:`atomic_write` left in the RUN folder: files named by
-    :data:`TEMPORARY` directly in ``RUN/`` or ``RUN/checkpoints/``; nothing else, nowhere else."""
+    """Delete the temporary files a killed :func:`~prokd.files.atomic_write` left in the RUN folder: files named by
+    :data:`~prokd.files.TEMPORARY` directly in ``RUN/`` or ``RUN/checkpoints/``; nothing else, nowhere else."""
     for folder in (run_dir, run_dir / "checkpoints"):
         if folder.is_dir():
             for entry in folder.iterdir():
@@ -221,8 +192,7 @@ def remove_temporaries(run_dir: Path) -> None:
 
 def write_json(path: str | Path, data: Any) -> Path:
     """Write ``data`` as indented JSON to ``path``, atomically (see :func:`atomic_write`)."""
-    text = json.dumps(data, indent=2, default=_json_default) + "\n"
-    return atomic_write(path, lambda handle: handle.write(text.encode()))
+    return atomic_write_text(path, json.dumps(data, indent=2, default=_json_default) + "\n")
 
 
 def read_json(path: str | Path) -> Any:

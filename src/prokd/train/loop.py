@@ -54,7 +54,8 @@ from prokd.infer.predict import Predictor
 from prokd.losses import SegmentationLoss
 from prokd.runs.checkpoint import load_checkpoint, save_checkpoint
 from prokd.train.progress import training_progress
-from prokd.runs.folder import atomic_write, remove_temporaries
+from prokd.files import atomic_write_text
+from prokd.runs.folder import remove_temporaries
 
 
 class SupervisedObjective(nn.Module):
@@ -348,5 +349,4 @@ def _log_text(log: list[dict[str, Any]]) -> str:
 
 
 def _write_log(path: Path, log: list[dict[str, Any]]) -> None:
-    text = _log_text(log)
-    atomic_write(path, lambda handle: handle.write(text.encode()))
+    atomic_write_text(path, _log_text(log))
