@@ -360,7 +360,7 @@ def predict(
             predictor = load_onnx_predictor(run)
         else:
             predictor = Predictor.from_checkpoint(run, which)
-        check_inputs(files, predictor.input_channel(channel))
+        check_inputs(predictor, files, predictor.input_channel(channel))
         out.mkdir(parents=True, exist_ok=True)
         for path in files:
             written = predict_file(predictor, path, out, save_probability=probability, overwrite=overwrite, channel=channel)

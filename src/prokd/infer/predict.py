@@ -8,6 +8,7 @@ written back in the file's own axis order and geometry.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +24,7 @@ from prokd.data.orientation import CanonicalVolume, read_canonical
 from prokd.data.preprocess import GridPlan, Preprocessor
 from prokd.data.slices import volume_inputs
 from prokd.distributed import device_of
+from prokd.memory import PREDICTION_BYTES_PER_VOXEL, available_memory, format_bytes, layer_output_bytes
 from prokd.infer.postprocess import probability_to_mask
 from prokd.losses import probabilities
 from prokd.runs.checkpoint import (
@@ -92,6 +94,20 @@ class Predictor:
             chunks.append(prob[:, 0])
         return torch.cat(chunks).cpu().numpy()
 
+    def memory_needed(self, voxels: int) -> int:
+        """Upper estimate of the bytes predicting a volume of ``voxels`` voxels holds at its peak: the volume's
+        arrays (:data:`~prokd.memory.PREDICTION_BYTES_PER_VOXEL`) and the network's layer outputs for one chunk
+        of slices (not counted for an ONNX model)."""
+        return PREDICTION_BYTES_PER_VOXEL * voxels + self.batch_size * self._slice_output_bytes
+
+    @functools.cached_property
+    def _slice_output_bytes(self) -> int:
+        """The network's layer outputs for one slice (0 for a model without parameters: ONNX Runtime's own)."""
+        if next(self.model.parameters(), None) is None:
+            return 0
+        size = self.preprocessor.config.size
+        return layer_output_bytes(self.model, (1, self.preprocessor.config.in_channels, size, size))
+
     def input_channel(self, override: int | None = None) -> int | None:
         """The channel read from multi-channel volumes: ``override``, else the one the model was trained on."""
         return self.preprocessor.config.channel if override is None else override
@@ -153,16 +169,34 @@ def read_input(image_path: Path, channel: int | None) -> tuple[CanonicalVolume, 
     return volume, image
 
 
-def check_inputs(image_paths: Sequence[Path], channel: int | None) -> None:
-    """Read every input as :func:`predict_file` will (:func:`read_input`) before anything is written, so that a
-    batch with one bad file writes no mask at all. Each volume is read twice (here and when predicted), one at a
-    time: a read is cheap next to a prediction, and a corrupt gzip shows only when its data are decompressed.
+def check_inputs(predictor: Predictor, image_paths: Sequence[Path], channel: int | None) -> None:
+    """Read every input as :func:`predict_file` will (:func:`read_input`) and check that its prediction fits in
+    memory (:func:`check_memory`) before anything is written, so that a batch with one bad file writes no mask
+    at all. Each volume is read twice (here and when predicted), one at a time: a read is cheap next to a
+    prediction, and a corrupt gzip shows only when its data are decompressed.
 
     Raises:
         VolumeError: for the first bad input, naming it and the problem.
     """
     for image_path in image_paths:
-        read_input(image_path, channel)
+        _, image = read_input(image_path, channel)
+        check_memory(predictor, image_path, image.shape)
+
+
+def check_memory(predictor: Predictor, image_path: Path, shape: tuple[int, ...]) -> None:
+    """Refuse a volume whose prediction would not fit in the memory available (:mod:`prokd.memory`).
+
+    Raises:
+        VolumeError: naming the file, its size, the memory it needs and the memory available.
+    """
+    available = available_memory()
+    needed = predictor.memory_needed(int(np.prod(shape)))
+    if available is not None and needed > available:
+        raise VolumeError(
+            image_path,
+            f"{' x '.join(map(str, shape))} voxels need about {format_bytes(needed)} to predict; "
+            f"{format_bytes(available)} is available",
+        )
 
 
 def predict_file(
@@ -183,6 +217,7 @@ def predict_file(
     check_outputs([image_path], out_dir, save_probability, overwrite)
     mask_path, prob_path = output_paths(image_path, out_dir)
     volume, image = read_input(image_path, predictor.input_channel(channel))
+    check_memory(predictor, image_path, image.shape)
     prediction = predictor.predict(image, volume.geometry.spacing)
     write_volume(mask_path, volume.to_stored(prediction.mask), volume.stored_geometry, overwrite=overwrite)
     if save_probability:

@@ -23,7 +23,9 @@ from prokd.data.preprocess import Preprocessor
 from prokd.data.slices import GridCase, SliceSampler, to_grid_case
 from prokd.data.splits import load_split, make_split, restrict, save_split
 from prokd.distill.setup import build_distillation, check_teachers
+from prokd.distill.teachers import Teacher
 from prokd.distributed import World, join_world, resolve_device
+from prokd.memory import available_memory, format_bytes, layer_output_bytes, training_step_bytes
 from prokd.losses import SegmentationLoss
 from prokd.models import build_model
 from prokd.threads import default_threads
@@ -209,6 +211,7 @@ def train_run(
             unlabeled = prepared.unlabeled_cases() if config.distill.unlabeled_fraction > 0 else None
             cached = objective.teacher_logits if config.distill.cache_teachers else None
             sampler = make_sampler(prepared, context=objective.context, unlabeled=unlabeled, teacher_maps=cached)
+        check_memory(prepared, objective.teachers if teachers is not None else [], sampler, world)
         world.barrier()  # every process has checked the folder before rank 0 writes it
         if world.is_main:
             write_run_files(prepared, data, resume=resume, overwrite=overwrite, teachers=teachers)
@@ -227,6 +230,32 @@ def train_run(
             fault_hook=fault_hook,
             world=world,
             device=torch_device,
+        )
+
+
+def check_memory(prepared: PreparedRun, teachers: list[Teacher], sampler: SliceSampler, world: World) -> None:
+    """Refuse, before the RUN folder is written, a run whose training step would not fit in the memory available
+    (:mod:`prokd.memory`): the model's step on this process's share of the batch, each teacher's forward pass on
+    it and, with ``distill.cache_teachers``, the teachers' cached logits for every slice the sampler draws from.
+    The cases themselves are loaded by now, so the memory available already excludes them."""
+    available = available_memory()
+    if available is None:
+        return
+    config = prepared.config
+    share, size = config.train.batch_size // world.size, config.preprocess.size
+    needed = training_step_bytes(prepared.model, (config.preprocess.in_channels, size, size), share)
+    for teacher in teachers:
+        grid = teacher.preprocess.size
+        needed += share * layer_output_bytes(teacher.model, (1, teacher.preprocess.in_channels, grid, grid))
+    if sampler.teacher_maps is not None:
+        slices = sum(len(case.image) for case in [*sampler.cases, *sampler.unlabeled])
+        needed += 4 * slices * size * size * sum(teacher.out_channels for teacher in teachers)
+    if needed > available:
+        raise ConfigError(
+            f"a training step of {config.model.name} at {size}² with train.batch_size {config.train.batch_size}"
+            f"{' (cached teacher logits included)' if sampler.teacher_maps is not None else ''} needs about "
+            f"{format_bytes(needed)}; {format_bytes(available)} is available "
+            "(lower train.batch_size or preprocess.size)"
         )
 
 
