@@ -135,7 +135,10 @@ def check_compatible(student: PreprocessConfig, teacher: Teacher) -> None:
     else:
         same_view = False
     if not (same_channel and same_normalisation and same_view):
+        keys = ("size", "target_spacing", "crop_fraction", "clip_percentiles", "channel")
+        differ = [f"preprocess.{key} {getattr(theirs, key)} (student: {getattr(student, key)})"
+                  for key in keys if getattr(theirs, key) != getattr(student, key)]
         raise ValueError(
-            f"teacher {teacher.name}: its preprocessing {theirs} does not see the student's channel and field of "
-            f"view with the same normalisation ({student}); train the teacher with a compatible preprocess section"
+            f"teacher {teacher.name}: does not see the student's channel and field of view with the same "
+            f"normalisation: {', '.join(differ)}; give the student the teacher's preprocess section"
         )

@@ -60,9 +60,11 @@ class FolderKind:
 
     def mismatch(self, folder: Path) -> str | None:
         """Why the existing ``folder`` is not of this kind (``"it holds thesis.txt"``), or None when it is."""
+        if folder.is_symlink():
+            return f"it is a symbolic link to {os.readlink(folder)}; give the folder itself"
         if not folder.is_dir():
             return "it is a file"
-        expected = {Path(marker).parts[0] for marker in self.markers} | set(self.optional)
+        expected = {Path(marker).parts[0] for marker in self.markers} | set(self.optional) | SYSTEM_FILES
         if self.listed_in:
             expected |= {listing.stem for listing in (folder / self.listed_in).glob("*.json")}
         unexpected = sorted(
@@ -74,6 +76,10 @@ class FolderKind:
         missing = [marker for marker in self.markers if not (folder / marker).exists()]
         return f"it has no {missing[0]}" if missing else None
 
+
+SYSTEM_FILES = frozenset({".DS_Store", "Thumbs.db", "desktop.ini"})
+"""Files a desktop's file browser leaves in any folder it shows (macOS Finder, Windows Explorer); they do not make
+a folder someone else's."""
 
 SHOWN_ENTRIES = 3
 """Unexpected entries of a refused folder named in the error message; more are counted."""
