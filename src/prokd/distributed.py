@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
-import torch.distributed.nn.functional as distributed_functional
+import torch.distributed._functional_collectives as functional_collectives
 
 from prokd.config import ConfigError
 
@@ -93,17 +93,13 @@ class World:
 
         Gradients flow back to each process's own part, summed over the processes (the backward of all-gather);
         with DDP's average over processes, a loss computed alike on every process from the concatenation gets
-        exactly its single-process gradient."""
+        exactly its single-process gradient. (``all_gather_single`` is what torch names in place of the deprecated
+        ``torch.distributed.nn.functional.all_gather``; torch is pinned.)"""
         if self.size == 1:
             return tensor
         if tensor.dtype == torch.bool:  # gloo gathers no booleans
             return self.concat(tensor.to(torch.uint8)).bool()
-        if tensor.requires_grad:
-            parts = list(distributed_functional.all_gather(tensor))
-        else:
-            parts = [torch.empty_like(tensor) for _ in range(self.size)]
-            dist.all_gather(parts, tensor.contiguous())
-        return torch.cat(parts)
+        return functional_collectives.all_gather_single(tensor.contiguous(), 0, dist.group.WORLD)
 
     def gather(self, items: list) -> list:
         """Every process's ``items`` concatenated in rank order (picklable items)."""

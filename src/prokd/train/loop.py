@@ -233,7 +233,7 @@ def _train_step(model: nn.Module, objective: nn.Module, world: World) -> Callabl
         return lambda batch: objective(model, batch)
     trains_itself = any(p.requires_grad for p in objective.parameters())  # adapters, gate: not used on every step
     return DistributedDataParallel(
-        _ModelWithObjective(model, objective), broadcast_buffers=False, find_unused_parameters=trains_itself
+        _ModelWithObjective(model, objective), forward_sync_buffers=False, find_unused_parameters=trains_itself
     )
 
 
