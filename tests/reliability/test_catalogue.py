@@ -4,7 +4,7 @@ in ``tests/test_distributed.py``; two experiment workers in ``tests/experiment/t
 
 from __future__ import annotations
 
-import gzip
+import json
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -49,10 +49,15 @@ class Probe:
     message: str
     after: Callable[[Place], None] = field(default=lambda place: None)
     exit_code: int = 1
+    env: dict[str, str] = field(default_factory=dict)
 
 
 def train_args(place: Place, *extra: str) -> list[str]:
     return ["train", "--data", str(place.data), "--out", str(place.tmp / "new"), "--config", str(place.config), *extra]
+
+
+def threads_recorded(place: Place, threads: int) -> None:
+    assert json.loads((place.tmp / "new" / "env.json").read_text())["threads"] == threads
 
 
 def nothing_made(place: Place) -> None:
@@ -194,6 +199,8 @@ PROBES = [
     Probe("no-data", unknown_data, "nowhere", after=nothing_made),
     Probe("device-unknown", lambda p: train_args(p, "--device", "gpu"), "--device gpu: must be one of auto, cpu, cuda",
           after=nothing_made),
+    Probe("omp-threads-honoured", lambda p: train_args(p, "--set", "train.threads=null"), "trained 1 epochs",
+          after=lambda p: threads_recorded(p, 1), exit_code=0, env={"OMP_NUM_THREADS": "1"}),
     Probe("run-exists", lambda p: ["train", "--data", str(p.data), "--out", str(p.run), "--config", str(p.config)],
           "--resume", after=run_intact),
     Probe("predict-same-names", same_names, "case.nii.gz", after=no_masks),
@@ -221,7 +228,11 @@ def finished_run(phantom_data, tmp_path_factory, tiny_config) -> tuple[Path, Pat
 @pytest.mark.parametrize("probe", PROBES, ids=[probe.name for probe in PROBES])
 def test_probe(probe: Probe, phantom_data, finished_run, tmp_path):
     place = Place(phantom_data, *finished_run, tmp_path)
-    result = CliRunner().invoke(app, probe.args(place), catch_exceptions=False, env={"COLUMNS": "300"})
+    threads = torch.get_num_threads()
+    try:
+        result = CliRunner().invoke(app, probe.args(place), catch_exceptions=False, env={"COLUMNS": "300", **probe.env})
+    finally:
+        torch.set_num_threads(threads)  # a run sets the process's threads
     lines = [line for line in result.output.splitlines() if line.strip()]
     errors = [line for line in lines if line.startswith("error:")]
     assert result.exit_code == probe.exit_code, result.output
