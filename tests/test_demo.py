@@ -75,7 +75,7 @@ def test_demo_refuses_a_folder_that_is_not_a_demo(tmp_path):
     out = tmp_path / "thesis"
     out.mkdir()
     (out / "thesis.txt").write_text("years of work")
-    with pytest.raises(RunDirError, match="not empty"):
+    with pytest.raises(RunDirError, match=r"exists and is not a prokd demo folder \(it holds thesis.txt\); choose another --out"):
         run_demo(out, steps_scale=SCALE)
     with pytest.raises(RunDirError, match="not a prokd demo folder"):
         run_demo(out, overwrite=True, steps_scale=SCALE)

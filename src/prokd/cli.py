@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from enum import Enum
@@ -60,8 +61,17 @@ def user_errors() -> Iterator[None]:
         yield
     except USER_ERRORS as err:
         message = err.args[0] if isinstance(err, KeyError) and err.args else str(err)
-        console.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
+        rank = os.environ.get("RANK", "0")
+        if rank == "0":
+            console.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
+        else:  # another process of a torchrun launch: rank 0 prints the same error, unless it is this rank's own
+            print(f"rank {rank}: error: {message}", file=sys.stderr)
         raise typer.Exit(1) from None
+
+
+def counted(count: int, noun: str) -> str:
+    """``1 epoch``, ``3 epochs``."""
+    return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
 def parse_label_map(text: str | None) -> dict[int, int] | None:
@@ -176,10 +186,13 @@ def run_training(
     rank 0 prints."""
     from prokd.data.splits import load_split
     from prokd.distributed import is_main_process
-    from prokd.train.runner import train_run
+    from prokd.train.runner import check_resume_keeps, train_run
 
     with user_errors():
-        run_config = resolve_config(config, flags | {"label_map": parse_label_map(flags.get("label_map"))}, set_)
+        flags = flags | {"label_map": parse_label_map(flags.get("label_map"))}
+        if resume:
+            check_resume_keeps(out, config, {k: v for k, v in flags.items() if v is not None} | parse_overrides(set_))
+        run_config = resolve_config(config, flags, set_)
         if needs_teacher and not resume and not (run_config.distill and run_config.distill.teachers):
             raise ConfigError("distill needs a teacher: --teacher RUN (or distill.teachers in --config)")
         fixed_split = load_split(split) if split else None
@@ -190,7 +203,8 @@ def run_training(
     best = (f"best val Dice {state.best_val_dice:.3f} at epoch {state.best_epoch}" if state.best_epoch >= 0
             else "no validation cases: best.pt is the last epoch")
     console.print(
-        f"trained {state.epoch} epochs ({state.step} steps, {state.elapsed_seconds / 60:.1f} min); {best} → {out}",
+        f"trained {counted(state.epoch, 'epoch')} ({counted(state.step, 'step')}, {state.elapsed_seconds / 60:.1f} min);"
+        f" {best} → {out}",
         highlight=False, soft_wrap=True,
     )
 

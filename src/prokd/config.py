@@ -328,6 +328,45 @@ def resolve_teacher_paths(data: dict[str, Any], root: Path) -> dict[str, Any]:
     return {**data, "distill": {**distill, "teachers": teachers}}
 
 
+MISSING_KEY = "<missing>"
+"""Stands for a key one side of :func:`first_difference` lacks."""
+
+
+def first_difference(old: Any, new: Any, key: str = "") -> tuple[str, Any, Any] | None:
+    """The first dotted key (``students[1].steps``) where ``old`` and ``new`` differ, with both values."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        for name in [*new, *(k for k in old if k not in new)]:
+            child = f"{key}.{name}" if key else str(name)
+            found = first_difference(old.get(name, MISSING_KEY), new.get(name, MISSING_KEY), child)
+            if found is not None:
+                return found
+        return None
+    if isinstance(old, list) and isinstance(new, list):
+        for i in range(max(len(old), len(new))):
+            before, after = (items[i] if i < len(items) else MISSING_KEY for items in (old, new))
+            found = first_difference(before, after, f"{key}[{i}]")
+            if found is not None:
+                return found
+        return None
+    return None if old == new else (key or "experiment", old, new)
+
+
+def dotted_items(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A nested mapping as dotted keys (``{"train": {"lr": 0.1}}`` -> ``{"train.lr": 0.1}``); sections with
+    free-form keys (``model.kwargs``, ``distill.aggregate_kwargs``) stay whole."""
+    items: dict[str, Any] = {}
+    for key, value in data.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, dict) and key not in FREE_FORM_KEYS:
+            items.update(dotted_items(value, f"{dotted}."))
+        else:
+            items[dotted] = value
+    return items
+
+
+FREE_FORM_KEYS = ("kwargs", "aggregate_kwargs")
+
+
 def set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
     """Set ``data["a"]["b"] = value`` for ``dotted == "a.b"``, creating sections as needed."""
     *parents, leaf = dotted.split(".")

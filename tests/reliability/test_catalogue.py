@@ -68,10 +68,15 @@ def run_intact(place: Place) -> None:
     assert (place.run / "checkpoints" / "best.pt").is_file() and (place.run / "metrics.jsonl").is_file()
 
 
-def thesis(place: Place) -> list[str]:
+def thesis_folder(place: Place) -> Path:
     folder = place.tmp / "mine"
     folder.mkdir()
     (folder / "thesis.txt").write_text("four years of work")
+    return folder
+
+
+def thesis(place: Place) -> list[str]:
+    folder = thesis_folder(place)
     return ["train", "--data", str(place.data), "--out", str(folder), "--config", str(place.config), "--overwrite"]
 
 
@@ -176,7 +181,7 @@ PROBES = [
           after=thesis_kept),
     Probe("overwrite-through-a-symlink", overwrite_through_link, "link: not a prokd run folder (it is a symbolic "
           "link to", after=earlier_run_intact),
-    Probe("overwrite-beside-finder-litter", overwrite_beside_finder_litter, "trained 1 epochs", after=replaced,
+    Probe("overwrite-beside-finder-litter", overwrite_beside_finder_litter, "trained 1 epoch (2 steps", after=replaced,
           exit_code=0),
     Probe("overwrite-after-a-typo", overwrite_with_typo, "unknown aggregator 'median'; registered aggregators: adaptive,", after=earlier_run_intact),
     Probe("distill-incompatible-teacher",
@@ -199,8 +204,17 @@ PROBES = [
     Probe("no-data", unknown_data, "nowhere", after=nothing_made),
     Probe("device-unknown", lambda p: train_args(p, "--device", "gpu"), "--device gpu: must be one of auto, cpu, cuda",
           after=nothing_made),
-    Probe("omp-threads-honoured", lambda p: train_args(p, "--set", "train.threads=null"), "trained 1 epochs",
+    Probe("omp-threads-honoured", lambda p: train_args(p, "--set", "train.threads=null"), "trained 1 epoch (2 steps",
           after=lambda p: threads_recorded(p, 1), exit_code=0, env={"OMP_NUM_THREADS": "1"}),
+    Probe("resume-with-another-model", lambda p: ["train", "--data", str(p.data), "--out", str(p.run), "--resume",
+                                                  "--model", "unet-large"],
+          "--resume continues the run with its own config.yaml, where model.name is 'unet-tiny', not 'unet-large'",
+          after=run_intact),
+    Probe("resume-with-more-epochs", lambda p: ["train", "--data", str(p.data), "--out", str(p.run), "--resume",
+                                                "--epochs", "5"],
+          "where train.epochs is 1, not 5 (drop the option, or train a new run into another --out)", after=run_intact),
+    Probe("out-holds-other-files", lambda p: train_args(p)[:4] + [str(thesis_folder(p))] + train_args(p)[5:],
+          "mine: exists and is not a prokd run folder (it holds thesis.txt); choose another --out", after=thesis_kept),
     Probe("run-exists", lambda p: ["train", "--data", str(p.data), "--out", str(p.run), "--config", str(p.config)],
           "--resume", after=run_intact),
     Probe("predict-same-names", same_names, "case.nii.gz", after=no_masks),

@@ -110,7 +110,7 @@ def test_refuses_to_overwrite_existing_run(phantom_data, tmp_path, tiny_config):
     run = tmp_path / "run"
     run.mkdir()
     (run / "keep.txt").write_text("user data")
-    with pytest.raises(RunDirError, match="not empty"):
+    with pytest.raises(RunDirError, match=r"exists and is not a prokd run folder \(it holds keep.txt\); choose another --out"):
         train_run(phantom_data, run, tiny_config(epochs=1, steps_per_epoch=1))
     assert (run / "keep.txt").read_text() == "user data"
     with pytest.raises(RunDirError, match="nothing to resume"):

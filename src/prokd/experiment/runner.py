@@ -33,7 +33,7 @@ from typing import Any
 import yaml
 from rich.console import Console
 
-from prokd.config import RunConfig
+from prokd.config import RunConfig, first_difference
 from prokd.data.datalist import load_cases
 from prokd.experiment.config import ExperimentConfig
 from prokd.experiment.estimate import format_duration, stage_seconds
@@ -66,7 +66,6 @@ from prokd.files import atomic_write_text, temporary_of
 STATUS_TEXT = {"done": "trained, reused", "resume": "resuming", "new": "training"}
 POLL_SECONDS = 10.0
 """How often a worker waiting for another worker's teacher looks again."""
-_MISSING = "<missing>"
 EXPERIMENT_FOLDER = FolderKind("prokd experiment folder", markers=("experiment.yaml", "plan.json"),
                                optional=("runs", "results", "report"))
 """An experiment folder: ``experiment.yaml`` and ``plan.json`` (written first) beside ``runs/``, ``results/`` and
@@ -295,25 +294,6 @@ def recipe_difference(out: Path, stage: Stage) -> tuple[str, Any, Any] | None:
         if recipe.get("distill"):
             recipe["distill"]["teachers"] = [Path(teacher).name for teacher in recipe["distill"]["teachers"]]
     return first_difference(trained, planned)
-
-
-def first_difference(old: Any, new: Any, key: str = "") -> tuple[str, Any, Any] | None:
-    """The first dotted key (``students[1].steps``) where ``old`` and ``new`` differ, with both values."""
-    if isinstance(old, dict) and isinstance(new, dict):
-        for name in [*new, *(k for k in old if k not in new)]:
-            child = f"{key}.{name}" if key else str(name)
-            found = first_difference(old.get(name, _MISSING), new.get(name, _MISSING), child)
-            if found is not None:
-                return found
-        return None
-    if isinstance(old, list) and isinstance(new, list):
-        for i in range(max(len(old), len(new))):
-            before, after = (items[i] if i < len(items) else _MISSING for items in (old, new))
-            found = first_difference(before, after, f"{key}[{i}]")
-            if found is not None:
-                return found
-        return None
-    return None if old == new else (key or "experiment", old, new)
 
 
 def plan_table(plan: list[Stage], statuses: dict[str, str], title: str) -> FittedTable:

@@ -134,8 +134,10 @@ def check_run_dir(out: str | Path, resume: bool = False, overwrite: bool = False
     elif overwrite:
         check_replaceable(run_dir, kind)
     elif run_dir.is_file() or (run_dir.is_dir() and any(run_dir.iterdir())):
-        raise RunDirError(f"{run_dir}: {'folder exists and is not empty' if run_dir.is_dir() else 'is a file'} "
-                          f"({kind.remedy})")
+        reason = kind.mismatch(run_dir)
+        if reason:
+            raise RunDirError(f"{run_dir}: exists and is not a {kind.name} ({reason}); choose another --out")
+        raise RunDirError(f"{run_dir}: folder exists and is not empty ({kind.remedy})")
     return run_dir
 
 

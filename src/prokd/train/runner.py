@@ -13,10 +13,11 @@ from typing import Any
 
 import numpy as np
 import torch
+import yaml
 from rich.console import Console
 from torch import nn
 
-from prokd.config import ConfigError, RunConfig, load_config, save_config
+from prokd.config import ConfigError, RunConfig, dotted_items, first_difference, load_config, save_config
 from prokd.data.augment import build_augmentation
 from prokd.data.datalist import Case, CaseIndex, LoadedCase, load_case, load_cases
 from prokd.data.preprocess import Preprocessor
@@ -256,6 +257,31 @@ def check_memory(prepared: PreparedRun, teachers: list[Teacher], sampler: SliceS
             f"{' (cached teacher logits included)' if sampler.teacher_maps is not None else ''} needs about "
             f"{format_bytes(needed)}; {format_bytes(available)} is available "
             "(lower train.batch_size or preprocess.size)"
+        )
+
+
+def check_resume_keeps(run_dir: str | Path, config_file: str | Path | None, overrides: dict[str, Any]) -> None:
+    """Refuse options given with ``--resume`` that would change the run: a resumed run continues with its own
+    ``config.yaml``, so a key given on the command line (or in ``--config``) must have the value stored there.
+
+    Raises:
+        ConfigError: naming the first key that differs, its stored value and the one given.
+    """
+    stored_path = Path(run_dir) / "config.yaml"
+    if not stored_path.is_file():
+        return  # nothing stored to compare with: check_run_dir explains
+    given = dict(overrides)
+    if config_file is not None:  # the keys the file sets, with their resolved values
+        written = dotted_items(yaml.safe_load(Path(config_file).read_text()) or {})
+        resolved = dotted_items(load_config(config_file).to_dict())
+        given = {key: resolved[key] for key in written if key in resolved} | given
+    stored = load_config(stored_path).to_dict()
+    difference = first_difference(stored, load_config(stored_path, given).to_dict())
+    if difference is not None:
+        key, there, here = difference
+        raise ConfigError(
+            f"{run_dir}: --resume continues the run with its own config.yaml, where {key} is {there!r}, not "
+            f"{here!r} (drop the option, or train a new run into another --out)"
         )
 
 
