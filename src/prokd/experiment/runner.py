@@ -34,6 +34,7 @@ import yaml
 from rich.console import Console
 
 from prokd.config import RunConfig, first_difference
+from prokd.distributed import resolve_device
 from prokd.data.datalist import load_cases
 from prokd.experiment.config import ExperimentConfig
 from prokd.experiment.estimate import format_duration, stage_seconds
@@ -103,6 +104,7 @@ def run_experiment(
     """
     out = Path(os.path.abspath(out))  # stages store their teachers' RUN folders by this path
     console = console or Console()
+    resolve_device(device)  # a bad --device fails now, even when every stage is already trained
     index = load_cases(config.data)
     plan = make_plan(config, index)
     wanted = select_stages(plan, stages)

@@ -115,7 +115,8 @@ def measure_stages(
     if all(_measured(run_dir, threads, repeats) for run_dir in run_dirs):
         return False
     if console is not None:
-        console.rule(f"efficiency: {len(run_dirs)} models timed together, {repeats} repeats each, {threads} thread(s)")
+        console.rule(f"efficiency: {len(run_dirs)} models timed together, {repeats} repeats each, {threads} "
+                     f"thread{'' if threads == 1 else 's'}")
     for run_dir, facts in zip(run_dirs, stages_efficiency(run_dirs, volume, threads, repeats)):
         write_json(run_dir / "efficiency.json", facts)
     return True
