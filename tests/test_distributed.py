@@ -103,7 +103,9 @@ def test_a_batch_that_does_not_split_over_the_processes_is_refused(phantom_data,
     done = torchrun("train", "--data", str(phantom_data), "--out", str(tmp_path / "run"), "--config",
                     str(tiny_yaml), "--set", "train.batch_size=7")
     assert done.returncode != 0
-    assert "train.batch_size 7 does not split evenly over 2 processes" in done.stdout
+    message = "error: train.batch_size 7 does not split evenly over 2 processes"
+    assert [line for line in done.stderr.splitlines() if line.startswith(message)] == [message]  # rank 0 once
+    assert f"rank 1: {message}" in done.stderr
     assert not (tmp_path / "run").exists()
 
 

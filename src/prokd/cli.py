@@ -27,6 +27,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, help="Knowledge di
 data_app = typer.Typer(no_args_is_help=True, help="Inspect and validate datasets.")
 app.add_typer(data_app, name="data")
 console = Console()
+error_console = Console(stderr=True)
+"""Where user errors go: one red line on standard error."""
 
 
 def print_version(value: bool) -> None:
@@ -63,7 +65,7 @@ def user_errors() -> Iterator[None]:
         message = err.args[0] if isinstance(err, KeyError) and err.args else str(err)
         rank = os.environ.get("RANK", "0")
         if rank == "0":
-            console.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
+            error_console.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
         else:  # another process of a torchrun launch: rank 0 prints the same error, unless it is this rank's own
             print(f"rank {rank}: error: {message}", file=sys.stderr)
         raise typer.Exit(1) from None
@@ -468,7 +470,7 @@ def import_report_writer():
     try:
         from prokd.report.page import write_report
     except ModuleNotFoundError as err:
-        console.print(f"[red]error:[/red] {err.name} is not installed; pip install 'prokd[report]'", highlight=False)
+        error_console.print(f"[red]error:[/red] {err.name} is not installed; pip install 'prokd[report]'", highlight=False)
         raise typer.Exit(1) from None
     return write_report
 
