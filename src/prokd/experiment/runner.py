@@ -172,7 +172,9 @@ def run_stages(
             teacher = unfinished_teacher(stage, by_name, out, pending)
             lock = None if teacher is not None else try_lock(stage_lock(out, stage))
             if lock is None:
-                waits += [w for w in [teacher or stage] if w not in waits]
+                waiting = teacher or stage
+                if waiting not in waits:
+                    waits.append(waiting)
                 continue
             with lock:
                 run_stage(config, stage, out, console, f"[{numbers[stage.name]}/{len(plan)}]", device)
@@ -192,9 +194,10 @@ def unfinished_teacher(stage: Stage, by_name: dict[str, Stage], out: Path, pendi
     another worker holds. A teacher that nobody is training is an error naming it."""
     for name in stage.teachers:
         teacher = by_name[name]
-        if stage_status(out / teacher.run) == "done" and not is_locked(out, teacher):
+        locked = is_locked(out, teacher)
+        if stage_status(out / teacher.run) == "done" and not locked:
             continue
-        if teacher in pending or is_locked(out, teacher):
+        if teacher in pending or locked:
             return teacher
         raise RunDirError(
             f"stage {stage.name} needs {teacher.name}, which is not trained and no worker is training it "

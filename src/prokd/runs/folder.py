@@ -5,8 +5,8 @@ Layout (see docs/architecture.md)::
     RUN/config.yaml  split.json  env.json  metrics.jsonl  checkpoints/{last,best}.pt  eval/
 
 Every file is written by :func:`~prokd.files.atomic_write`; what a killed write leaves behind (a temporary file
-named by :data:`~prokd.files.TEMPORARY`) is removed when the run is resumed (:func:`remove_temporaries`), and does not make a folder
-unknown to ``--overwrite``.
+named by :data:`~prokd.files.TEMPORARY`) is removed when the run is resumed (:func:`remove_temporaries`), and
+does not make a folder unknown to ``--overwrite``.
 
 ``--overwrite`` deletes only a folder that proves to be prokd's own (:class:`FolderKind`: a RUN folder here, a
 teachers, experiment or demo folder beside their commands), and only at the last moment, once the new command's

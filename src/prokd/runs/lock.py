@@ -3,9 +3,9 @@
 A lock is an advisory ``flock`` on a lock file (``fcntl.flock``; on NFS and cluster file systems the kernel maps it
 to POSIX record locks). The operating system releases it when its process ends, however it ends, so a killed
 worker leaves no stale lock behind. The holder writes its host, process id and start time into the file for the
-others to name it, and removes the file when it lets go (and the folders it created for it, if they are empty). Taking a lock checks, after ``flock``, that the path still
-names the file that was locked, so a lock file removed by its previous holder in the meantime is not mistaken
-for the current one.
+others to name it, and removes the file when it lets go (and the folders it created for it, if they are empty).
+Taking a lock checks, after ``flock``, that the path still names the file that was locked, so a lock file removed
+by its previous holder in the meantime is not mistaken for the current one.
 """
 
 from __future__ import annotations

@@ -212,7 +212,7 @@ def train_run(
             unlabeled = prepared.unlabeled_cases() if config.distill.unlabeled_fraction > 0 else None
             cached = objective.teacher_logits if config.distill.cache_teachers else None
             sampler = make_sampler(prepared, context=objective.context, unlabeled=unlabeled, teacher_maps=cached)
-        check_memory(prepared, objective.teachers if teachers is not None else [], sampler, world)
+        check_memory(prepared, [] if config.distill is None else objective.teachers, sampler, world)
         world.barrier()  # every process has checked the folder before rank 0 writes it
         if world.is_main:
             write_run_files(prepared, data, resume=resume, overwrite=overwrite, teachers=teachers)
