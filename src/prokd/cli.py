@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from collections.abc import Iterator
@@ -19,7 +20,9 @@ from prokd.config import ConfigError, DistillConfig, RunConfig, load_config
 from prokd.data.datalist import DatasetError
 from prokd.data.io import VolumeError
 from prokd.report.browser import BrowserError
+from prokd.files import atomic_write_text
 from prokd.table import FittedTable
+from prokd.threads import default_threads
 from prokd.runs.checkpoint import CheckpointError
 from prokd.runs.folder import RunDirError
 
@@ -333,7 +336,7 @@ def distill(
 
 @app.command()
 def evaluate(
-    run: Annotated[Path, typer.Argument(callback=absolute_path, help="RUN folder or checkpoint file.")],
+    run: Annotated[Path, typer.Argument(callback=absolute_path, help="RUN folder, checkpoint file or .onnx file from `prokd export`.")],
     data: Annotated[Path, typer.Option(callback=absolute_path, help="The dataset the run was trained on (or another with the same case ids).")],
     split: Annotated[str, typer.Option(help="train, val, test, or all labelled cases.")] = "test",
     which: Annotated[str, typer.Option(help="Checkpoint: best or last.")] = "best",
@@ -389,18 +392,70 @@ def export(
     out: Annotated[Path, typer.Option(callback=absolute_path, help="Target .onnx file.")],
     which: Annotated[str, typer.Option(help="Checkpoint: best or last.")] = "best",
     opset: Annotated[int, typer.Option(help="ONNX opset version.")] = 17,
+    int8: Annotated[bool, typer.Option(help="Quantise to int8 (static, QDQ), calibrated on the run's training slices.")] = False,
+    data: Annotated[Optional[Path], typer.Option(callback=absolute_path, help="Dataset for the int8 calibration.", show_default="the run's training data")] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing file.")] = False,
 ) -> None:
     """Export the network to ONNX (preprocessing kept as metadata) and check it against PyTorch with ONNX Runtime."""
     from prokd.infer.export import export_onnx
 
+    threads = default_threads()
     with user_errors():
-        result = export_onnx(run, out, which=which, opset=opset, overwrite=overwrite)
+        result = export_onnx(run, out, which=which, opset=opset, overwrite=overwrite, threads=threads, int8=int8,
+                             data=data)
+    quantization = result.quantization
+    if quantization is not None:
+        console.print(f"int8: {quantization['method']}"
+                      + (f" (static failed: {quantization['static_error']})" if "static_error" in quantization else
+                         f", calibrated on {quantization['calibration_slices']} training slices"),
+                      highlight=False, soft_wrap=True)
     console.print(
         f"{result.path}: max |ONNX − PyTorch| = {result.max_abs_diff:.1e}; one slice: "
-        f"PyTorch {result.torch_ms:.1f} ms, ONNX Runtime {result.onnx_ms:.1f} ms (2 threads)",
+        f"PyTorch {result.torch_ms:.1f} ms, ONNX Runtime {result.onnx_ms:.1f} ms ({threads} threads)",
         highlight=False, soft_wrap=True,
     )
+
+
+@app.command()
+def benchmark(
+    models: Annotated[list[Path], typer.Argument(callback=absolute_path, help="RUN folders, checkpoints or .onnx files; speed-ups are against the first.")],
+    engine: Annotated[list[str], typer.Option(help="torch, onnx or onnx-int8, for RUN folders; repeat for several.")] = ["torch"],  # noqa: B006
+    threads: Annotated[Optional[int], typer.Option(min=1, help="Threads of every engine.", show_default="the cores available")] = None,
+    size: Annotated[Optional[int], typer.Option(min=16, help="Grid side S of every model.", show_default="each model's own")] = None,
+    volume: Annotated[Optional[Path], typer.Option(callback=absolute_path, help="Volume file to time.", show_default="a 24 x 256 x 256 phantom")] = None,
+    repeats: Annotated[int, typer.Option(min=1, help="Timed rounds; every round runs every timing of every model once.")] = 20,
+    json_out: Annotated[Optional[Path], typer.Option("--json", callback=absolute_path, help="Also write the results as JSON.")] = None,
+) -> None:
+    """Size, MACs and CPU latency per slice and per whole volume (parts apart) of every model on every engine,
+    timed together in one process with interleaved repeats; medians, 10th-90th percentiles, speed-ups."""
+    from prokd.infer.benchmark import benchmark as run_benchmark
+    from prokd.infer.benchmark import benchmark_volume, load_candidates, slice_table, temporary_workdir, volume_table
+    from prokd.infer.predict import read_input
+
+    threads = threads or default_threads()
+    with user_errors(), temporary_workdir() as workdir:
+        if json_out is not None and json_out.exists():
+            raise FileExistsError(f"{json_out}: already exists (choose another --json file)")
+        candidates = load_candidates(models, engine, threads, Path(workdir), size)
+        if volume is None:
+            image, spacing = benchmark_volume()
+        else:
+            canonical, image = read_input(volume, candidates[0].predictor.input_channel())
+            spacing = canonical.geometry.spacing
+        console.print(f"timing {len(candidates)} model(s) together: {repeats} rounds, {threads} thread(s), "
+                      f"volume {' x '.join(map(str, image.shape))}", highlight=False, soft_wrap=True)
+        rows = run_benchmark(candidates, image, spacing, threads=threads, repeats=repeats)
+    for title, (header, cells) in (("one slice, batch 1", slice_table(rows)), ("whole volume", volume_table(rows))):
+        table = FittedTable(title=title)
+        for number, name in enumerate(header):
+            table.add_column(name, justify="left" if number < 2 else "right")
+        for line in cells:
+            table.add_row(*line)
+        console.print(table)
+    console.print("ms: medians; speed-up: the first model's median over this one's; volume: preprocessing, network "
+                  "and post-processing, without file reading", highlight=False)
+    if json_out is not None:
+        atomic_write_text(json_out, json.dumps(rows, indent=2))
 
 
 def expand_inputs(inputs: list[Path]) -> list[Path]:

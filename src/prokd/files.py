@@ -14,23 +14,32 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
-__all__ = ["TEMPORARY", "atomic_write", "atomic_write_text", "temporary_of"]
+__all__ = ["TEMPORARY", "atomic_write", "atomic_write_text", "temporary_of", "temporary_path"]
 
 
 def atomic_write(path: str | Path, write: Callable[[IO[bytes]], None]) -> Path:
     """Create or replace ``path`` atomically: ``write`` fills a temporary file in the same folder, which is then
     renamed over ``path``, so a reader never sees a half-written file."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = temporary_path(path)
     try:
-        with os.fdopen(fd, "wb") as handle:
+        with open(tmp, "wb") as handle:
             write(handle)
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
     return path
+
+
+def temporary_path(path: str | Path) -> Path:
+    """A new empty temporary file beside ``path``, named by :data:`TEMPORARY`, for content that another library
+    writes by file name before it is renamed over ``path`` (the folder is created if needed)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    return Path(tmp)
 
 
 TEMPORARY = re.compile(r"\.(?P<target>.+)\.[a-z0-9_]{8}\.tmp")

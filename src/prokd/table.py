@@ -165,3 +165,8 @@ def _pack(pairs: list[str], width: int) -> list[str]:
         else:
             lines.append(pair)
     return lines
+
+
+def markdown_table(header: list[str], rows: list[list[str]]) -> list[str]:
+    """A Markdown table's lines."""
+    return ["| " + " | ".join(line) + " |" for line in (header, ["---"] * len(header), *rows)]

@@ -135,3 +135,24 @@ def test_a_volume_with_nan_or_infinite_voxels_is_refused_naming_the_file(tmp_pat
     with pytest.raises(VolumeError, match=f"^{re.escape(str(source))}: 3 voxels are NaN or infinite$"):
         predict_file(predictor, source, tmp_path / "out")
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+@pytest.mark.parametrize("flip_tta", [False, True])
+@pytest.mark.parametrize("name", ["unet-small", "mobile-unet"])
+def test_batched_volume_path_gives_the_per_slice_mask(name, flip_tta):
+    """Slices batched (with their mirror images in the same batch under TTA) give what one slice at a time gives."""
+    from prokd.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model(name, in_channels=3).eval()
+    preprocess = PreprocessConfig(size=64, context=1)
+    postprocess = PostprocessConfig(flip_tta=flip_tta, threshold=0.5)
+    image = np.random.default_rng(0).normal(100, 20, (7, 50, 60)).astype(np.float32)
+    batched = Predictor(model, preprocess, postprocess, batch_size=16).predict(image, None)
+    one_by_one = Predictor(model, preprocess, postprocess, batch_size=1)
+    single = one_by_one.predict(image, None, flip_tta=flip_tta)
+    np.testing.assert_allclose(batched.probability, single.probability, atol=1e-5)
+    assert 0 < batched.probability.std() and np.array_equal(batched.mask, single.mask)
+    if flip_tta:
+        plain = one_by_one.predict(image, None, flip_tta=False)
+        assert not np.allclose(plain.probability, single.probability, atol=1e-3)

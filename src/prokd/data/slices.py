@@ -93,13 +93,18 @@ def context_stack(image: np.ndarray, index: int, context: int) -> np.ndarray:
 
     Returns ``(2 * context + 1, H, W)``; slices beyond the volume's ends repeat the end slice.
     """
-    neighbours = np.clip(np.arange(index - context, index + context + 1), 0, len(image) - 1)
-    return image[neighbours]
+    return image[_neighbours(np.asarray(index), context, len(image))]
 
 
 def volume_inputs(image: np.ndarray, context: int) -> np.ndarray:
-    """Every slice of ``image`` ``(Z, H, W)`` as network input: ``(Z, 2 * context + 1, H, W)``."""
-    return np.stack([context_stack(image, z, context) for z in range(len(image))])
+    """Every slice of ``image`` ``(Z, H, W)`` as network input: ``(Z, 2 * context + 1, H, W)``, gathered in one
+    indexing operation (the same stacks as :func:`context_stack` for each slice)."""
+    return image[_neighbours(np.arange(len(image)), context, len(image))]
+
+
+def _neighbours(indices: np.ndarray, context: int, depth: int) -> np.ndarray:
+    """Slice indices ``indices[..., None] + (-context ... context)``, clamped to the volume's ``depth`` slices."""
+    return np.clip(indices[..., None] + np.arange(-context, context + 1), 0, depth - 1)
 
 
 class SliceSampler:

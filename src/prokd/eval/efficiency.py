@@ -17,8 +17,12 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from prokd.eval.metrics import MISSING
+
 __all__ = [
     "count_macs",
+    "format_count",
+    "format_ms",
     "count_parameters",
     "interleaved_latency",
     "measure_latency",
@@ -150,3 +154,18 @@ def _example_input(model: nn.Module, input_shape: Sequence[int]) -> torch.Tensor
     if parameter is None:
         return torch.zeros(tuple(input_shape))
     return torch.zeros(tuple(input_shape), device=parameter.device, dtype=parameter.dtype)
+
+
+def format_count(value: float | None) -> str:
+    """``412345`` → ``"0.41 M"``; ``2.0e9`` → ``"2.00 G"``; ``48e6`` → ``"48.0 M"``."""
+    if value is None:
+        return MISSING
+    if value >= 1e9:
+        return f"{value / 1e9:.2f} G"
+    return f"{value / 1e6:.2f} M" if value < 1e7 else f"{value / 1e6:.1f} M"
+
+
+def format_ms(ms: float | None) -> str:
+    if ms is None:
+        return MISSING
+    return f"{ms / 1000:.2f} s" if ms >= 1000 else f"{ms:.1f} ms" if ms < 100 else f"{ms:.0f} ms"

@@ -44,29 +44,54 @@ def evaluate_run(
     write: bool = True,
     label_map: dict[int, int] | None = None,
     channel: int | None = None,
+    threads: int | None = None,
 ) -> Evaluation:
-    """Predict every case of ``split`` (case ids stored in the checkpoint) and score it against its label.
+    """Predict every case of ``split`` (case ids stored in the checkpoint, or in the metadata of an ``.onnx`` file
+    from ``prokd export``) and score it against its label.
 
     ``label_map`` maps the labels of ``data`` to {0, 1} (e.g. ``{1: 1, 2: 1}``: zonal masks → whole gland); by
     default the run's own ``label_map``. ``channel`` picks the channel of multi-channel images; by default the
     run's own ``preprocess.channel``. Cases are scored in the canonical orientation (distances do not change).
+    ``threads``: ONNX Runtime's threads for an ``.onnx`` file. Results are written to ``RUN/eval/<split>/`` when
+    ``run`` is a RUN folder and ``write`` is set.
     """
     if split not in SPLITS:
         raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
-    checkpoint_path = resolve_checkpoint(run, which)
-    payload = load_checkpoint(checkpoint_path)
-    predictor = Predictor.from_payload(payload)
-    label_map = label_map or payload["config"].get("label_map")
-    index = load_cases(data)
-    case_ids = [c.case_id for c in index.labeled] if split == "all" else payload["split"][split]
-    if not case_ids:
-        raise ValueError(f"{checkpoint_path}: the run's {split} split has no cases")
-    channel = predictor.input_channel(channel)
-    rows = [_evaluate_case(predictor, load_case(case, label_map, channel)) for case in index.select(case_ids)]
-    evaluation = Evaluation(split, rows, summarize(rows, metrics=METRICS, by="site"))
+    if Path(run).suffix == ".onnx":
+        from prokd.infer.export import load_onnx_predictor
+
+        predictor = load_onnx_predictor(run, threads)
+        source, stored_split = Path(run), predictor.model.stored("split")
+        stored_map = {int(value): int(target) for value, target in (predictor.model.stored("label_map") or {}).items()}
+    else:
+        source = resolve_checkpoint(run, which)
+        payload = load_checkpoint(source)
+        predictor = Predictor.from_payload(payload)
+        stored_split, stored_map = payload["split"], payload["config"].get("label_map")
+    evaluation = evaluate_predictor(predictor, data, split, stored_split, label_map or stored_map or None, channel, source)
     if write and Path(run).is_dir():
-        write_evaluation(evaluation, Path(run) / "eval" / split, checkpoint_path)
+        write_evaluation(evaluation, Path(run) / "eval" / split, source)
     return evaluation
+
+
+def evaluate_predictor(
+    predictor: Predictor,
+    data: str | Path,
+    split: str,
+    case_ids: dict[str, list[str]],
+    label_map: dict[int, int] | None,
+    channel: int | None,
+    source: Path,
+) -> Evaluation:
+    """Score ``predictor`` on the cases of ``split`` (ids per split in ``case_ids``; ``all``: every labelled case
+    of ``data``); ``source`` names the model in errors."""
+    index = load_cases(data)
+    ids = [c.case_id for c in index.labeled] if split == "all" else case_ids[split]
+    if not ids:
+        raise ValueError(f"{source}: the run's {split} split has no cases")
+    channel = predictor.input_channel(channel)
+    rows = [_evaluate_case(predictor, load_case(case, label_map, channel)) for case in index.select(ids)]
+    return Evaluation(split, rows, summarize(rows, metrics=METRICS, by="site"))
 
 
 def _evaluate_case(predictor: Predictor, loaded) -> dict[str, Any]:

@@ -25,9 +25,11 @@ import yaml
 from scipy import stats as scipy_stats
 
 from prokd.config import load_config
+from prokd.eval.efficiency import format_count, format_ms
 from prokd.eval.evaluate import METRICS, stored_summary
 from prokd.eval.metrics import MISSING, format_stats
 from prokd.files import atomic_write_text
+from prokd.table import markdown_table
 from prokd.runs.folder import environment_info, is_fresh, read_json, write_json
 
 EFFICIENCY_KEYS = ("params", "macs", "latency_slice_ms", "latency_volume_ms")
@@ -364,11 +366,6 @@ def budget_text(budget: dict[str, Any] | None) -> str:
     return f"{budget['steps']} steps" if budget.get("steps") is not None else f"{budget['minutes']:g} min"
 
 
-def markdown_table(header: list[str], rows: list[list[str]]) -> list[str]:
-    """A Markdown table's lines."""
-    return ["| " + " | ".join(line) + " |" for line in (header, ["---"] * len(header), *rows)]
-
-
 def comparison_table(comparisons: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
     """Header and rows of the COMPARISONS table (shared by ``results.md``, the terminal and the report)."""
     header = ["student", "Dice", "baseline", "its Dice", "change", "beyond spread", "best teacher", "its Dice",
@@ -476,21 +473,6 @@ def _seed_dice_text(group: dict[str, Any]) -> str:
     if stats["n"] < 2:
         return f"{stats['mean']:.3f} (one seed)"
     return f"{format_stats(stats)} (mean ± sd over {stats['n']} seeds)"
-
-
-def format_count(value: float | None) -> str:
-    """``412345`` → ``"0.41 M"``; ``2.0e9`` → ``"2.00 G"``; ``48e6`` → ``"48.0 M"``."""
-    if value is None:
-        return MISSING
-    if value >= 1e9:
-        return f"{value / 1e9:.2f} G"
-    return f"{value / 1e6:.2f} M" if value < 1e7 else f"{value / 1e6:.1f} M"
-
-
-def format_ms(ms: float | None) -> str:
-    if ms is None:
-        return MISSING
-    return f"{ms / 1000:.2f} s" if ms >= 1000 else f"{ms:.1f} ms" if ms < 100 else f"{ms:.0f} ms"
 
 
 def _metric_stats(stats: dict[str, Any]) -> dict[str, dict[str, float | int]]:

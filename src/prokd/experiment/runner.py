@@ -35,6 +35,7 @@ from rich.console import Console
 
 from prokd.config import RunConfig, first_difference
 from prokd.distributed import resolve_device
+from prokd.eval.efficiency import format_count, format_ms
 from prokd.data.datalist import load_cases
 from prokd.experiment.config import ExperimentConfig
 from prokd.experiment.estimate import format_duration, stage_seconds
@@ -44,8 +45,6 @@ from prokd.experiment.results import (
     budget_text,
     collect_results,
     comparison_table,
-    format_count,
-    format_ms,
     format_stats,
     write_results,
 )

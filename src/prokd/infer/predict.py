@@ -81,16 +81,24 @@ class Predictor:
         )
 
     @torch.inference_mode()
-    def grid_probability(self, grid_image: np.ndarray) -> np.ndarray:
-        """Foreground probability ``(Z, S, S)`` for a volume already on the canonical grid."""
+    def grid_probability(self, grid_image: np.ndarray, flip_tta: bool | None = None) -> np.ndarray:
+        """Foreground probability ``(Z, S, S)`` for a volume ``(Z, S, S)`` already on the canonical grid.
+
+        Slices go through the network ``batch_size`` at a time; with flip test-time augmentation (``flip_tta``,
+        default: the post-processing config's), each batch holds half as many slices plus their left-right
+        mirror images, and the two probabilities are averaged.
+        """
+        flip = self.postprocess.flip_tta if flip_tta is None else flip_tta
         inputs = torch.from_numpy(volume_inputs(grid_image, self.context)).to(device_of(self.model))
+        step = max(1, self.batch_size // 2) if flip else self.batch_size
         chunks = []
-        for start in range(0, len(inputs), self.batch_size):
-            batch = inputs[start : start + self.batch_size]
-            prob = probabilities(self.model(batch))
-            if self.postprocess.flip_tta:
-                flipped = probabilities(self.model(batch.flip(-1))).flip(-1)
-                prob = (prob + flipped) / 2
+        for start in range(0, len(inputs), step):
+            batch = inputs[start : start + step]
+            if flip:
+                prob = probabilities(self.model(torch.cat([batch, batch.flip(-1)])))
+                prob = (prob[: len(batch)] + prob[len(batch) :].flip(-1)) / 2
+            else:
+                prob = probabilities(self.model(batch))
             chunks.append(prob[:, 0])
         return torch.cat(chunks).cpu().numpy()
 
@@ -112,16 +120,27 @@ class Predictor:
         """The channel read from multi-channel volumes: ``override``, else the one the model was trained on."""
         return self.preprocessor.config.channel if override is None else override
 
-    def predict_grid(self, grid_image: np.ndarray, plan: GridPlan) -> Prediction:
+    def predict_grid(self, grid_image: np.ndarray, plan: GridPlan, flip_tta: bool | None = None) -> Prediction:
         """Predict a preprocessed volume and map the result back to its original grid."""
-        probability = self.preprocessor.grid_to_volume(self.grid_probability(grid_image), plan)
+        return self.finish(self.grid_probability(grid_image, flip_tta), plan)
+
+    def finish(self, grid_probability: np.ndarray, plan: GridPlan) -> Prediction:
+        """Post-processing: grid probabilities ``(Z, S, S)`` mapped back to the volume's grid, thresholded and
+        reduced to the largest component as configured."""
+        probability = self.preprocessor.grid_to_volume(grid_probability, plan)
         return Prediction(probability, probability_to_mask(probability, self.postprocess))
 
-    def predict(self, image: np.ndarray, spacing: tuple[float, float, float] | None) -> Prediction:
-        """Segment a raw volume ``(Z, Y, X)``, axial slices along axis 0 (canonical orientation), with the given
-        spacing (or None when unknown)."""
+    def prepare(self, image: np.ndarray, spacing: tuple[float, float, float] | None) -> tuple[np.ndarray, GridPlan]:
+        """Preprocessing: a raw volume ``(Z, Y, X)`` on the canonical grid ``(Z, S, S)``, with its grid plan."""
         plan = self.preprocessor.plan(image.shape, spacing)
-        return self.predict_grid(self.preprocessor.image_to_grid(image, plan), plan)
+        return self.preprocessor.image_to_grid(image, plan), plan
+
+    def predict(
+        self, image: np.ndarray, spacing: tuple[float, float, float] | None, flip_tta: bool | None = None
+    ) -> Prediction:
+        """Segment a raw volume ``(Z, Y, X)``, axial slices along axis 0 (canonical orientation), with the given
+        spacing (or None when unknown); ``flip_tta`` overrides the post-processing config's."""
+        return self.predict_grid(*self.prepare(image, spacing), flip_tta)
 
 
 def output_paths(image_path: Path, out_dir: Path, suffix: str | None = None) -> tuple[Path, Path]:

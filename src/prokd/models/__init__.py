@@ -8,7 +8,7 @@ imported here.
 
 from __future__ import annotations
 
-from prokd.models import attention_unet, basic_unet, flexible_unet, segresnet, unet
+from prokd.models import attention_unet, basic_unet, flexible_unet, mobile_unet, segresnet, unet
 from prokd.models.features import FeatureTaps, forward_with_features, tap_channels, valid_tap_names
 from prokd.models.registry import ModelSpec, build_model, get_spec, list_models, register_model
 
@@ -22,6 +22,7 @@ __all__ = [
     "forward_with_features",
     "get_spec",
     "list_models",
+    "mobile_unet",
     "register_model",
     "segresnet",
     "tap_channels",
