@@ -104,6 +104,18 @@ def test_predict_folder_and_refuse_overwrite(trained_run, phantom_data, tmp_path
     assert again.exit_code == 1 and "already exists" in again.output
 
 
+def test_predict_with_uncertainty_writes_entropy_maps_and_flags_by_score(trained_run, phantom_data, tmp_path):
+    images = sorted((phantom_data.parent / "imagesTr").glob("*.nii.gz"))[:2]
+    result = invoke("predict", trained_run, *images, "--out", tmp_path / "pred", "--uncertainty", "--review-above", "0")
+    assert result.exit_code == 0, result.output
+    lines = [line for line in result.output.splitlines() if "uncertainty" in line]
+    assert len(lines) == 2 and all(line.endswith("REVIEW") for line in lines)
+    assert len(list((tmp_path / "pred").glob("*_entropy.nii.gz"))) == 2
+    assert not list((tmp_path / "pred").glob("*_disagreement.nii.gz")), "a run without teachers has no disagreement"
+    calm = invoke("predict", trained_run, images[0], "--out", tmp_path / "calm", "--uncertainty", "--review-above", "1e9")
+    assert calm.exit_code == 0 and "uncertainty" in calm.output and "REVIEW" not in calm.output
+
+
 def test_predict_refuses_inputs_that_would_write_the_same_mask_before_writing_any(trained_run, phantom_data, tmp_path):
     first = sorted((phantom_data.parent / "imagesTr").glob("*.nii.gz"))[:2]
     other = tmp_path / "other"

@@ -21,6 +21,7 @@ from prokd.data.datalist import DatasetError
 from prokd.data.io import VolumeError
 from prokd.report.browser import BrowserError
 from prokd.files import atomic_write_text
+from prokd.infer.uncertainty import REVIEW_ABOVE
 from prokd.table import FittedTable
 from prokd.threads import default_threads
 from prokd.runs.checkpoint import CheckpointError
@@ -348,7 +349,8 @@ def evaluate(
     from prokd.eval.evaluate import evaluate_run, print_cases, summary_table
 
     with user_errors():
-        evaluation = evaluate_run(run, data, split=split, which=which, label_map=parse_label_map(label_map), channel=channel)
+        evaluation = evaluate_run(run, data, split=split, which=which, label_map=parse_label_map(label_map), channel=channel,
+                                  threads=default_threads())
     if cases:
         print_cases(evaluation, console)
     console.print(summary_table(evaluation, title=f"{run} — {split} split"))
@@ -360,6 +362,8 @@ def predict(
     inputs: Annotated[list[Path], typer.Argument(callback=absolute_path, help="Volume files or folders of volumes.")],
     out: Annotated[Path, typer.Option(callback=absolute_path, help="Folder for the masks.")],
     probability: Annotated[bool, typer.Option(help="Also write the foreground probability map.")] = False,
+    uncertainty: Annotated[bool, typer.Option(help="Also write the entropy map (and, for a multi-teacher RUN, the teachers' disagreement) and print a score per volume.")] = False,
+    review_above: Annotated[float, typer.Option(help="Flag a volume for review when its uncertainty score exceeds this.")] = REVIEW_ABOVE,
     which: Annotated[str, typer.Option(help="Checkpoint: best or last.")] = "best",
     overwrite: Annotated[bool, typer.Option(help="Replace existing output files.")] = False,
     channel: ChannelOption = None,
@@ -372,18 +376,49 @@ def predict(
 
     with user_errors():
         files = expand_inputs(inputs)
-        check_outputs(files, out, probability, overwrite)
         if run.suffix == ".onnx":
             from prokd.infer.export import load_onnx_predictor
 
-            predictor = load_onnx_predictor(run)
+            predictor = load_onnx_predictor(run, default_threads())
         else:
             predictor = Predictor.from_checkpoint(run, which)
+        teachers = distillation_teachers(run) if uncertainty else []
+        maps = ["mask", *(["prob"] if probability else []), *(["entropy"] if uncertainty else []),
+                *(["disagreement"] if teachers else [])]
+        check_outputs(files, out, maps, overwrite)
         check_inputs(predictor, files, predictor.input_channel(channel))
         out.mkdir(parents=True, exist_ok=True)
         for path in files:
-            written = predict_file(predictor, path, out, save_probability=probability, overwrite=overwrite, channel=channel)
-            console.print(f"{path} → {written}", highlight=False, soft_wrap=True)
+            written = predict_file(predictor, path, out, save_probability=probability, overwrite=overwrite,
+                                   channel=channel, uncertainty=uncertainty, teachers=teachers)
+            console.print(f"{path} → {written.mask}{uncertainty_note(written, review_above)}", highlight=False,
+                          soft_wrap=True)
+
+
+def distillation_teachers(run: Path) -> list[Any]:
+    """Predictors of a multi-teacher RUN's teachers, for their disagreement; none for other runs (one teacher does
+    not disagree with itself) or when a teacher is gone (said on the console)."""
+    from prokd.infer.predict import Predictor
+    from prokd.infer.uncertainty import teacher_runs
+
+    if not run.is_dir():
+        return []
+    try:
+        runs = teacher_runs(run)
+    except FileNotFoundError as error:
+        console.print(f"no teachers' disagreement: {error}", highlight=False, soft_wrap=True)
+        return []
+    return [Predictor.from_checkpoint(teacher) for teacher in runs] if len(runs) > 1 else []
+
+
+def uncertainty_note(written: Any, review_above: float) -> str:
+    """``  uncertainty 0.123 (teachers disagree 0.045)  REVIEW`` for a volume predicted with uncertainty, else ``""``."""
+    if written.uncertainty is None:
+        return ""
+    note = f"  uncertainty {written.uncertainty:.3f}"
+    if written.disagreement is not None:
+        note += f" (teachers disagree {written.disagreement:.3f})"
+    return note + ("  REVIEW" if written.uncertainty > review_above else "")
 
 
 @app.command()
@@ -436,7 +471,7 @@ def benchmark(
     with user_errors(), temporary_workdir() as workdir:
         if json_out is not None and json_out.exists():
             raise FileExistsError(f"{json_out}: already exists (choose another --json file)")
-        candidates = load_candidates(models, engine, threads, Path(workdir), size)
+        candidates = load_candidates([shown_path(model) for model in models], engine, threads, Path(workdir), size)
         if volume is None:
             image, spacing = benchmark_volume()
         else:
@@ -456,6 +491,12 @@ def benchmark(
                   "and post-processing, without file reading", highlight=False)
     if json_out is not None:
         atomic_write_text(json_out, json.dumps(rows, indent=2))
+
+
+def shown_path(path: Path) -> Path:
+    """``path`` relative to the working folder when it lies inside it (shorter in tables), else as it is."""
+    relative = Path(os.path.relpath(path))
+    return path if relative.parts[:1] == ("..",) else relative
 
 
 def expand_inputs(inputs: list[Path]) -> list[Path]:

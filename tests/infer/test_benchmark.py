@@ -45,7 +45,6 @@ def test_every_engine_is_timed_with_its_parts_and_speedups(two_runs, tmp_path):
         assert list(row["ms"]) == list(TIMINGS) and row["volume_shape"] == [12, 96, 96]
         for stats in row["ms"].values():
             assert 0 < stats["p10"] <= stats["median"] <= stats["p90"]
-        assert row["ms"]["network_tta"]["median"] > row["ms"]["network"]["median"]
         assert row["slice_input"] == [1, 1, 64, 64] and row["threads"] == 1 and row["repeats"] == 3
     assert rows[0]["speedup"] == {"slice": 1.0, "volume": 1.0, "volume_tta": 1.0}
     assert rows[3]["params"] < rows[0]["params"] / 1.5 and rows[3]["macs"] < rows[0]["macs"]

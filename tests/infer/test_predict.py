@@ -60,13 +60,13 @@ def test_predict_file_keeps_format_and_geometry(tmp_path, suffix):
     _, reference_geometry = read_volume(write_phantom_like(tmp_path / f"ref{suffix}"))
     write_volume(source, bright_box_volume().astype(np.int16), reference_geometry)
     predictor = Predictor(BrightPixels(), PreprocessConfig(size=32))
-    mask_path = predict_file(predictor, source, tmp_path / "out", save_probability=True)
+    mask_path = predict_file(predictor, source, tmp_path / "out", save_probability=True).mask
     assert mask_path.name == f"case7_mask{suffix}"
     mask, geometry = read_volume(mask_path)
     _, source_geometry = read_volume(source)
     assert geometry == source_geometry
     assert mask.shape == (6, 40, 48) and set(np.unique(mask)) == {0, 1}
-    assert output_paths(source, tmp_path / "out")[1].is_file()
+    assert output_paths(source, tmp_path / "out")["prob"].is_file()
     with pytest.raises(FileExistsError, match="already exists"):
         predict_file(predictor, source, tmp_path / "out")
     predict_file(predictor, source, tmp_path / "out", overwrite=True)
@@ -94,11 +94,11 @@ def test_a_volume_stored_in_any_axis_order_gets_the_same_mask_in_space(phantom_d
     source = write_volume(tmp_path / "scan.nii.gz", *original)
     preprocess = PreprocessConfig(size=64, target_spacing=2.5)
     predictor = Predictor(BrightUpperLeft(), preprocess, PostprocessConfig(largest_component=False))
-    reference = sitk.ReadImage(str(predict_file(predictor, source, tmp_path / "out")))
+    reference = sitk.ReadImage(str(predict_file(predictor, source, tmp_path / "out").mask))
     assert 0 < sitk.GetArrayViewFromImage(reference).mean() < 0.2
     for suffix in (".nii.gz", ".mha"):
         permuted = reoriented(source, tmp_path / f"permuted{suffix}")
-        mask_path = predict_file(predictor, permuted, tmp_path / "out")
+        mask_path = predict_file(predictor, permuted, tmp_path / "out").mask
         mask, geometry = read_volume(mask_path)
         stored, stored_geometry = read_volume(permuted)
         assert mask.shape == stored.shape != original[0].shape and geometry == stored_geometry
@@ -117,10 +117,10 @@ def test_the_model_channel_of_a_two_channel_volume_is_predicted(tmp_path):
     source = tmp_path / "prostate_16.nii.gz"
     nib.save(nib.Nifti1Image(np.stack([t2, 110.0 - t2], axis=-1).transpose(2, 1, 0, 3), geometry.ras_affine()), source)
     on_t2 = Predictor(BrightPixels(), PreprocessConfig(size=32, channel=0), PostprocessConfig(largest_component=False))
-    mask, mask_geometry = read_volume(predict_file(on_t2, source, tmp_path / "t2"))
+    mask, mask_geometry = read_volume(predict_file(on_t2, source, tmp_path / "t2").mask)
     assert mask.shape == t2.shape and mask_geometry.same_grid(geometry)
     np.testing.assert_array_equal(mask, (t2 > 50).astype(np.uint8))
-    adc_mask, _ = read_volume(predict_file(on_t2, source, tmp_path / "adc", channel=1))
+    adc_mask, _ = read_volume(predict_file(on_t2, source, tmp_path / "adc", channel=1).mask)
     np.testing.assert_array_equal(adc_mask, (t2 < 50).astype(np.uint8))
     single = Predictor(BrightPixels(), PreprocessConfig(size=32))
     with pytest.raises(VolumeError, match=r"prostate_16\.nii\.gz: has 2 channels .* choose one with --channel N"):

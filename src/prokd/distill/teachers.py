@@ -79,7 +79,7 @@ def load_teacher(run: str | Path, taps: list[str] | None = None) -> Teacher:
     """Load the best checkpoint of a RUN folder (or a checkpoint file) as a frozen teacher."""
     path = resolve_checkpoint(run, "best")
     payload = load_checkpoint(path)
-    model = model_from_checkpoint(payload)
+    model = model_from_checkpoint(payload, path)
     model.requires_grad_(False)
     progress = payload.get("progress", {})
     score = progress.get("best_val_dice")

@@ -98,20 +98,20 @@ def interleaved_latency(
 
 
 def time_interleaved(
-    calls: Sequence[Callable[[], object]], threads: int, warmup: int, repeats: int
+    calls: Sequence[Callable[[], object]], threads: int, warmup: int, repeats: int, settle: int = 0
 ) -> list[list[float]]:
     """Milliseconds of each of ``repeats`` calls of every callable, with ``threads`` intra-op threads.
 
     ``warmup`` untimed rounds come first; in every round each callable runs once, in the order given (A, B, C,
-    A, B, C, ...).
+    A, B, C, ...), after ``settle`` untimed calls of its own: with ``settle=1`` a small model is timed with its
+    weights in the caches, as in a stream of slices, rather than just after a large model evicted them.
 
     Returns:
         per callable, its ``repeats`` timings in ms.
     """
-    if threads < 1 or repeats < 1 or warmup < 0:
-        raise ValueError(
-            f"time_interleaved: need threads >= 1, repeats >= 1, warmup >= 0; got {threads}, {repeats}, {warmup}"
-        )
+    if threads < 1 or repeats < 1 or min(warmup, settle) < 0:
+        raise ValueError(f"time_interleaved: need threads >= 1, repeats >= 1, warmup >= 0, settle >= 0; got {threads}, "
+                         f"{repeats}, {warmup}, {settle}")
     timings_ms: list[list[float]] = [[] for _ in calls]
     with torch_threads(threads):
         for _ in range(warmup):
@@ -119,6 +119,8 @@ def time_interleaved(
                 call()
         for _ in range(repeats):
             for call, timings in zip(calls, timings_ms):
+                for _ in range(settle):
+                    call()
                 start = time.perf_counter()
                 call()
                 timings.append((time.perf_counter() - start) * 1000.0)

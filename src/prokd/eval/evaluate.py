@@ -66,7 +66,7 @@ def evaluate_run(
     else:
         source = resolve_checkpoint(run, which)
         payload = load_checkpoint(source)
-        predictor = Predictor.from_payload(payload)
+        predictor = Predictor.from_payload(payload, source)
         stored_split, stored_map = payload["split"], payload["config"].get("label_map")
     evaluation = evaluate_predictor(predictor, data, split, stored_split, label_map or stored_map or None, channel, source)
     if write and Path(run).is_dir():

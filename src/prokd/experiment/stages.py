@@ -8,7 +8,6 @@ spread over several sessions: finished runs are reused and interrupted ones resu
 from __future__ import annotations
 
 from collections.abc import Sequence
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -18,9 +17,9 @@ from torch import nn
 
 from prokd.config import RunConfig
 from prokd.data.orientation import read_canonical
-from prokd.eval.efficiency import count_macs, count_parameters, interleaved_latency, measure_latency
-from prokd.eval.efficiency import time_interleaved
+from prokd.eval.efficiency import count_macs, count_parameters, measure_latency
 from prokd.eval.evaluate import Evaluation, evaluate_run, summary_table
+from prokd.infer.benchmark import benchmark, load_candidates
 from prokd.infer.predict import Predictor
 from prokd.runs.checkpoint import load_checkpoint
 from prokd.train.loop import settle_run
@@ -132,34 +131,32 @@ def _measured(run_dir: Path, threads: int, repeats: int) -> bool:
 
 def stages_efficiency(run_dirs: Sequence[Path], volume: Path, threads: int, repeats: int) -> list[dict[str, Any]]:
     """Each stage's ``efficiency.json``: parameters, MACs and latency of one ``1 x C x S x S`` slice on the model's
-    own grid and of the whole prediction of ``volume`` (pre- and post-processing included).
+    own grid and of the whole prediction of ``volume`` as the stage predicts (with flip TTA when its config has
+    it; pre- and post-processing included).
 
-    All best checkpoints are timed in one pass, in this process with ``threads`` threads, taking turns
-    (:func:`~prokd.eval.efficiency.interleaved_latency`): ``repeats`` slices per model, then
-    ``min(repeats, VOLUME_REPEATS)`` volumes per model after one untimed round; medians are reported.
+    All best checkpoints are timed in this process with ``threads`` threads by ``prokd benchmark``'s routine
+    (:func:`~prokd.infer.benchmark.benchmark`, PyTorch engine): the models take turns, ``repeats`` slices per
+    model, then ``min(repeats, VOLUME_REPEATS)`` volumes; medians are reported.
     """
-    predictors = [Predictor.from_checkpoint(run_dir) for run_dir in run_dirs]
-    shapes = [(1, p.preprocessor.config.in_channels, p.preprocessor.config.size, p.preprocessor.config.size)
-              for p in predictors]
-    slices = interleaved_latency([p.model for p in predictors], shapes, threads, repeats=repeats)
-    canonical = read_canonical(volume, predictors[0].input_channel())
-    image, spacing = canonical.array.astype(np.float32), canonical.geometry.spacing
+    candidates = load_candidates(run_dirs, ["torch"], threads)
+    canonical = read_canonical(volume, candidates[0].predictor.input_channel())
+    image = canonical.array.astype(np.float32)
     volume_repeats = min(repeats, VOLUME_REPEATS)
-    volumes = time_interleaved([partial(p.predict, image, spacing) for p in predictors], threads,
-                               warmup=1, repeats=volume_repeats)
+    rows = benchmark(candidates, image, canonical.geometry.spacing, threads, repeats, warmup=1,
+                     volume_repeats=volume_repeats)
     return [
         {
-            "params": count_parameters(predictor.model),
-            "macs": count_macs(predictor.model, shape),
-            "latency_slice_ms": latency["median_ms"],
-            "latency_volume_ms": float(np.median(volume_ms)),
-            "slice_input": list(shape),
+            "params": row["params"],
+            "macs": row["macs"],
+            "latency_slice_ms": row["ms"]["slice"]["median"],
+            "latency_volume_ms": row["ms"]["volume_tta" if candidate.predictor.postprocess.flip_tta else "volume"]["median"],
+            "slice_input": row["slice_input"],
             "volume_slices": int(image.shape[0]),
             "threads": threads,
             "repeats": repeats,
             "volume_repeats": volume_repeats,
         }
-        for predictor, shape, latency, volume_ms in zip(predictors, shapes, slices, volumes)
+        for candidate, row in zip(candidates, rows)
     ]
 
 

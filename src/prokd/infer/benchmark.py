@@ -1,11 +1,14 @@
 """Deployment benchmark: size, MACs and CPU latency of several models on several engines, timed together.
 
-Every latency compared here comes from one process and one call of
-:func:`~prokd.eval.efficiency.time_interleaved`: the models take turns (A, B, C, A, B, C, ...) with the same
+Every latency compared here comes from one process and one interleaved measurement
+(:func:`~prokd.eval.efficiency.time_interleaved`): the models take turns (A, B, C, A, B, C, ...) with the same
 threads, so a change of machine load during the measurement slows all of them alike, and medians with the
-10th and 90th percentiles are reported. Per model and engine (a *candidate*) it times:
+10th and 90th percentiles are reported. Slices are timed in one such measurement, volumes in a second one.
+Per model and engine (a *candidate*) it times:
 
-* ``slice``: one network forward pass on a ``(1, C, S, S)`` input (batch 1, the network alone);
+* ``slice``: one network forward pass on a ``(1, C, S, S)`` input (batch 1, the network alone), each timed pass
+  right after an untimed one of the same model, as in a stream of slices (a small model is otherwise timed
+  with a large one's data in the caches);
 * ``volume`` and ``volume_tta``: the whole prediction of one volume, without and with flip test-time
   augmentation: preprocessing, the slices through the network in batches, post-processing; file reading is
   not included;
@@ -79,7 +82,11 @@ class Candidate:
 
 
 def load_candidates(
-    sources: Sequence[str | Path], engines: Sequence[str], threads: int, workdir: Path, size: int | None = None
+    sources: Sequence[str | Path],
+    engines: Sequence[str],
+    threads: int,
+    workdir: Path | None = None,
+    size: int | None = None,
 ) -> list[Candidate]:
     """A candidate per RUN folder (or checkpoint) and engine, in the order given, and one per ``.onnx`` file (its
     engine is the file's own: ``onnx-int8`` for a quantised graph).
@@ -88,7 +95,7 @@ def load_candidates(
         sources: RUN folders, checkpoint files or ``.onnx`` files.
         engines: engines for RUN folders and checkpoints (see :data:`ENGINES`).
         threads: intra-op threads of every engine.
-        workdir: where RUN folders are exported for the ONNX engines.
+        workdir: where RUN folders are exported for the ONNX engines (needed only for them).
         size: side ``S`` of the grid every candidate runs on (default: each model's own); an ``.onnx`` file's graph
             has its size fixed.
 
@@ -100,6 +107,8 @@ def load_candidates(
     unknown = sorted(set(engines) - set(ENGINES))
     if unknown or not engines:
         raise ValueError(f"unknown engine {', '.join(unknown) or '(none given)'}; choose from {', '.join(ENGINES)}")
+    if workdir is None and set(engines) != {"torch"}:
+        raise ValueError("load_candidates: the ONNX engines need a workdir for the exported graphs")
     candidates = []
     for index, source in enumerate(sources):
         if Path(source).suffix == ".onnx":
@@ -131,20 +140,25 @@ def benchmark(
     threads: int = 2,
     repeats: int = 20,
     warmup: int = 2,
+    volume_repeats: int | None = None,
 ) -> list[dict[str, Any]]:
     """Time every candidate on one slice and on the whole prediction of ``image`` ``(Z, Y, X)`` (canonical
-    orientation), all in one interleaved measurement (see the module docstring).
+    orientation), in two interleaved measurements, slices then volumes (see the module docstring): ``repeats``
+    timed rounds each (``volume_repeats`` for the volumes, if given) after ``warmup`` untimed ones.
 
     Returns:
         one row per candidate: ``name``, ``engine``, ``params``, ``macs``, ``slice_input``, ``volume_shape``,
         ``ms`` (per timing of :data:`TIMINGS`: ``median``, ``p10``, ``p90``), ``speedup`` (the first candidate's
-        median over this one's, for ``slice``, ``volume`` and ``volume_tta``), ``threads``, ``repeats``.
+        median over this one's, for ``slice``, ``volume`` and ``volume_tta``), ``threads``, ``repeats``,
+        ``volume_repeats``.
     """
-    calls = [call for candidate in candidates for call in _timed_calls(candidate, image, spacing)]
-    timings = time_interleaved(calls, threads, warmup, repeats)
+    calls = [_timed_calls(candidate, image, spacing) for candidate in candidates]
+    slices = time_interleaved([own[0] for own in calls], threads, warmup, repeats, settle=1)
+    volumes = time_interleaved([call for own in calls for call in own[1:]], threads, warmup, volume_repeats or repeats)
+    parts = len(TIMINGS) - 1
     rows = []
     for number, candidate in enumerate(candidates):
-        own = timings[number * len(TIMINGS) : (number + 1) * len(TIMINGS)]
+        own = [slices[number], *volumes[number * parts : (number + 1) * parts]]
         rows.append({
             "name": candidate.name,
             "engine": candidate.engine,
@@ -155,6 +169,7 @@ def benchmark(
             "ms": {timing: _spread(ms) for timing, ms in zip(TIMINGS, own)},
             "threads": threads,
             "repeats": repeats,
+            "volume_repeats": volume_repeats or repeats,
         })
     for row in rows:
         row["speedup"] = {key: rows[0]["ms"][key]["median"] / row["ms"][key]["median"]
@@ -186,12 +201,13 @@ def slice_table(rows: Sequence[dict[str, Any]]) -> tuple[list[str], list[list[st
 
 
 def volume_table(rows: Sequence[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
-    """Header and rows of the whole-volume table: total without and with flip TTA, its parts, and speed-ups."""
-    header = ["model", "engine", "volume", "speed-up", "with TTA", "speed-up", "pre", "network", "net+TTA", "post"]
+    """Header and rows of the whole-volume table: total without and with flip TTA, speed-ups, and the parts
+    without TTA (the network with TTA is in the rows' ``ms``)."""
+    header = ["model", "engine", "volume", "speed-up", "with TTA", "speed-up", "pre", "network", "post"]
     return header, [
         [row["name"], row["engine"], format_ms(row["ms"]["volume"]["median"]), f"{row['speedup']['volume']:.1f}x",
          format_ms(row["ms"]["volume_tta"]["median"]), f"{row['speedup']['volume_tta']:.1f}x",
-         *(format_ms(row["ms"][key]["median"]) for key in ("preprocess", "network", "network_tta", "postprocess"))]
+         *(format_ms(row["ms"][key]["median"]) for key in ("preprocess", "network", "postprocess"))]
         for row in rows
     ]
 

@@ -117,7 +117,7 @@ def export_onnx(
     payload = load_checkpoint(checkpoint)
     if size is not None:
         payload = {**payload, "preprocess": {**payload["preprocess"], "size": size}}
-    model = model_from_checkpoint(payload)
+    model = model_from_checkpoint(payload, checkpoint)
     preprocess = preprocess_from_checkpoint(payload)
     calibration = calibration_slices(payload, data or run_data(checkpoint)) if int8 else None
     partial = temporary_path(out)

@@ -26,6 +26,7 @@ from prokd.data.slices import volume_inputs
 from prokd.distributed import device_of
 from prokd.memory import PREDICTION_BYTES_PER_VOXEL, available_memory, format_bytes, layer_output_bytes
 from prokd.infer.postprocess import probability_to_mask
+from prokd.infer.uncertainty import binary_entropy, disagreement, disagreement_score, entropy_score
 from prokd.losses import probabilities
 from prokd.runs.checkpoint import (
     load_checkpoint,
@@ -69,13 +70,14 @@ class Predictor:
 
     @classmethod
     def from_checkpoint(cls, run_or_file: str | Path, which: str = "best") -> Predictor:
-        return cls.from_payload(load_checkpoint(resolve_checkpoint(run_or_file, which)))
+        path = resolve_checkpoint(run_or_file, which)
+        return cls.from_payload(load_checkpoint(path), path)
 
     @classmethod
-    def from_payload(cls, payload: dict[str, Any]) -> Predictor:
-        """A predictor from an already loaded checkpoint dict."""
+    def from_payload(cls, payload: dict[str, Any], source: str | Path = "checkpoint") -> Predictor:
+        """A predictor from an already loaded checkpoint dict (read from ``source``)."""
         return cls(
-            model_from_checkpoint(payload),
+            model_from_checkpoint(payload, source),
             preprocess_from_checkpoint(payload),
             postprocess_from_checkpoint(payload),
         )
@@ -143,31 +145,37 @@ class Predictor:
         return self.predict_grid(*self.prepare(image, spacing), flip_tta)
 
 
-def output_paths(image_path: Path, out_dir: Path, suffix: str | None = None) -> tuple[Path, Path]:
-    """Mask and probability file names for ``image_path`` in ``out_dir``, in the input's format by default."""
+OUTPUT_MAPS = ("mask", "prob", "entropy", "disagreement")
+"""What predicting a file may write, each as ``<stem>_<name><suffix>``: the mask, the foreground probability, the
+entropy map and the teachers' disagreement (:mod:`prokd.infer.uncertainty`)."""
+
+
+def output_paths(image_path: Path, out_dir: Path, suffix: str | None = None) -> dict[str, Path]:
+    """The file of each of :data:`OUTPUT_MAPS` for ``image_path`` in ``out_dir``, in the input's format by default."""
     suffix = suffix or volume_suffix(image_path)
     stem = image_path.name[: -len(volume_suffix(image_path))]
     stem = stem[:-5] if stem.endswith("_0000") else stem
-    return out_dir / f"{stem}_mask{suffix}", out_dir / f"{stem}_prob{suffix}"
+    return {name: out_dir / f"{stem}_{name}{suffix}" for name in OUTPUT_MAPS}
 
 
-def check_outputs(image_paths: Sequence[Path], out_dir: Path, save_probability: bool, overwrite: bool) -> None:
+def check_outputs(image_paths: Sequence[Path], out_dir: Path, maps: Sequence[str], overwrite: bool) -> None:
     """Refuse, before anything is written, two inputs whose outputs in ``out_dir`` would have the same name (the same
-    file name in different folders) and, without ``overwrite``, outputs that exist already.
+    file name in different folders) and, without ``overwrite``, any of the ``maps`` (names of :data:`OUTPUT_MAPS`)
+    that exists already.
 
     Raises:
         FileExistsError: naming the clashing inputs or the existing file.
     """
     written_by: dict[Path, Path] = {}
     for image_path in image_paths:
-        mask_path, prob_path = output_paths(image_path, out_dir)
-        if mask_path in written_by:
+        paths = output_paths(image_path, out_dir)
+        if paths["mask"] in written_by:
             raise FileExistsError(
-                f"{image_path} and {written_by[mask_path]}: both would be written to {mask_path}; "
+                f"{image_path} and {written_by[paths['mask']]}: both would be written to {paths['mask']}; "
                 "predict them into separate --out folders"
             )
-        written_by[mask_path] = image_path
-        existing = [p for p in ([mask_path, prob_path] if save_probability else [mask_path]) if p.exists()]
+        written_by[paths["mask"]] = image_path
+        existing = [paths[name] for name in maps if paths[name].exists()]
         if existing and not overwrite:
             raise FileExistsError(f"{existing[0]}: already exists (use --overwrite to replace it)")
 
@@ -218,6 +226,16 @@ def check_memory(predictor: Predictor, image_path: Path, shape: tuple[int, ...])
         )
 
 
+@dataclass
+class PredictedFile:
+    """What :func:`predict_file` wrote: the mask's path and, with uncertainty, the per-volume scores
+    (:func:`~prokd.infer.uncertainty.entropy_score`, :func:`~prokd.infer.uncertainty.disagreement_score`)."""
+
+    mask: Path
+    uncertainty: float | None = None
+    disagreement: float | None = None
+
+
 def predict_file(
     predictor: Predictor,
     image_path: Path,
@@ -225,21 +243,33 @@ def predict_file(
     save_probability: bool = False,
     overwrite: bool = False,
     channel: int | None = None,
-) -> Path:
+    uncertainty: bool = False,
+    teachers: Sequence[Predictor] = (),
+) -> PredictedFile:
     """Segment one volume file; write its mask (and probability map) with the input's format, array shape and
     geometry.
 
     The volume is predicted in the canonical orientation and the results are mapped back to the file's own axis
     order. ``channel`` picks the channel of a multi-channel volume (default: the model's, see
-    :meth:`Predictor.input_channel`).
+    :meth:`Predictor.input_channel`). With ``uncertainty`` the entropy map is written too, and with ``teachers``
+    their disagreement map (:mod:`prokd.infer.uncertainty`), both in the input's geometry.
     """
-    check_outputs([image_path], out_dir, save_probability, overwrite)
-    mask_path, prob_path = output_paths(image_path, out_dir)
+    maps = ["mask", *(["prob"] if save_probability else []), *(["entropy"] if uncertainty else []),
+            *(["disagreement"] if teachers else [])]
+    check_outputs([image_path], out_dir, maps, overwrite)
+    paths = output_paths(image_path, out_dir)
     volume, image = read_input(image_path, predictor.input_channel(channel))
     check_memory(predictor, image_path, image.shape)
     prediction = predictor.predict(image, volume.geometry.spacing)
-    write_volume(mask_path, volume.to_stored(prediction.mask), volume.stored_geometry, overwrite=overwrite)
-    if save_probability:
-        probability = volume.to_stored(prediction.probability.astype(np.float32))
-        write_volume(prob_path, probability, volume.stored_geometry, overwrite=overwrite)
-    return mask_path
+    arrays: dict[str, np.ndarray] = {"mask": prediction.mask, "prob": prediction.probability.astype(np.float32)}
+    result = PredictedFile(paths["mask"])
+    if uncertainty:
+        arrays["entropy"] = binary_entropy(prediction.probability)
+        result.uncertainty = entropy_score(prediction.probability, arrays["entropy"])
+    if teachers:
+        probabilities = [teacher.predict(image, volume.geometry.spacing).probability for teacher in teachers]
+        arrays["disagreement"] = disagreement(probabilities)
+        result.disagreement = disagreement_score(probabilities, arrays["disagreement"])
+    for name in maps:
+        write_volume(paths[name], volume.to_stored(arrays[name]), volume.stored_geometry, overwrite=overwrite)
+    return result

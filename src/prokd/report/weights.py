@@ -61,7 +61,7 @@ def rebuild_objective(run: Path, teacher_runs: Sequence[Path]) -> tuple[Distilla
     if config.distill is None:
         raise CheckpointError(f"{path}: not a distillation run (its config has no 'distill' section)")
     objective = DistillationObjective(
-        model_from_checkpoint(payload),
+        model_from_checkpoint(payload, path),
         get_spec(config.model.name).default_taps,
         config.preprocess,
         with_site_scores(run, [load_teacher(teacher, config.distill.teacher_taps) for teacher in teacher_runs]),

@@ -81,11 +81,26 @@ def resolve_checkpoint(run_or_file: str | Path, which: str = "best") -> Path:
     return path
 
 
-def model_from_checkpoint(payload: dict[str, Any]) -> nn.Module:
-    """Rebuild the network named in ``payload`` and load its weights; returned in eval mode."""
+def model_from_checkpoint(payload: dict[str, Any], source: str | Path = "checkpoint") -> nn.Module:
+    """Rebuild the network named in ``payload`` and load its weights; returned in eval mode.
+
+    Raises:
+        CheckpointError: naming ``source`` (the checkpoint file), when the weights do not fit the network the
+            registry builds today.
+    """
     spec = payload["model"]
     model = build_model(spec["name"], spec["in_channels"], spec["out_channels"], **spec["kwargs"])
-    model.load_state_dict(payload["state_dict"])
+    expected, stored = model.state_dict(), payload["state_dict"]
+    problems = sorted(set(expected) ^ set(stored)) + [
+        name for name in expected if name in stored and stored[name].shape != expected[name].shape
+    ]
+    if problems:
+        raise CheckpointError(
+            f"{source}: its weights do not fit the registered model '{spec['name']}' with "
+            f"{dict(spec['kwargs']) or 'its default arguments'} ({len(problems)} tensors differ, e.g. {problems[0]}); "
+            "was it trained with other defaults?"
+        )
+    model.load_state_dict(stored)
     return model.eval()
 
 

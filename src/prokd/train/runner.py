@@ -28,7 +28,7 @@ from prokd.distill.teachers import Teacher
 from prokd.distributed import World, join_world, resolve_device
 from prokd.memory import available_memory, format_bytes, layer_output_bytes, training_step_bytes
 from prokd.losses import SegmentationLoss
-from prokd.models import build_model
+from prokd.models import build_model, get_spec
 from prokd.threads import default_threads
 from prokd.train.loop import EpochCallback, FaultHook, RunState, SupervisedObjective, ValidationCase, fit
 from prokd.runs.folder import (
@@ -137,7 +137,9 @@ def checkpoint_meta(prepared: PreparedRun) -> dict[str, Any]:
             "name": config.model.name,
             "in_channels": config.preprocess.in_channels,
             "out_channels": config.model.out_channels,
-            "kwargs": dict(config.model.kwargs),
+            # resolved: the registry's defaults as they are today plus the run's overrides, so that the checkpoint
+            # rebuilds the same network after a registered default changes
+            "kwargs": {**get_spec(config.model.name).default_kwargs, **config.model.kwargs},
         },
         "preprocess": resolved["preprocess"],
         "postprocess": resolved["postprocess"],
