@@ -112,8 +112,11 @@ def test_predict_with_uncertainty_writes_entropy_maps_and_flags_by_score(trained
     assert len(lines) == 2 and all(line.endswith("REVIEW") for line in lines)
     assert len(list((tmp_path / "pred").glob("*_entropy.nii.gz"))) == 2
     assert not list((tmp_path / "pred").glob("*_disagreement.nii.gz")), "a run without teachers has no disagreement"
-    calm = invoke("predict", trained_run, images[0], "--out", tmp_path / "calm", "--uncertainty", "--review-above", "1e9")
+    calm = invoke("predict", trained_run, images[0], "--out", tmp_path / "calm", "--uncertainty", "--review-above", "1e9",
+                  "--flip-tta")
     assert calm.exit_code == 0 and "uncertainty" in calm.output and "REVIEW" not in calm.output
+    scores = [float(line.split("uncertainty ")[1].split()[0]) for line in (lines[0], calm.output)]
+    assert scores[0] != scores[1], "the mirror image's prediction is averaged in"
 
 
 def test_predict_refuses_inputs_that_would_write_the_same_mask_before_writing_any(trained_run, phantom_data, tmp_path):

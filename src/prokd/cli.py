@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sys
@@ -364,6 +365,7 @@ def predict(
     probability: Annotated[bool, typer.Option(help="Also write the foreground probability map.")] = False,
     uncertainty: Annotated[bool, typer.Option(help="Also write the entropy map (and, for a multi-teacher RUN, the teachers' disagreement) and print a score per volume.")] = False,
     review_above: Annotated[float, typer.Option(help="Flag a volume for review when its uncertainty score exceeds this.")] = REVIEW_ABOVE,
+    flip_tta: Annotated[Optional[bool], typer.Option("--flip-tta/--no-flip-tta", help="Average the prediction with that of the left-right mirror image (twice the network's time).", show_default="the run's postprocess.flip_tta")] = None,
     which: Annotated[str, typer.Option(help="Checkpoint: best or last.")] = "best",
     overwrite: Annotated[bool, typer.Option(help="Replace existing output files.")] = False,
     channel: ChannelOption = None,
@@ -382,6 +384,8 @@ def predict(
             predictor = load_onnx_predictor(run, default_threads())
         else:
             predictor = Predictor.from_checkpoint(run, which)
+        if flip_tta is not None:
+            predictor.postprocess = dataclasses.replace(predictor.postprocess, flip_tta=flip_tta)
         teachers = distillation_teachers(run) if uncertainty else []
         maps = ["mask", *(["prob"] if probability else []), *(["entropy"] if uncertainty else []),
                 *(["disagreement"] if teachers else [])]
