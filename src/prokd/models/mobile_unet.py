@@ -22,8 +22,9 @@ at ``1/2**(i+1)``; the default taps are the stem and the three levels below it, 
 U-Nets' taps.
 
 The registered configuration was chosen on the PROMISE12 validation cases (fixed split, 1500 steps from scratch,
-``configs/promise12_train.yaml``): channels 16-256 reached a validation Dice of 0.875, 16-128 (0.06 M) 0.820; both
-run a 160 x 160 slice in 1.5-1.7 ms on ONNX Runtime with 2 threads, against 19-31 ms for ``unet-large``.
+``configs/promise12_train.yaml``): channels 16-256 reached a validation Dice of 0.875, 16-128 (0.06 M) 0.820. On
+ONNX Runtime with 2 threads it runs a 3 x 160 x 160 slice in 1.7 ms against 17.0 ms for ``unet-large``
+(BENCHMARKS.md, ``deploy``).
 """
 
 from __future__ import annotations
