@@ -8,6 +8,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from prokd.eval.efficiency import count_parameters
+from prokd.models import build_model
+
 from prokd.config import load_config
 from prokd.experiment.config import parse_experiment
 
@@ -32,4 +35,5 @@ def test_experiment_config_is_valid(path, phantom_data):
     raw = {**yaml.safe_load(path.read_text()), "data": str(phantom_data)}
     config = parse_experiment(raw, path)
     assert config.teachers and config.students
-    assert all(entry.model == "unet-small" for entry in config.students), "shipped students are the 0.41 M unet-small"
+    students = {entry.model for entry in config.students}
+    assert all(count_parameters(build_model(name)) <= 0.5e6 for name in students), f"students over 0.5 M: {students}"

@@ -11,6 +11,7 @@ from prokd.config import RunConfig
 from prokd.experiment.config import UNBOUNDED_EPOCHS
 from prokd.losses import SegmentationLoss
 from prokd.train import loop
+from prokd.models import get_spec
 from prokd.runs.checkpoint import load_checkpoint
 from prokd.train.loop import learning_rate, warmup_fraction
 from prokd.runs.folder import RunDirError
@@ -85,7 +86,8 @@ def test_tiny_training_raises_dice_and_writes_run_folder(phantom_data, tmp_path,
         assert (run / name).is_file(), name
     best = load_checkpoint(run / "checkpoints" / "best.pt")
     assert best["progress"]["epoch"] == state.best_epoch
-    assert best["model"] == {"name": "unet-small", "in_channels": 1, "out_channels": 1, "kwargs": {}}
+    resolved = dict(get_spec("unet-small").default_kwargs)  # the registry's defaults, kept by the checkpoint
+    assert best["model"] == {"name": "unet-small", "in_channels": 1, "out_channels": 1, "kwargs": resolved}
     assert best["preprocess"]["size"] == 64
     split = json.loads((run / "split.json").read_text())
     assert not set(split["train"]) & set(split["test"])
