@@ -374,7 +374,7 @@ def predict(
 
     Every input is read and checked before the first mask is written: one bad file stops the batch with nothing written.
     """
-    from prokd.infer.predict import Predictor, check_inputs, check_outputs, predict_file
+    from prokd.infer.predict import Predictor, check_inputs, check_outputs, predict_file, written_maps
 
     with user_errors():
         files = expand_inputs(inputs)
@@ -387,9 +387,7 @@ def predict(
         if flip_tta is not None:
             predictor.postprocess = dataclasses.replace(predictor.postprocess, flip_tta=flip_tta)
         teachers = distillation_teachers(run) if uncertainty else []
-        maps = ["mask", *(["prob"] if probability else []), *(["entropy"] if uncertainty else []),
-                *(["disagreement"] if teachers else [])]
-        check_outputs(files, out, maps, overwrite)
+        check_outputs(files, out, written_maps(probability, uncertainty, bool(teachers)), overwrite)
         check_inputs(predictor, files, predictor.input_channel(channel))
         out.mkdir(parents=True, exist_ok=True)
         for path in files:

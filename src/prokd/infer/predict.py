@@ -158,6 +158,12 @@ def output_paths(image_path: Path, out_dir: Path, suffix: str | None = None) -> 
     return {name: out_dir / f"{stem}_{name}{suffix}" for name in OUTPUT_MAPS}
 
 
+def written_maps(probability: bool, uncertainty: bool, disagreement: bool) -> list[str]:
+    """The names of :data:`OUTPUT_MAPS` that predicting with these options writes: always the mask."""
+    chosen = {"prob": probability, "entropy": uncertainty, "disagreement": disagreement}
+    return ["mask", *(name for name, wanted in chosen.items() if wanted)]
+
+
 def check_outputs(image_paths: Sequence[Path], out_dir: Path, maps: Sequence[str], overwrite: bool) -> None:
     """Refuse, before anything is written, two inputs whose outputs in ``out_dir`` would have the same name (the same
     file name in different folders) and, without ``overwrite``, any of the ``maps`` (names of :data:`OUTPUT_MAPS`)
@@ -254,8 +260,7 @@ def predict_file(
     :meth:`Predictor.input_channel`). With ``uncertainty`` the entropy map is written too, and with ``teachers``
     their disagreement map (:mod:`prokd.infer.uncertainty`), both in the input's geometry.
     """
-    maps = ["mask", *(["prob"] if save_probability else []), *(["entropy"] if uncertainty else []),
-            *(["disagreement"] if teachers else [])]
+    maps = written_maps(save_probability, uncertainty, bool(teachers))
     check_outputs([image_path], out_dir, maps, overwrite)
     paths = output_paths(image_path, out_dir)
     volume, image = read_input(image_path, predictor.input_channel(channel))
