@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
+import torch.distributed as dist
 
 from prokd.config import ConfigError, save_config
-from prokd.distributed import World, device_of, resolve_device
+from prokd.distributed import World, device_of, joined_world, resolve_device
 from prokd.runs.checkpoint import load_checkpoint
 from prokd.train.runner import train_run
 
@@ -29,6 +31,11 @@ def torchrun(*args: str, processes: int = 2) -> subprocess.CompletedProcess:
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(processes),
                "--standalone", "-m", "prokd", *args]
     return subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+
+
+def failure(done: subprocess.CompletedProcess) -> str:
+    """A failed torchrun's output: the processes' own errors come first, torchrun's summary of them last."""
+    return done.stderr if len(done.stderr) < 4000 else f"{done.stderr[:3000]}\n...\n{done.stderr[-1000:]}"
 
 
 def metrics(run: Path) -> list[dict]:
@@ -61,7 +68,7 @@ def test_two_processes_train_like_one_with_the_same_global_batch(phantom_data, t
     single, parallel = tmp_path / "single", tmp_path / "parallel"
     train_run(phantom_data, single, load_yaml(tiny_yaml))
     done = torchrun("train", "--data", str(phantom_data), "--out", str(parallel), "--config", str(tiny_yaml))
-    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.returncode == 0, failure(done)
     assert done.stdout.count("trained 3 epochs") == 1  # rank 0 alone reports
     assert json.loads((parallel / "split.json").read_text())["train"] == json.loads(
         (single / "split.json").read_text())["train"]
@@ -79,7 +86,7 @@ def test_two_processes_distil_with_trained_adapters_and_gate_like_one(phantom_da
     for out, run in ((tmp_path / "single", [sys.executable, "-m", "prokd"]), (tmp_path / "parallel", None)):
         args = ["distill", "--data", str(phantom_data), "--out", str(out), "--config", str(tiny_yaml), *options]
         done = subprocess.run([*run, *args], capture_output=True, text=True) if run else torchrun(*args)
-        assert done.returncode == 0, done.stderr[-2000:]
+        assert done.returncode == 0, failure(done)
     assert {"gate", "feature", "pseudo", "kl"} <= metrics(tmp_path / "parallel")[0].keys()
     assert_same_training(tmp_path / "single", tmp_path / "parallel")
 
@@ -95,7 +102,7 @@ def test_two_processes_resume_a_run_interrupted_in_one(phantom_data, tmp_path, t
     with pytest.raises(KeyboardInterrupt):
         train_run(phantom_data, tmp_path / "resumed", config, on_epoch_end=interrupt)
     done = torchrun("train", "--data", str(phantom_data), "--out", str(tmp_path / "resumed"), "--resume")
-    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.returncode == 0, failure(done)
     assert_same_training(tmp_path / "single", tmp_path / "resumed")
 
 
@@ -107,6 +114,30 @@ def test_a_batch_that_does_not_split_over_the_processes_is_refused(phantom_data,
     assert [line for line in done.stderr.splitlines() if line.startswith(message)] == [message]  # rank 0 once
     assert f"rank 1: {message}" in done.stderr
     assert not (tmp_path / "run").exists()
+
+
+def leave_a_world_by_error(rank: int, port: int, left: "torch.multiprocessing.SimpleQueue") -> None:
+    os.environ.update(RANK=str(rank), WORLD_SIZE="2", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    try:
+        with joined_world(torch.device("cpu")) as world:
+            world.barrier()
+            raise RuntimeError("a failed run")
+    except RuntimeError:
+        left.put((world.rank, world.size, dist.is_initialized()))
+
+
+def test_a_joined_process_group_is_destroyed_when_its_run_fails():
+    """Destroyed also after an error: a gloo group alive at exit can abort the process (SIGABRT)."""
+    left = torch.multiprocessing.get_context("spawn").SimpleQueue()
+    torch.multiprocessing.start_processes(leave_a_world_by_error, args=(free_port(), left), nprocs=2,
+                                          start_method="spawn")
+    assert sorted(left.get() for _ in range(2)) == [(0, 2, False), (1, 2, False)]
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 def test_a_single_process_world_keeps_everything():

@@ -25,7 +25,7 @@ from prokd.data.slices import GridCase, SliceSampler, to_grid_case
 from prokd.data.splits import load_split, make_split, restrict, save_split
 from prokd.distill.setup import build_distillation, check_teachers
 from prokd.distill.teachers import Teacher
-from prokd.distributed import World, join_world, resolve_device
+from prokd.distributed import World, joined_world, resolve_device
 from prokd.memory import available_memory, format_bytes, layer_output_bytes, training_step_bytes
 from prokd.losses import SegmentationLoss
 from prokd.models import build_model, get_spec
@@ -199,9 +199,9 @@ def train_run(
     every process sets up the same run and checks the folder; rank 0 alone writes it (:mod:`prokd.distributed`).
     """
     torch_device = resolve_device(device)
-    world = join_world(torch_device)
-    created = first_missing(out) if world.is_main else None
-    with removed_on_failure(created, keep=lambda: (Path(out) / "checkpoints" / "last.pt").is_file()):
+    has_checkpoint = (Path(out) / "checkpoints" / "last.pt").is_file
+    with joined_world(torch_device) as world, removed_on_failure(
+            first_missing(out) if world.is_main else None, keep=has_checkpoint):
         prepared = prepare_run(data, out, config, resume=resume, overwrite=overwrite, split=split)
         config = prepared.config
         _check_batch_shares(config, world)
