@@ -12,7 +12,8 @@ From the experiment folder of ``configs/promise12_deploy.yaml`` (``benchmarks/ou
 2. **int8**: every seed of both distilled students and the teacher, exported to fp32 and int8 ONNX (int8 calibrated
    on 64 training slices); 3D Dice on the test cases per site, PyTorch against int8.
 3. **Uncertainty**: per test case of every student seed, the entropy score of ``prokd predict --uncertainty``
-   against 1 - Dice (Spearman), and the scores of the validation cases, on which the review threshold is set.
+   (mean entropy over the voxels with a foreground probability of at least 0.05) against 1 - Dice (Spearman),
+   and the scores of the validation cases, on which the score was chosen and the review threshold is set.
 
 Writes ``benchmarks/results/deploy.json`` and the ``deploy`` section of ``BENCHMARKS.md``.
 """
@@ -148,6 +149,8 @@ def markdown(results: dict[str, Any]) -> str:
         "",
         "### Uncertainty: entropy score against 1 − Dice on the test cases",
         "",
+        "Score: mean entropy (bits) over the voxels with a foreground probability of at least 0.05.",
+        "",
         *markdown_table(*uncertainty_table(uncertainty)),
         "",
         review_note(uncertainty),
@@ -179,7 +182,11 @@ def review_note(rows: list[dict[str, Any]]) -> str:
     flagged = [r for r in test if r["score"] > threshold]
     kept = [r for r in test if r["score"] <= threshold]
     mean = lambda group: sum(r["dice"] for r in group) / len(group) if group else float("nan")  # noqa: E731
+    val = [r for r in rows if r["split"] == "val"]
+    rho, p = stats.spearmanr([r["score"] for r in val], [1 - r["dice"] for r in val])
     return (
+        f"On the {len(val)} validation predictions (all students and seeds), where the score was chosen: "
+        f"Spearman {rho:+.2f} (p {p:.3f}). "
         f"Review threshold: {threshold:.3f}, the largest score of any validation case (the default of "
         f"`prokd predict --review-above`). Test cases above it: {len(flagged)} of {len(test)} (all students and "
         f"seeds), mean Dice {mean(flagged):.3f}, against {mean(kept):.3f} for the others."

@@ -44,6 +44,16 @@ def test_an_unsure_network_scores_higher_than_a_sure_one():
     assert 0 < scores[0] < scores[1] / 3
 
 
+def test_the_score_averages_over_the_possible_gland_only():
+    """A larger field of view (more background, each voxel with a tiny entropy) leaves the score unchanged."""
+    gland = np.array([0.99, 0.9, 0.6, 0.3, 0.05], dtype=np.float32)
+    background = np.full(1000, 0.01, dtype=np.float32)
+    small, large = gland, np.concatenate([gland, background])
+    assert entropy_score(small, binary_entropy(small)) == pytest.approx(binary_entropy(gland).mean(), rel=1e-6)
+    assert entropy_score(large, binary_entropy(large)) == pytest.approx(entropy_score(small, binary_entropy(small)))
+    assert entropy_score(background, binary_entropy(background)) == 0.0
+
+
 def test_disagreement_is_zero_for_agreeing_teachers_and_grows_with_their_spread():
     same = [np.full((2, 3, 3), 0.8, dtype=np.float32)] * 3
     assert disagreement(same).max() == 0 and disagreement_score(same, disagreement(same)) == 0
