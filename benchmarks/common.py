@@ -16,19 +16,27 @@ from prokd.experiment.stages import efficiency, finished, train_or_resume
 from prokd.runs.folder import environment_info
 
 __all__ = ["BENCHMARKS_MD", "DEFAULT_PROMISE12", "ROOT", "efficiency", "experiment_markdown", "finished", "mean_sd",
-           "train_or_resume", "update_section", "write_results"]
+           "provenance", "train_or_resume", "update_section", "write_results"]
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCHMARKS_MD = ROOT / "BENCHMARKS.md"
 DEFAULT_PROMISE12 = ROOT.parent / "shared" / "data" / "promise12"
 
 
-def write_results(path: Path, results: dict[str, Any], seed: int) -> Path:
-    """Write ``results`` with versions, git hash, seed and host facts."""
+def write_results(path: Path, results: dict[str, Any], seed: int) -> dict[str, Any]:
+    """Write ``results`` with versions, git hash, seed and host facts (``env``); returns what was written."""
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"env": environment_info(seed), **results}
     path.write_text(json.dumps(payload, indent=2) + "\n")
-    return path
+    return payload
+
+
+def provenance(env: dict[str, Any]) -> str:
+    """One sentence for a BENCHMARKS.md section: when, at which commit, with which versions, on what machine."""
+    return (
+        f"Run {env['date'][:10]}, git `{env['git']}`, prokd {env['prokd']}, torch {env['torch']}, MONAI {env['monai']}, "
+        f"Python {env['python']}; {env['cpu_count']} CPU cores ({env['processor']}), no GPU."
+    )
 
 
 def update_section(name: str, markdown: str, path: Path = BENCHMARKS_MD) -> None:
@@ -44,10 +52,5 @@ def update_section(name: str, markdown: str, path: Path = BENCHMARKS_MD) -> None
 def experiment_markdown(results: dict[str, Any], title: str, command: str, note: str = "") -> str:
     """A BENCHMARKS.md section from an experiment's results (:func:`prokd.experiment.results.collect_results`):
     the command, the provenance of the run (date, git hash, versions, host) and the experiment's own tables."""
-    env = results["env"]
-    provenance = (
-        f"Run {env['date'][:10]}, git `{env['git']}`, prokd {env['prokd']}, torch {env['torch']}, MONAI {env['monai']}, "
-        f"Python {env['python']}; {env['cpu_count']} CPU cores ({env['processor']}), no GPU."
-    )
     body = results_markdown(results).split("\n", 1)[1].replace("\n## ", "\n### ")
-    return "\n".join([f"## {title}", "", f"Command: `{command}`. {provenance} {note}".rstrip(), body])
+    return "\n".join([f"## {title}", "", f"Command: `{command}`. {provenance(results['env'])} {note}".rstrip(), body])

@@ -27,7 +27,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from common import DEFAULT_PROMISE12, ROOT, update_section, write_results
+from common import DEFAULT_PROMISE12, ROOT, provenance, update_section, write_results
 from scipy import stats
 
 from prokd.data.datalist import load_case, load_cases
@@ -65,9 +65,9 @@ def main() -> None:
         "int8": measure_int8(runs, args.data, args.threads),
         "uncertainty": measure_uncertainty(runs, args.data),
     }
-    write_results(ROOT / "benchmarks" / "results" / "deploy.json", results, seed=0)
-    update_section("deploy", markdown(results))
-    print(markdown(results))
+    written = write_results(ROOT / "benchmarks" / "results" / "deploy.json", results, seed=0)
+    update_section("deploy", markdown(written))
+    print(markdown(written))
 
 
 def measure_speed(runs: Path, threads: int, repeats: int) -> list[dict[str, Any]]:
@@ -126,6 +126,7 @@ def markdown(results: dict[str, Any]) -> str:
         "## Deployment: speed per engine, int8, uncertainty (PROMISE12)",
         "",
         f"Command: `{results['command']}` (after `python benchmarks/experiment.py configs/promise12_deploy.yaml`). "
+        f"{provenance(results['env'])} "
         f"{first['threads']} threads, {first['repeats']} interleaved rounds in one process (slices, then volumes); "
         "medians, 10th-90th percentiles in brackets. Slice: one 3 x 160 x 160 input, batch 1, the network alone. "
         f"Volume: a {' x '.join(map(str, first['volume_shape']))} phantom volume, everything but file reading "
@@ -178,18 +179,20 @@ def review_threshold(rows: list[dict[str, Any]]) -> float:
 
 def review_note(rows: list[dict[str, Any]]) -> str:
     threshold = review_threshold(rows)
-    test = [r for r in rows if r["split"] == "test"]
+    val, test = ([r for r in rows if r["split"] == split] for split in ("val", "test"))
+    rho, p = stats.spearmanr([r["score"] for r in val], [1 - r["dice"] for r in val])
     flagged = [r for r in test if r["score"] > threshold]
     kept = [r for r in test if r["score"] <= threshold]
-    mean = lambda group: sum(r["dice"] for r in group) / len(group) if group else float("nan")  # noqa: E731
-    val = [r for r in rows if r["split"] == "val"]
-    rho, p = stats.spearmanr([r["score"] for r in val], [1 - r["dice"] for r in val])
+    mean = lambda group: sum(r["dice"] for r in group) / len(group)  # noqa: E731
+    most = max(test, key=lambda r: r["score"])
+    outcome = (f"mean Dice {mean(flagged):.3f}, against {mean(kept):.3f} for the others" if flagged else
+               f"the most uncertain test case scores {most['score']:.3f} ({most['case']}, Dice {most['dice']:.2f})")
     return (
         f"On the {len(val)} validation predictions (all students and seeds), where the score was chosen: "
         f"Spearman {rho:+.2f} (p {p:.3f}). "
         f"Review threshold: {threshold:.3f}, the largest score of any validation case (the default of "
         f"`prokd predict --review-above`). Test cases above it: {len(flagged)} of {len(test)} (all students and "
-        f"seeds), mean Dice {mean(flagged):.3f}, against {mean(kept):.3f} for the others."
+        f"seeds); {outcome}."
     )
 
 

@@ -12,7 +12,9 @@ per batch at run time), and the returned description says so.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -117,14 +119,32 @@ def quantize_int8(source: Path, target: Path, calibration: np.ndarray) -> dict[s
             return next(self.batches, None)
 
     try:
-        quantize_static(
-            str(source), str(target), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax,
-            op_types_to_quantize=list(QUANTIZED_OPERATORS),
-        )
+        with _without_preprocessing_advice():
+            quantize_static(
+                str(source), str(target), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                calibrate_method=CalibrationMethod.MinMax, op_types_to_quantize=list(QUANTIZED_OPERATORS),
+            )
         return {"method": "static QDQ", "calibration_slices": int(len(calibration)), "operators": list(QUANTIZED_OPERATORS),
                 "weights": "int8 per channel", "activations": "uint8 per tensor, min-max"}
     except Exception as error:  # ONNX Runtime raises its own types; the fallback is reported, not hidden
         quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8)
         return {"method": "dynamic", "static_error": f"{type(error).__name__}: {error}"[:300],
                 "weights": "int8", "activations": "uint8, ranges per batch at run time"}
+
+
+class _PreprocessingAdvice(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "pre-processing" not in record.getMessage()
+
+
+@contextmanager
+def _without_preprocessing_advice() -> Iterator[None]:
+    """Drop ONNX Runtime's advice to pre-process the graph before quantising it (logged twice per model on the
+    root logger, with links): the exported graph has its normalisations folded and shapes fixed already."""
+    advice = _PreprocessingAdvice()
+    logging.getLogger().addFilter(advice)
+    try:
+        yield
+    finally:
+        logging.getLogger().removeFilter(advice)

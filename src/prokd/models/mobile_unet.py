@@ -23,7 +23,7 @@ U-Nets' taps.
 
 The registered configuration was chosen on the PROMISE12 validation cases (fixed split, 1500 steps from scratch,
 ``configs/promise12_train.yaml``): channels 16-256 reached a validation Dice of 0.875, 16-128 (0.06 M) 0.820. On
-ONNX Runtime with 2 threads it runs a 3 x 160 x 160 slice in 1.7 ms against 17.0 ms for ``unet-large``
+ONNX Runtime with 2 threads it runs a 3 x 160 x 160 slice in 2.1 ms against 18.3 ms for ``unet-large``
 (BENCHMARKS.md, ``deploy``).
 """
 

@@ -1,0 +1,115 @@
+"""Field-of-view protocol on PROMISE12: 3D Dice of the teacher and the students when the framing changes.
+
+    python benchmarks/experiment.py configs/promise12_deploy.yaml    # first: the teacher and the students
+    python benchmarks/field_of_view.py
+
+Every test case of the fixed split is also cropped to 0.6x and padded to 1.5x and 2x its in-plane field of view,
+and resampled to 0.5x and 2x its in-plane resolution (:mod:`prokd.eval.field_of_view`); each prediction is mapped
+back to the original grid and scored in 3D against the original label. Models: the full teacher and every seed
+of the distilled ``unet-small`` and ``mobile-unet`` of ``configs/promise12_deploy.yaml``, as they are predicted
+by ``prokd predict`` (their own preprocessing, flip TTA, largest component).
+
+Writes ``benchmarks/results/field_of_view.json`` and the ``field-of-view`` section of ``BENCHMARKS.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from common import DEFAULT_PROMISE12, ROOT, provenance, update_section, write_results
+
+from prokd.data.datalist import load_case, load_cases
+from prokd.eval.field_of_view import FIELD_OF_VIEW_CURVE
+from prokd.eval.metrics import case_metrics
+from prokd.infer.predict import Predictor
+from prokd.runs.checkpoint import load_checkpoint, resolve_checkpoint
+from prokd.table import markdown_table
+
+MODELS = {
+    "teacher unet-large": ["teacher-full-seed0"],
+    "unet-small, KD": [f"student-kd-all-seed{seed}" for seed in range(3)],
+    "mobile-unet, KD": [f"student-kd-all-mobile-seed{seed}" for seed in range(3)],
+}
+TARGET_POINTS = 2.0
+"""Issue 13's target: Dice within this many points of the original at every shift."""
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--experiment", type=Path, default=ROOT / "benchmarks" / "out" / "promise12_deploy")
+    parser.add_argument("--data", type=Path, default=DEFAULT_PROMISE12)
+    args = parser.parse_args()
+    runs = args.experiment / "runs"
+    missing = [run for names in MODELS.values() for run in names if not (runs / run / "checkpoints" / "best.pt").is_file()]
+    if missing:
+        sys.exit(f"{runs}: not trained yet: {', '.join(missing)} (run benchmarks/experiment.py "
+                 "configs/promise12_deploy.yaml first)")
+    results = {
+        "command": shlex.join(["python", "benchmarks/field_of_view.py", *sys.argv[1:]]),
+        "shifts": [shift.name for shift in FIELD_OF_VIEW_CURVE],
+        "cases": [row for names in MODELS.values() for run in names for row in score_run(runs / run, args.data)],
+    }
+    written = write_results(ROOT / "benchmarks" / "results" / "field_of_view.json", results, seed=0)
+    update_section("field-of-view", markdown(written))
+    print(markdown(written))
+
+
+def score_run(run: Path, data: Path) -> list[dict[str, Any]]:
+    """3D Dice of every test case of ``run`` under every shift of the protocol."""
+    payload = load_checkpoint(resolve_checkpoint(run, "best"))
+    predictor = Predictor.from_payload(payload)
+    rows = []
+    for case in load_cases(data).select(payload["split"]["test"]):
+        loaded = load_case(case)
+        spacing = loaded.geometry.spacing
+        for shift in FIELD_OF_VIEW_CURVE:
+            prediction = predictor.predict(shift.apply(loaded.image), shift.spacing(spacing))
+            mask = shift.restore(prediction.mask, loaded.image.shape)
+            dice = case_metrics(mask, loaded.label, spacing)["dice"]
+            rows.append({"run": run.name, "case": case.case_id, "site": case.site, "shift": shift.name,
+                         "dice": float(dice)})
+        print(f"{run.name} {case.case_id}", flush=True)
+    return rows
+
+
+def model_means(results: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """Mean 3D Dice per model (all its seeds and test cases) and shift."""
+    return {
+        model: {
+            shift: float(np.mean([r["dice"] for r in results["cases"] if r["run"] in names and r["shift"] == shift]))
+            for shift in results["shifts"]
+        }
+        for model, names in MODELS.items()
+    }
+
+
+def markdown(results: dict[str, Any]) -> str:
+    means = model_means(results)
+    header = ["model", *results["shifts"]]
+    body = [[model, *(f"{dice[shift]:.3f}" if shift == "original" else
+                      f"{dice[shift]:.3f} ({100 * (dice[shift] - dice['original']):+.1f})" for shift in results["shifts"])]
+            for model, dice in means.items()]
+    worst = {model: min(100 * (dice[s] - dice["original"]) for s in results["shifts"]) for model, dice in means.items()}
+    verdict = "; ".join(f"{model}: worst {change:+.1f} points ({'met' if change >= -TARGET_POINTS else 'missed'})"
+                        for model, change in worst.items())
+    return "\n".join([
+        "## Field of view: 3D test Dice when the framing changes (PROMISE12)",
+        "",
+        f"Command: `{results['command']}` (after `python benchmarks/experiment.py configs/promise12_deploy.yaml`). "
+        f"{provenance(results['env'])} Test cases of the fixed split cropped to 0.6x or padded to 1.5x and 2x their "
+        "in-plane field of view, or resampled to 0.5x and 2x their in-plane resolution; masks mapped back to the "
+        "original grid. Mean 3D Dice over the test cases (and seeds), change from the original in points.",
+        "",
+        *markdown_table(header, body),
+        "",
+        f"Target (issue 13): within {TARGET_POINTS:g} points of the original at every shift. {verdict}.",
+    ])
+
+
+if __name__ == "__main__":
+    main()
