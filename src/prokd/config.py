@@ -66,18 +66,25 @@ class PreprocessConfig:
 
 @dataclass
 class AugmentConfig:
-    """Random 2D augmentation applied to training slices (MONAI transforms); probabilities per slice."""
+    """Random 2D augmentation applied to training slices (MONAI transforms); probabilities per slice.
+
+    ``zoom_fill``: what surrounds a zoomed-out slice, ``edge`` (its border repeated) or ``dark`` (empty space, as
+    around the body in a wider field of view; :data:`prokd.data.augment.ZOOM_FILLS`)."""
 
     enabled: bool = True
     flip_prob: float = 0.5
     affine_prob: float = 0.8
     rotate_degrees: float = 15.0
     zoom_range: tuple[float, float] = (0.6, 1.6)
+    zoom_fill: str = "edge"
     translate_fraction: float = 0.1
     intensity_prob: float = 0.5
     bias_field_prob: float = 0.3
     noise_prob: float = 0.2
     contrast_prob: float = 0.3
+
+    def __post_init__(self) -> None:
+        _require(self.zoom_fill in ("edge", "dark"), "augment.zoom_fill", "must be 'edge' or 'dark'")
 
 
 @dataclass

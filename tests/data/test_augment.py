@@ -44,3 +44,33 @@ def test_spatial_transforms_keep_label_and_teacher_logits_aligned():
 
 def test_disabled_augmentation_is_none():
     assert build_augmentation(AugmentConfig(enabled=False), 48) is None
+
+
+RING = torch.ones(48, 48, dtype=torch.bool)
+RING[12:36, 12:36] = False  # around a 48² slice zoomed out to 24²
+
+
+def zoomed_out(fill: str) -> dict[str, torch.Tensor]:
+    """A slice zoomed out to half its size (no other transform), with ``zoom_fill=fill``."""
+    config = AugmentConfig(zoom_range=(0.5, 0.5), zoom_fill=fill, flip_prob=0.0, rotate_degrees=0.0,
+                           translate_fraction=0.0, affine_prob=1.0, intensity_prob=0.0, bias_field_prob=0.0,
+                           noise_prob=0.0, contrast_prob=0.0)
+    item = slice_item()
+    item["image"] = 1.0 + item["image"]  # intensities in [1, 2): the darkest value is not 0
+    item["label"][:] = 1.0  # a gland up to the border: only the fill can be background
+    augmentation = build_augmentation(config, 48)
+    augmentation.set_random_state(0)
+    return augmentation(item)
+
+
+def test_a_dark_zoom_puts_the_slice_in_empty_space():
+    out = zoomed_out("dark")
+    assert not out["label"][0][RING].any() and out["label"][0][~RING].all()
+    assert out["image"][0][RING].mean() < out["image"][0][~RING].mean() - 0.2  # each row's darkest value
+    assert out["teacher"][0][RING].max() <= -3.9
+
+
+def test_an_edge_zoom_repeats_the_border():
+    out = zoomed_out("edge")
+    assert out["label"].all()
+    assert abs(out["image"][0][RING].mean() - out["image"][0][~RING].mean()) < 0.1

@@ -38,6 +38,15 @@ from prokd.config import AugmentConfig
 
 KEYS = ("image", "label", "teacher")
 SPATIAL_MODES = ("bilinear", "nearest", "bilinear")
+ZOOM_FILLS = {"edge": "edge", "dark": ("minimum", "constant", "minimum")}
+"""How a zoomed-out slice is filled, per key of :data:`KEYS`: ``edge`` repeats the border; ``dark`` puts the
+image in empty space, as a wider field of view does (each row and column padded with its darkest value, the
+label with background, cached teacher logits with their most negative value). With ``edge`` a network never
+sees the body's outline against empty space, and on a 2x wider field of view it segments the whole body. An
+exploratory run, not a benchmark (PROMISE12, ``mobile-unet`` from scratch, 1500 steps, seed 0, fixed split):
+``dark`` with ``zoom_range`` (0.45, 1.5) against ``edge`` with (0.6, 1.5) raised the 3D Dice on the test cases
+padded to 2x their field of view from 0.488 to 0.669 (validation 0.234 to 0.629), left the original test cases
+at 0.840 (0.845) and cost 2.4 points on the 4 validation cases (0.851 vs 0.875). ``edge`` stays the default."""
 
 
 class UntrackedCompose(Compose):
@@ -69,7 +78,7 @@ def build_augmentation(config: AugmentConfig, size: int) -> UntrackedCompose | N
             min_zoom=config.zoom_range[0],
             max_zoom=config.zoom_range[1],
             mode=SPATIAL_MODES,
-            padding_mode="edge",
+            padding_mode=ZOOM_FILLS[config.zoom_fill],
             keep_size=True,
             allow_missing_keys=True,
         ),
