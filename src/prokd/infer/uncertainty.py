@@ -15,7 +15,8 @@ seven per-volume scores (this one; entropy per unit of predicted volume; mean en
 predicted boundary; 1 - soft Dice of ``p`` against its mask; disagreement with the prediction without flip TTA;
 the worst slice's entropy per unit of predicted area; the inverse predicted volume), as the one that ranked the
 errors best (Spearman +0.49 with 1 - Dice over the 24 validation predictions; the 0.05 cut was chosen there
-among 0.01, 0.05, 0.1, 0.2 and 0.5). ``benchmarks/deploy.py`` reports it on the test cases. Mehrtash et al.,
+among 0.01, 0.05, 0.1, 0.2 and 0.5; ``benchmarks/uncertainty_scores.py``, BENCHMARKS.md
+``uncertainty-scores``). ``benchmarks/deploy.py`` reports it on the test cases. Mehrtash et al.,
 "Confidence Calibration and Predictive Uncertainty Estimation for Deep Medical Image Segmentation", IEEE TMI
 2020, study such per-volume uncertainty for prostate MRI.
 
