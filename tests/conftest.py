@@ -20,7 +20,7 @@ PROMISE12 = Path(os.environ.get("PROKD_PROMISE12", Path(__file__).resolve().pare
 
 @pytest.fixture(scope="session")
 def phantom_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A 4-site phantom, 3 labelled + 1 unlabelled case per site, as NIfTI + dataset.json."""
+    """A 4-site phantom, 3 labelled + 1 unlabeled case per site, as NIfTI + dataset.json."""
     from prokd.data.phantom import write_phantom
 
     return write_phantom(tmp_path_factory.mktemp("phantom"), cases_per_site=3, unlabeled_per_site=1, seed=0)

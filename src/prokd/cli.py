@@ -146,7 +146,7 @@ SplitOption = Annotated[Optional[Path], typer.Option(callback=absolute_path, hel
 
 
 class UnlabeledImages(str, Enum):
-    """What ``--unlabeled`` may name: the images a distillation draws its unlabelled slices from."""
+    """What ``--unlabeled`` may name: the images a distillation draws its unlabeled slices from."""
 
     listed = "listed"
     test = "test"
@@ -220,7 +220,7 @@ def run_training(
 def data_phantom(
     out: Annotated[Path, typer.Argument(callback=absolute_path, help="Folder to write (imagesTr/, labelsTr/, imagesUn/, dataset.json).")],
     cases_per_site: Annotated[int, typer.Option(help="Labelled cases per site (4 sites).")] = 6,
-    unlabeled_per_site: Annotated[int, typer.Option(help="Unlabelled cases per site.")] = 2,
+    unlabeled_per_site: Annotated[int, typer.Option(help="Unlabeled cases per site.")] = 2,
     seed: Annotated[int, typer.Option(help="Seed of the phantom's anatomy and noise.")] = 0,
 ) -> None:
     """Write the synthetic multi-site prostate phantom as NIfTI files and a datalist (offline test data)."""

@@ -207,17 +207,17 @@ class DistillConfig:
         kl: weight of the KL between the student and the aggregated teacher outputs.
         feature: weight of the feature term (0 disables it).
         pseudo: weight of the segmentation loss (Dice + Lovász + CE) against the aggregated teachers' mask
-            (foreground probability at T = 1 above 0.5) on unlabelled slices (0 disables it).
-        pseudo_foreground_only: apply the pseudo-label term only to unlabelled slices where that mask has
-            foreground. Unlabelled slices are drawn uniformly (labelled ones mostly with foreground), so most of
+            (foreground probability at T = 1 above 0.5) on unlabeled slices (0 disables it).
+        pseudo_foreground_only: apply the pseudo-label term only to unlabeled slices where that mask has
+            foreground. Unlabeled slices are drawn uniformly (labelled ones mostly with foreground), so most of
             them have an empty mask, whose Dice + Lovász + CE pull the student towards predicting nothing: in
             the phantom demo a student distilled with it never found the gland (test Dice 0.46, seed 1). Slices
             left out still get the KL term. Off by default, so recipes written before it keep their meaning.
         pseudo_joint: put the pseudo-labelled slices into the same segmentation loss as the labelled ones, so
             each counts once, as a labelled slice does (needs ``pseudo`` = 1). As a separate term, the one or two
-            unlabelled slices of a batch weigh as much as all its labelled ones, and their noisy gradient slowed
+            unlabeled slices of a batch weigh as much as all its labelled ones, and their noisy gradient slowed
             the students. In exploratory runs, not a benchmark (phantom, 80² at 2 mm, 450 steps, 20 test cases,
-            seed 0): test Dice 0.73 separate vs 0.80 joint with one teacher and 25 % unlabelled slices, and 0.77 vs
+            seed 0): test Dice 0.73 separate vs 0.80 joint with one teacher and 25 % unlabeled slices, and 0.77 vs
             0.81 for a student with 4 labelled cases and two 7-case teachers (0.75 from scratch). Off by default,
             as above.
         feature_term: registered feature term: ``hint``, ``attention`` or ``affinity``.
@@ -229,7 +229,7 @@ class DistillConfig:
         aggregate: multi-teacher aggregation mode (``mean``, ``weighted``, ``site``, ``adaptive``, ``learned``).
         aggregate_kwargs: keyword arguments of the aggregator.
         gate: weight of the learned gate's own loss on labelled slices (``learned`` only).
-        unlabeled_fraction: share of each batch drawn from unlabelled images (KD terms only).
+        unlabeled_fraction: share of each batch drawn from unlabeled images (KD terms only).
         cache_teachers: compute each teacher's logits once per (un-augmented) slice and move them with the slice
             through the spatial augmentation (the teacher forward pass dominates a KD step on a CPU); kept in memory
             and on disk under ``RUN/checkpoints/teacher-logits/`` (keyed by the teacher checkpoint's hash and the
@@ -276,7 +276,7 @@ class RunConfig:
         sites: train on the labelled cases of these sites only (None: all sites).
         max_cases: train on at most this many labelled cases, chosen site-stratified (None: all).
         label_map: label value → 0 or 1, for labels other than {0, 1} (e.g. ``{1: 1, 2: 1}`` merges zones).
-        unlabeled_include_test: a distillation also draws its unlabelled images from the dataset's test images
+        unlabeled_include_test: a distillation also draws its unlabeled images from the dataset's test images
             (a datalist's ``test`` entries, ``imagesTs/``); by default only images listed under ``unlabeled``.
     """
 

@@ -28,7 +28,7 @@ def image(fill: float = 1.0, shape: tuple[int, int, int] = SHAPE) -> np.ndarray:
 
 @pytest.fixture
 def mixed_datalist(tmp_path: Path) -> Path:
-    """Two good cases (sites A, B), four bad ones (site A) and one unlabelled case, as numpy files."""
+    """Two good cases (sites A, B), four bad ones (site A) and one unlabeled case, as numpy files."""
     volumes = {
         "good1": (image(), label_with(10)),  # foreground 10/40
         "good2": (image(shape=(3, 6, 6)), np.ones((3, 6, 6), np.uint8)),  # foreground 1
@@ -109,8 +109,8 @@ def test_mixed_known_and_unknown_spacing_is_noted(tmp_path):
     assert check_cases(index).site_rows()[0]["spacing"] == "(3, 0.5, 0.5) mm (1 unknown)"
 
 
-def load_cases_from(folder: Path, unlabelled: list[str]) -> CaseIndex:
-    (folder / "list.json").write_text(json.dumps({"training": [], "unlabeled": unlabelled}))
+def load_cases_from(folder: Path, unlabeled: list[str]) -> CaseIndex:
+    (folder / "list.json").write_text(json.dumps({"training": [], "unlabeled": unlabeled}))
     return load_cases(folder / "list.json")
 
 

@@ -58,20 +58,20 @@ def test_same_seed_same_augmented_batch():
     assert set(torch.unique(first.y).tolist()) <= {0.0, 1.0}
 
 
-def test_unlabelled_images_are_mixed_in_at_the_given_fraction():
-    unlabelled = grid_case("u0")
-    unlabelled.label = None
-    unlabelled.site = "SiteB"
-    unlabelled.image = unlabelled.image + 100.0
-    sampler = SliceSampler([grid_case()], batch_size=400, unlabeled=[unlabelled], unlabeled_fraction=0.25)
+def test_unlabeled_images_are_mixed_in_at_the_given_fraction():
+    unlabeled = grid_case("u0")
+    unlabeled.label = None
+    unlabeled.site = "SiteB"
+    unlabeled.image = unlabeled.image + 100.0
+    sampler = SliceSampler([grid_case()], batch_size=400, unlabeled=[unlabeled], unlabeled_fraction=0.25)
     batch = sampler.batch(sampler.seed(0))
-    from_unlabelled = batch.x[:, 0, 0, 0] >= 100.0
-    assert torch.equal(from_unlabelled, ~batch.labelled)
-    assert 0.18 < from_unlabelled.float().mean() < 0.32
+    from_unlabeled = batch.x[:, 0, 0, 0] >= 100.0
+    assert torch.equal(from_unlabeled, ~batch.labelled)
+    assert 0.18 < from_unlabeled.float().mean() < 0.32
     assert batch.y[~batch.labelled].sum() == 0
     sites = {"c0": "SiteA", "u0": "SiteB"}
     assert batch.sites == tuple(sites[case_id] for case_id, _ in batch.keys)
-    with pytest.raises(ValueError, match="needs unlabelled cases"):
+    with pytest.raises(ValueError, match="needs unlabeled cases"):
         SliceSampler([grid_case()], batch_size=2, unlabeled_fraction=0.5)
 
 
@@ -79,7 +79,7 @@ def test_augmentation_disabled_is_none():
     assert build_augmentation(AugmentConfig(enabled=False), size=32) is None
 
 
-def test_unlabelled_cases_are_rejected():
+def test_unlabeled_cases_are_rejected():
     case = grid_case()
     case.label = None
     with pytest.raises(ValueError, match="c0"):

@@ -102,8 +102,8 @@ def test_adaptive_trusts_the_teacher_that_matches_the_label_where_there_is_one()
     labels = label.expand(2, -1, -1, -1)
     result = build_aggregator("adaptive", 3)(teachers, label=labels, labelled=torch.tensor([True, False]))
     assert result.weights[1, 0].min() > 0.8
-    unlabelled = build_aggregator("adaptive", 3)(teachers[:, 1:])
-    torch.testing.assert_close(result.weights[:, 1:], unlabelled.weights)
+    unlabeled = build_aggregator("adaptive", 3)(teachers[:, 1:])
+    torch.testing.assert_close(result.weights[:, 1:], unlabeled.weights)
     assert result.weights[1, 1].max() < 0.8
 
 

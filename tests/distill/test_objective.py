@@ -159,7 +159,7 @@ def test_cached_teacher_logits_equal_fresh_ones_and_run_once_per_slice():
         assert loss == pytest.approx(fresh(student, plain)[0].item(), rel=1e-5)
 
 
-def test_pseudo_label_term_is_the_segmentation_loss_against_the_teacher_mask_on_unlabelled_slices():
+def test_pseudo_label_term_is_the_segmentation_loss_against_the_teacher_mask_on_unlabeled_slices():
     teacher = make_teacher()
     student = build_model("unet-small", 1, 1)
     objective = objective_for(student, [teacher], kl=0.0, pseudo=2.0)
@@ -176,12 +176,12 @@ def test_pseudo_label_term_is_the_segmentation_loss_against_the_teacher_mask_on_
     assert "pseudo" not in labelled_only
 
 
-def test_pseudo_label_term_can_skip_unlabelled_slices_whose_teacher_mask_is_empty(monkeypatch):
+def test_pseudo_label_term_can_skip_unlabeled_slices_whose_teacher_mask_is_empty(monkeypatch):
     student = build_model("unet-small", 1, 1)
     torch.manual_seed(2)
     three = Batch(torch.randn(3, 1, 32, 32), torch.zeros(3, 1, 32, 32), torch.tensor([True, False, False]))
     teachers_mask = torch.zeros(3, 1, 32, 32)
-    teachers_mask[1, :, 8:24, 8:24] = 1.0  # unlabelled slice 1: the teachers see the gland; slice 2: nothing
+    teachers_mask[1, :, 8:24, 8:24] = 1.0  # unlabeled slice 1: the teachers see the gland; slice 2: nothing
     logits = student(three.x)
     objective = None
     for foreground_only, taught in ((False, [1, 2]), (True, [1])):
@@ -193,7 +193,7 @@ def test_pseudo_label_term_can_skip_unlabelled_slices_whose_teacher_mask_is_empt
         assert terms["pseudo"] == pytest.approx(expected.item(), rel=1e-5)
     only_empty = Batch(three.x, three.y, torch.tensor([True, True, False]))
     _, terms = objective(student, only_empty)
-    assert "pseudo" not in terms, "no unlabelled slice with foreground: no pseudo-label term"
+    assert "pseudo" not in terms, "no unlabeled slice with foreground: no pseudo-label term"
 
 
 def test_joint_pseudo_labels_join_the_labelled_slices_in_one_segmentation_loss(monkeypatch):

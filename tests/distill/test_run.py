@@ -48,7 +48,7 @@ def test_distillation_resumes_exactly(
     check_resume(phantom_data, tmp_path, config, stop_after=1)
 
 
-def test_distilled_student_improves_and_uses_unlabelled_images(phantom_data, teacher_run, tmp_path, tiny_config):
+def test_distilled_student_improves_and_uses_unlabeled_images(phantom_data, teacher_run, tmp_path, tiny_config):
     config = tiny_config(epochs=6, steps_per_epoch=15)
     config.max_cases = 4
     config.distill = DistillConfig(teachers=[str(teacher_run)], feature=1.0, unlabeled_fraction=0.25)

@@ -81,14 +81,14 @@ def test_distilled_students_are_linked_to_the_scratch_student_of_the_same_recipe
         {"name": "kd-2", **kd, "labelled": 2, "distill": {"aggregate": "mean"}},
         {"name": "kd-longer", **kd, "steps": 30},
         {"name": "kd-lr", **kd, "overrides": {"train.lr": 0.01}},
-        {"name": "kd-plus-unlabelled", **kd, "overrides": {"train.batch_size": 12},
+        {"name": "kd-plus-unlabeled", **kd, "overrides": {"train.batch_size": 12},
          "distill": {"unlabeled_fraction": 0.3333}},
     ]
     plan = plan_for(tmp_path, phantom_data, index, write_experiment, seeds=[0, 1], teachers=teachers, students=students)
     baselines = {stage.name: stage.baseline for stage in plan if stage.kind == "student"}
     assert baselines == {
         **{f"student-{name}-seed{seed}": None for name in ("scratch", "scratch-2") for seed in (0, 1)},
-        **{f"student-{name}-seed{seed}": "student-scratch" for name in ("kd", "kd-plus-unlabelled") for seed in (0, 1)},
+        **{f"student-{name}-seed{seed}": "student-scratch" for name in ("kd", "kd-plus-unlabeled") for seed in (0, 1)},
         **{f"student-kd-2-seed{seed}": "student-scratch-2" for seed in (0, 1)},
         **{f"student-{name}-seed{seed}": None for name in ("kd-longer", "kd-lr") for seed in (0, 1)},
     }

@@ -68,7 +68,7 @@ def plan_entry(partial: dict[str, Any]) -> dict[str, Any]:
 
 
 def make_rows() -> list[dict[str, Any]]:
-    return [stage_row(plan_entry(stage), summary_, facts, log, "px", TRAIN_CASES, {"batch": 8, "unlabelled": 0.0})
+    return [stage_row(plan_entry(stage), summary_, facts, log, "px", TRAIN_CASES, {"batch": 8, "unlabeled": 0.0})
             for stage, summary_, facts, log in STAGES]
 
 
@@ -334,14 +334,14 @@ def test_verdict_names_the_best_model_and_judges_its_lead_by_the_seed_spread():
     assert verdict_lines({"groups": [], "comparisons": []}) == []
 
 
-def test_slices_per_step_count_the_batch_and_its_unlabelled_share(tmp_path):
+def test_slices_per_step_count_the_batch_and_its_unlabeled_share(tmp_path):
     plain, distilled = tmp_path / "plain", tmp_path / "distilled"
     for run, config in ((plain, {"train": {"batch_size": 8}, "distill": None}),
                         (distilled, {"train": {"batch_size": 12}, "distill": {"unlabeled_fraction": 0.3333}})):
         run.mkdir()
         (run / "config.yaml").write_text(yaml.safe_dump(config))
-    assert slices_per_step(plain) == {"batch": 8, "unlabelled": 0.0}
-    assert slices_per_step(distilled) == pytest.approx({"batch": 12, "unlabelled": 4.0}, abs=1e-3)
+    assert slices_per_step(plain) == {"batch": 8, "unlabeled": 0.0}
+    assert slices_per_step(distilled) == pytest.approx({"batch": 12, "unlabeled": 4.0}, abs=1e-3)
     assert (slices_text(slices_per_step(plain)), slices_text(slices_per_step(distilled))) == ("8", "12 (~4 unlab.)")
     row = stage_row(plan_entry(STAGES[0][0]), STAGES[0][1], None, {"step": 7, "elapsed_seconds": 6.0}, "mm", 3,
                     slices_per_step(distilled))

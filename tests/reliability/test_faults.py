@@ -60,7 +60,7 @@ def teacher(phantom_data, tmp_path_factory, tiny_config) -> Path:
 
 @pytest.fixture(scope="module", params=["train", "distillation", "stage"])
 def scenario(request, phantom_data, tmp_path_factory, tiny_config) -> Scenario:
-    """A supervised run; a distillation from one teacher with trained adapters (a hint term) and unlabelled
+    """A supervised run; a distillation from one teacher with trained adapters (a hint term) and unlabeled
     slices; an experiment stage, taken up again as ``prokd experiment`` does (:func:`train_stage`: resumed, started
     afresh when killed before its first checkpoint, or, finished, brought in line with its ``last.pt``)."""
     config = tiny_run(tiny_config)

@@ -1,5 +1,5 @@
 """A training command that fails before its first checkpoint leaves no folder behind; one that existed stays.
-A run's unlabelled pool holds the dataset's test images only when its config asks for them."""
+A run's unlabeled pool holds the dataset's test images only when its config asks for them."""
 
 from __future__ import annotations
 
@@ -61,7 +61,7 @@ def test_a_folder_that_existed_before_or_holds_a_checkpoint_is_kept(damaged_phan
     assert (tmp_path / "started" / "checkpoints" / "last.pt").is_file()  # resumable, so kept
 
 
-def test_test_images_join_the_unlabelled_pool_only_when_asked(phantom_data, tmp_path, tiny_config):
+def test_test_images_join_the_unlabeled_pool_only_when_asked(phantom_data, tmp_path, tiny_config):
     listing = json.loads(phantom_data.read_text())
     root = phantom_data.parent
 

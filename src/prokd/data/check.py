@@ -22,7 +22,7 @@ class CaseStats:
         labelled: whether the case has a label.
         slices, rows, cols: the volume shape ``(Z, Y, X)``.
         spacing: ``(z, y, x)`` in mm, or ``None`` when unknown.
-        foreground_fraction: fraction of voxels in the mask, ``None`` for unlabelled cases.
+        foreground_fraction: fraction of voxels in the mask, ``None`` for unlabeled cases.
     """
 
     case_id: str
@@ -61,7 +61,7 @@ class CheckReport:
 
 
 def check_cases(index: CaseIndex, label_map: dict[int, int] | None = None, channel: int | None = None) -> CheckReport:
-    """Load every labelled, unlabelled and test case of ``index``, collecting one error line per bad case.
+    """Load every labelled, unlabeled and test case of ``index``, collecting one error line per bad case.
 
     Args:
         index: the dataset.

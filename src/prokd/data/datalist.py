@@ -17,7 +17,7 @@ Three sources are accepted by :func:`load_cases`:
 
 Test images (a datalist's ``test`` entries, an MSD/nnU-Net ``imagesTs/``) are kept apart from the
 ``unlabeled`` images (:attr:`CaseIndex.test`): ``data check`` and prediction see them, but a
-distillation uses them as unlabelled training images only when its run config says so
+distillation uses them as unlabeled training images only when its run config says so
 (``unlabeled_include_test``, ``--unlabeled test``), so a test image never reaches training unasked. To
 train on images without labels, list them under ``unlabeled``.
 
@@ -42,7 +42,7 @@ from prokd.data.io import SUPPORTED_SUFFIXES, Geometry, VolumeError, non_finite_
 from prokd.data.orientation import read_canonical
 
 LABELLED_KEYS = ("training", "validation")
-UNLABELLED_KEYS = ("unlabeled",)
+UNLABELED_KEYS = ("unlabeled",)
 TEST_KEYS = ("test",)
 GRID_TOLERANCE_MM = 1e-4
 _CHANNEL_TAG = re.compile(r"(?P<case>.+)_\d{4}")
@@ -64,7 +64,7 @@ class Case:
 
 @dataclass
 class CaseIndex:
-    """The cases of a dataset, labelled, unlabelled and test images, in the order the source lists them.
+    """The cases of a dataset, labelled, unlabeled and test images, in the order the source lists them.
 
     Attributes:
         root: the folder paths are relative to (the datalist's folder, or the MSD/nnU-Net folder).
@@ -84,7 +84,7 @@ class CaseIndex:
         return sorted({case.site for case in self.labeled})
 
     def case(self, case_id: str) -> Case:
-        """The labelled, unlabelled or test case with this id.
+        """The labelled, unlabeled or test case with this id.
 
         Raises:
             KeyError: no case has this id.
@@ -106,7 +106,7 @@ class LoadedCase:
     Attributes:
         case: where it came from.
         image: ``(Z, Y, X)`` float32 intensities, all finite.
-        label: ``(Z, Y, X)`` uint8 mask in {0, 1} on the image's grid, or ``None`` for unlabelled cases.
+        label: ``(Z, Y, X)`` uint8 mask in {0, 1} on the image's grid, or ``None`` for unlabeled cases.
         geometry: the voxel geometry of ``image``.
 
     Image and label are in the canonical orientation of :mod:`prokd.data.orientation` (axial slices along
@@ -194,7 +194,7 @@ def _index_datalist(datalist: Path, data: dict[str, Any], require_files: bool) -
     if not isinstance(data.get("training"), list):
         raise DatasetError(f"{datalist}: needs a 'training' list of {{'image', 'label'}} entries")
     labeled = _listed_cases(datalist, data, LABELLED_KEYS, True, require_files)
-    unlabeled = _listed_cases(datalist, data, UNLABELLED_KEYS, False, require_files)
+    unlabeled = _listed_cases(datalist, data, UNLABELED_KEYS, False, require_files)
     test = _listed_cases(datalist, data, TEST_KEYS, False, require_files)
     _require_unique_ids(datalist, labeled + unlabeled + test)
     return CaseIndex(datalist.parent, *([case for _, case in listed] for listed in (labeled, unlabeled, test)))

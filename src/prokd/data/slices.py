@@ -2,7 +2,7 @@
 
 Volumes are held in memory already preprocessed (normalised, resampled to ``(Z, S, S)``); a :class:`Batch`
 holds ``x`` ``(B, 2 * context + 1, S, S)`` float32, ``y`` ``(B, 1, S, S)`` float32 in {0, 1} and
-``labelled`` ``(B,)`` bool (slices of unlabelled images, used by distillation, have ``y == 0``).
+``labelled`` ``(B,)`` bool (slices of unlabeled images, used by distillation, have ``y == 0``).
 """
 
 from __future__ import annotations
@@ -69,7 +69,7 @@ class GridCase:
 
     @property
     def foreground_slices(self) -> np.ndarray:
-        """Indices of slices whose label has any foreground (empty for unlabelled cases)."""
+        """Indices of slices whose label has any foreground (empty for unlabeled cases)."""
         if self.label is None:
             return np.zeros(0, dtype=np.int64)
         return np.flatnonzero(self.label.reshape(len(self.label), -1).any(axis=1))
@@ -110,7 +110,7 @@ def _neighbours(indices: np.ndarray, context: int, depth: int) -> np.ndarray:
 class SliceSampler:
     """Draws random training batches of slices.
 
-    Each sample comes with probability ``unlabeled_fraction`` from an unlabelled image (any slice), otherwise
+    Each sample comes with probability ``unlabeled_fraction`` from an unlabeled image (any slice), otherwise
     from a labelled case chosen uniformly: with probability ``foreground_fraction`` a slice that contains
     foreground, otherwise any slice of that case. Each sample is then augmented independently.
 
@@ -137,11 +137,11 @@ class SliceSampler:
         unlabeled_fraction: float = 0.0,
         teacher_maps: Callable[[GridCase, int], np.ndarray] | None = None,
     ) -> None:
-        unlabelled = [c.case_id for c in cases if c.label is None]
-        if not cases or unlabelled:
-            raise ValueError(f"SliceSampler needs labelled cases (unlabelled: {unlabelled or 'no cases given'})")
+        missing_labels = [c.case_id for c in cases if c.label is None]
+        if not cases or missing_labels:
+            raise ValueError(f"SliceSampler needs labelled cases (unlabeled: {missing_labels or 'no cases given'})")
         if unlabeled_fraction > 0 and not unlabeled:
-            raise ValueError("SliceSampler: unlabeled_fraction > 0 needs unlabelled cases")
+            raise ValueError("SliceSampler: unlabeled_fraction > 0 needs unlabeled cases")
         self.cases = cases
         self.batch_size = batch_size
         self.context = context

@@ -340,7 +340,7 @@ class AdaptiveAggregator(Aggregator):
     with the per-sample soft Dice :math:`(2 \\sum p_k y + 1) / (\\sum p_k + \\sum y + 1)` (smoothed by one
     pixel, so a teacher that predicts nothing on an empty slice scores 1).
 
-    Unlabelled sample: confidence :math:`c_k = 1 - H(p_k)` (binary entropy in bits, as in Kwon et al.,
+    Unlabeled sample: confidence :math:`c_k = 1 - H(p_k)` (binary entropy in bits, as in Kwon et al.,
     "Adaptive knowledge distillation based on entropy", ICASSP 2020) and consensus with the other teachers
     :math:`a_k = 1 - |p_k - \\frac{1}{K-1} \\sum_{j \\ne k} p_j|`, plus a per-sample confidence
     :math:`C_k`,
@@ -381,7 +381,7 @@ class AdaptiveAggregator(Aggregator):
         image: torch.Tensor | None,
         sites: Sequence[str] | None = None,
     ) -> torch.Tensor:
-        reliability = self.unlabelled_reliability(teacher_probs)
+        reliability = self.unlabeled_reliability(teacher_probs)
         if label is not None and bool(labelled.any()):
             supervised = self.labelled_reliability(teacher_probs, label)
             reliability = torch.where(labelled.view(1, -1, 1, 1, 1), supervised, reliability)
@@ -395,7 +395,7 @@ class AdaptiveAggregator(Aggregator):
         dice = (2 * overlap + 1) / (mass + 1)
         return (pixel_agreement + dice) / 2
 
-    def unlabelled_reliability(self, teacher_probs: torch.Tensor) -> torch.Tensor:
+    def unlabeled_reliability(self, teacher_probs: torch.Tensor) -> torch.Tensor:
         """(K, B, 1, H, W) confidence and consensus of each teacher, in [0, 1]."""
         confidence = 1 - normalised_entropy(teacher_probs)
         others = (teacher_probs.sum(dim=0, keepdim=True) - teacher_probs) / max(self.n_teachers - 1, 1)

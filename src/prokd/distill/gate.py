@@ -4,7 +4,7 @@ The gate is a mixture-of-experts gating network (Jacobs et al., "Adaptive mixtur
 Neural Computation 1991) whose experts are the frozen teachers. It sees the image and, per teacher, the
 foreground probability and its binary entropy, and outputs softmax weights over the teachers at every
 pixel. It is trained alongside the student by :func:`gate_loss`, which asks the aggregate to match the
-label on labelled samples; on unlabelled samples (e.g. other sites) it applies what it learned about
+label on labelled samples; on unlabeled samples (e.g. other sites) it applies what it learned about
 which teacher is right on which kind of image.
 """
 

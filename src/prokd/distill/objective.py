@@ -4,7 +4,7 @@ distillation, for one or several frozen teachers.
     loss = seg(student, y)                              on labelled slices (Dice + Lovász + CE)
          + kl      · T² · KL(aggregate_T(teachers) ‖ student_T)   on every slice (optionally restricted)
          + feature · Σ_k w_k · feature_term_k(student taps, teacher k taps)
-         + pseudo  · seg(student, aggregate_1(teachers) > 0.5)   on unlabelled slices (with foreground only,
+         + pseudo  · seg(student, aggregate_1(teachers) > 0.5)   on unlabeled slices (with foreground only,
                                                                   ``pseudo_foreground_only``; with
                                                                   ``pseudo_joint`` inside the first seg term)
          + gate    · gate_loss                          (``learned`` aggregation only)
@@ -214,12 +214,12 @@ class DistillationObjective(nn.Module):
             return uncertainty_weights(aggregate)
         return boundary_weights(aggregate > 0.5, self.config.boundary_width)
 
-    def _pseudo_labelled(self, unlabelled: torch.Tensor, pseudo_label: torch.Tensor) -> torch.Tensor:
-        """The samples the pseudo-label term applies to: ``(B,)`` bool, the unlabelled ones, or with
+    def _pseudo_labelled(self, unlabeled: torch.Tensor, pseudo_label: torch.Tensor) -> torch.Tensor:
+        """The samples the pseudo-label term applies to: ``(B,)`` bool, the unlabeled ones, or with
         ``pseudo_foreground_only`` those whose ``(B, 1, H, W)`` pseudo-label mask has foreground."""
         if not self.config.pseudo_foreground_only:
-            return unlabelled
-        return unlabelled & pseudo_label.flatten(1).any(dim=1)
+            return unlabeled
+        return unlabeled & pseudo_label.flatten(1).any(dim=1)
 
     @staticmethod
     def _plain_aggregate(outputs: list[tuple[torch.Tensor, dict]], result: AggregateResult) -> torch.Tensor:

@@ -122,7 +122,7 @@ def link_baselines(stages: list[Stage]) -> None:
 def _recipe(stage: Stage) -> str:
     """What a student is trained with, its teachers, seed and batch size aside: run config and training cases.
 
-    The batch size is left out so that a distilled student that adds unlabelled slices to the labelled ones of
+    The batch size is left out so that a distilled student that adds unlabeled slices to the labelled ones of
     its baseline (a larger batch, ``distill.unlabeled_fraction``) keeps that baseline; the results show both
     batches (``slices / step``).
     """

@@ -67,7 +67,7 @@ def stage_row(
         last_epoch: the last ``metrics.jsonl`` record (``step``, ``elapsed_seconds``).
         unit: the distance unit of HD95 and ASSD (``"mm"`` or ``"px"``).
         labelled_cases: the number of labelled cases it trained on (its ``split.json`` training cases).
-        slices: ``{"batch": slices per step, "unlabelled": how many of them are drawn from images without labels,
+        slices: ``{"batch": slices per step, "unlabeled": how many of them are drawn from images without labels,
             on average}`` (:func:`slices_per_step`), or None when unknown.
         case_dice: ``{test case: its Dice}`` (its ``eval/test/cases.csv``), or None when unknown.
     """
@@ -342,20 +342,20 @@ def latency_note(latency: dict[str, Any] | None) -> str:
 
 
 def slices_per_step(run_dir: Path) -> dict[str, float]:
-    """``{"batch", "unlabelled"}`` of the run in ``run_dir`` (from its ``config.yaml``): slices per training step,
+    """``{"batch", "unlabeled"}`` of the run in ``run_dir`` (from its ``config.yaml``): slices per training step,
     and the mean number of them drawn from images without labels (``distill.unlabeled_fraction`` of the batch)."""
     config = load_config(run_dir / "config.yaml")
     fraction = config.distill.unlabeled_fraction if config.distill else 0.0
-    return {"batch": config.train.batch_size, "unlabelled": config.train.batch_size * fraction}
+    return {"batch": config.train.batch_size, "unlabeled": config.train.batch_size * fraction}
 
 
 def slices_text(slices: dict[str, float] | None) -> str:
-    """``{"batch": 12, "unlabelled": 4.0}`` → ``"12 (~4 unlab.)"``; ``{"batch": 8, "unlabelled": 0}`` → ``"8"``."""
+    """``{"batch": 12, "unlabeled": 4.0}`` → ``"12 (~4 unlab.)"``; ``{"batch": 8, "unlabeled": 0}`` → ``"8"``."""
     if slices is None:
         return MISSING
-    if not slices["unlabelled"]:
+    if not slices["unlabeled"]:
         return str(slices["batch"])
-    return f"{slices['batch']} (~{slices['unlabelled']:.0f} unlab.)"
+    return f"{slices['batch']} (~{slices['unlabeled']:.0f} unlab.)"
 
 
 def budget_text(budget: dict[str, Any] | None) -> str:

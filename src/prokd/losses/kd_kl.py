@@ -10,7 +10,7 @@ is then the Bernoulli KL at temperature T, which for a softmax student equals th
 
 The divergence can be restricted to the pixels where the teacher carries information beyond the labels:
 :func:`uncertainty_weights` keeps the pixels the teacher is unsure about (no labels needed, so it also
-works on unlabelled images), :func:`boundary_weights` a band around the edge of a mask (the ground truth
+works on unlabeled images), :func:`boundary_weights` a band around the edge of a mask (the ground truth
 or the teacher's thresholded prediction).
 """
 

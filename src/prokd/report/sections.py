@@ -256,7 +256,7 @@ def weights_note(stage: str, weights: TeacherWeights, n_cases: int) -> str:
     return (
         f"Mean aggregation weight of each teacher of {stage} on its {n_cases} test cases: every slice on the "
         f"student's grid, the teachers' probabilities softened at the distillation temperature, weighed by the "
-        f"student's aggregator without the label (as on an unlabelled image). 'all pixels' averages every pixel "
+        f"student's aggregator without the label (as on an unlabeled image). 'all pixels' averages every pixel "
         f"(the trust the objective gives each teacher's feature term); 'prostate' averages the pixels where some "
         f"teacher's foreground probability is at least 0.5. {AGGREGATION_NOTES.get(weights.aggregate, '')} "
         f"Each column sums to 1."

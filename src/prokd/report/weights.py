@@ -4,7 +4,7 @@ The run's distillation objective is rebuilt exactly as it was trained (:class:`D
 the student's checkpoint and the teacher runs of its ``teachers.json``) and its saved state is loaded
 (``checkpoint["extra"]["objective"]``), so a ``learned`` gate comes back with its trained weights. The
 aggregator then weighs the teachers' temperature-softened probabilities on every slice of each test case on
-the student's grid, without the label, as it would on an unlabelled image.
+the student's grid, without the label, as it would on an unlabeled image.
 """
 
 from __future__ import annotations

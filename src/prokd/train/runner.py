@@ -55,7 +55,7 @@ class PreparedRun:
     model: nn.Module
 
     def unlabeled_cases(self) -> list[GridCase]:
-        """Images the run may use without labels: the dataset's unlabelled images (and its test images with
+        """Images the run may use without labels: the dataset's unlabeled images (and its test images with
         ``unlabeled_include_test``) plus the labelled cases left out of every split (training cases dropped by
         ``sites`` / ``max_cases``); never validation or test cases."""
         in_split = {case_id for ids in self.split.values() for case_id in ids}
