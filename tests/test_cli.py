@@ -158,6 +158,16 @@ def test_export_then_predict_with_onnx(trained_run, phantom_data, tmp_path):
     assert again.exit_code == 1 and "already exists" in again.output
 
 
+def test_calibrate_writes_the_temperature_and_prints_nll_and_ece(trained_run, phantom_data, assert_readable):
+    result = invoke("calibrate", trained_run, "--data", phantom_data)
+    assert result.exit_code == 0, result.output
+    stored = json.loads((trained_run / "calibration.json").read_text())
+    words = " ".join(result.output.split())
+    assert f"temperature {stored['temperature']:.3f}, fitted on {len(stored['cases'])} validation case" in words
+    assert f"{stored['after']['ece']:.4f}" in result.output and f"{stored['nll_before']:.4f}" in result.output
+    assert_readable(result.output)
+
+
 def test_train_refuses_existing_run(trained_run, phantom_data):
     result = invoke("train", "--data", phantom_data, "--out", trained_run, "--epochs", "1")
     assert result.exit_code == 1

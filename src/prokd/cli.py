@@ -358,6 +358,25 @@ def evaluate(
 
 
 @app.command()
+def calibrate(
+    run: Annotated[Path, typer.Argument(callback=absolute_path, help="RUN folder.")],
+    data: Annotated[Path, typer.Option(callback=absolute_path, help="The dataset the run was trained on (or another with the same case ids).")],
+) -> None:
+    """Temperature scaling: fit the temperature that makes the run's probabilities honest on its validation cases.
+
+    Writes RUN/calibration.json (temperature, NLL and reliability before and after), which `distill.calibrate`
+    reads. Masks do not change.
+    """
+    from prokd.eval.calibration import CALIBRATION_FILE, calibrate_run, calibration_table
+
+    with user_errors():
+        calibration = calibrate_run(run, data)
+    console.print(f"{run}: temperature {calibration.temperature:.3f}, fitted on {counted(len(calibration.cases), 'validation case')} "
+                  f"({calibration.voxels:,} voxels of gland slices); written to {run / CALIBRATION_FILE}", highlight=False)
+    console.print(calibration_table(calibration))
+
+
+@app.command()
 def predict(
     run: Annotated[Path, typer.Argument(callback=absolute_path, help="RUN folder, checkpoint file or .onnx file from `prokd export`.")],
     inputs: Annotated[list[Path], typer.Argument(callback=absolute_path, help="Volume files or folders of volumes.")],

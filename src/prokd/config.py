@@ -234,6 +234,9 @@ class DistillConfig:
             through the spatial augmentation (the teacher forward pass dominates a KD step on a CPU); kept in memory
             and on disk under ``RUN/checkpoints/teacher-logits/`` (keyed by the teacher checkpoint's hash and the
             case), so students of one experiment share them; logits only, so the feature term must be off.
+        calibrate: divide each teacher's logits by its temperature fitted on its own validation cases
+            (:mod:`prokd.eval.calibration`, stored as ``RUN/calibration.json``), before the distillation
+            temperature: aggregation, KL and pseudo-labels see calibrated probabilities. Masks do not change.
     """
 
     teachers: list[str] = field(default_factory=list)
@@ -254,6 +257,7 @@ class DistillConfig:
     gate: float = 1.0
     unlabeled_fraction: float = 0.0
     cache_teachers: bool = False
+    calibrate: bool = False
 
     def __post_init__(self) -> None:
         _require(self.temperature > 0, "distill.temperature", "must be positive")

@@ -215,3 +215,26 @@ def test_joint_pseudo_labels_join_the_labelled_slices_in_one_segmentation_loss(m
     assert "pseudo" not in terms
     assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
     assert loss.item() != pytest.approx(separate.item(), rel=1e-3)
+
+
+def test_a_calibrated_teacher_teaches_its_logits_divided_by_its_temperature():
+    """A student equal to its teacher has zero KL; once the teacher is calibrated with T = 2 the student must
+    match the teacher's logits halved, so the KL is no longer zero but is zero for the halved student."""
+    teacher = make_teacher()
+    student = copy.deepcopy(teacher.model)
+    objective = objective_for(student, [teacher], kl=1.0)
+    assert objective(student, batch())[1]["kl"] == pytest.approx(0.0, abs=1e-6)
+    teacher.temperature = 2.0
+    assert objective(student, batch())[1]["kl"] > 1e-4
+    assert objective(Halved(student), batch())[1]["kl"] == pytest.approx(0.0, abs=1e-6)
+
+
+class Halved(torch.nn.Module):
+    """A network's logits divided by 2."""
+
+    def __init__(self, network: torch.nn.Module) -> None:
+        super().__init__()
+        self.network = network
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.network(x) / 2

@@ -194,3 +194,13 @@ def test_cli_distill_failing_before_its_first_checkpoint_leaves_nothing(phantom_
     result = distill(teacher_run, "mean")
     assert result.exit_code == 0, result.output
     assert (out / "checkpoints" / "last.pt").is_file()
+
+
+def test_calibrated_distillation_fits_and_records_each_teachers_temperature(phantom_data, teacher_run, tmp_path, tiny_config):
+    config = tiny_config(epochs=1, steps_per_epoch=2)
+    config.distill = DistillConfig(teachers=[str(teacher_run)], calibrate=True)
+    train_run(phantom_data, tmp_path / "student", config)
+    stored = json.loads((teacher_run / "calibration.json").read_text())
+    recorded = json.loads((tmp_path / "student" / "teachers.json").read_text())
+    assert stored["after"]["ece"] < stored["before"]["ece"]
+    assert [t["temperature"] for t in recorded] == [stored["temperature"]]

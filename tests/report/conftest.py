@@ -136,9 +136,9 @@ def group_summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 @pytest.fixture(scope="session")
 def figure_count() -> int:
-    """Figures in the tiny experiment's report: training curves, Dice vs latency, site bars, overlays, and the
-    teachers' disagreement for its one multi-teacher student."""
-    return 5
+    """Figures in the tiny experiment's report: training curves, Dice vs latency, site bars, overlays, the
+    teachers' disagreement for its one multi-teacher student, and the teachers' reliability diagrams."""
+    return 6
 
 
 @pytest.fixture(scope="session")

@@ -8,12 +8,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from prokd.eval.calibration import calibrate
 from prokd.report.figures import (
     Curve,
     GroupPoint,
     dice_latency,
     group_colours,
     pareto_front,
+    reliability_diagrams,
     site_dice_bars,
     training_curves,
 )
@@ -62,6 +64,10 @@ def test_figures_render_to_png():
     points = dice_latency([GroupPoint("a", 20.0, 0.8, 0.02), GroupPoint("b", 2.0, 0.7, 0.05)], colours)
     mean = np.array([[0.8, np.nan], [0.7, 0.6]])
     bars = site_dice_bars(["a", "b"], ["X", "Y"], mean, np.zeros_like(mean), colours)
-    for png in (curves, points, bars):
+    rng = np.random.default_rng(0)
+    logits = rng.normal(0, 4, 5000)
+    labels = (rng.random(5000) < 1 / (1 + np.exp(-logits / 2))).astype(np.uint8)
+    diagrams = reliability_diagrams(["t1", "t2", "t3"], [calibrate(logits, labels, ["case"])] * 3)
+    for png in (curves, points, bars, diagrams):
         width, height = decode(png).size
         assert width > 400 and height > 250

@@ -27,6 +27,7 @@ def test_html_is_self_contained_with_every_group_and_figure(report_index, figure
     assert "<td>2 seeds</td>" in html and "<td>4 cases</td>" in html  # teacher-a has two seeds, the others one
     assert "prostate, SiteA" in html  # the multi-teacher student's weight table
     assert "Distilled students against their baseline and their best teacher" in html
+    assert re.search(r"<tr><td>teacher-a-seed0</td><td>\d+</td><td>[0-9.]+</td>(<td>[0-9.]+</td>){4}</tr>", html)
     assert re.search(r"<td>student-multi</td><td>[0-9.]+ \(n = 1\)</td><td>–</td>.*<td>teacher-[ab]-seed0</td>", html)
     # one seed and one test case per site: n = 1, not a zero spread
     assert re.search(r"<tr><td>teacher-b</td>(<td>[0-9.]+ \(n = 1\)</td>){4}</tr>", html)

@@ -177,11 +177,14 @@ class DistillationObjective(nn.Module):
 
     def _teacher_outputs(self, k: int, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Teacher ``k``'s logits (and feature maps) for the batch: run on ``batch.x``, or taken from the cached
-        and augmented ``batch.teacher``."""
+        and augmented ``batch.teacher``; divided by its calibration temperature."""
+        teacher = self._teachers[k]
         if batch.teacher is None:
-            return self._teachers[k](batch.x, with_features=bool(self.feature_terms))
-        start = sum(teacher.out_channels for teacher in self._teachers[:k])
-        return batch.teacher[:, start : start + self._teachers[k].out_channels], {}
+            logits, features = teacher(batch.x, with_features=bool(self.feature_terms))
+        else:
+            start = sum(t.out_channels for t in self._teachers[:k])
+            logits, features = batch.teacher[:, start : start + teacher.out_channels], {}
+        return logits / teacher.temperature, features
 
     def _aggregator_kwargs(self, student_preprocess: PreprocessConfig) -> dict:
         kwargs = dict(self.config.aggregate_kwargs)

@@ -11,6 +11,7 @@ from prokd.data.splits import leaked_cases
 from prokd.distill.objective import DistillationObjective
 from prokd.distill.teachers import load_teacher, teacher_runs, training_cases, validation_site_scores
 from prokd.distributed import World
+from prokd.eval.calibration import run_calibration
 from prokd.losses import SegmentationLoss
 from prokd.models import get_spec
 
@@ -54,19 +55,23 @@ def _cases_in(part: str, case_ids: list[str]) -> str:
 def build_distillation(
     prepared: PreparedRun, seg_loss: SegmentationLoss, data: str | Path, world: World = World()
 ) -> tuple[DistillationObjective, list[dict[str, Any]]]:
-    """Load the run's teachers (with their validation Dice per site for the ``site`` aggregation, evaluated on
-    ``data`` when not stored yet) and build its distillation objective; nothing is written to the RUN folder.
+    """Load the run's teachers (with their validation Dice per site for the ``site`` aggregation and their
+    temperature for ``distill.calibrate``, fitted on ``data`` when not stored in the teacher's RUN folder yet) and
+    build its distillation objective; nothing is written to the student's RUN folder.
 
     Returns:
-        the objective and the teachers' records for ``RUN/teachers.json`` (run, score, site scores).
+        the objective and the teachers' records for ``RUN/teachers.json`` (run, score, site scores, temperature).
     """
     config = prepared.config
     runs = teacher_runs(config.distill.teachers)
     teachers = [load_teacher(run, config.distill.teacher_taps) for run in runs]
-    if config.distill.aggregate == "site":
-        for run, teacher in zip(runs, teachers):
+    for run, teacher in zip(runs, teachers):
+        if config.distill.aggregate == "site":
             teacher.site_scores = validation_site_scores(run, data)
-    records = [{"run": str(r), "score": t.score, "site_scores": t.site_scores} for r, t in zip(runs, teachers)]
+        if config.distill.calibrate:
+            teacher.temperature = run_calibration(run, data).temperature
+    records = [{"run": str(r), "score": t.score, "site_scores": t.site_scores, "temperature": t.temperature}
+               for r, t in zip(runs, teachers)]
     objective = DistillationObjective(
         prepared.model,
         get_spec(config.model.name).default_taps,

@@ -39,6 +39,8 @@ class Teacher:
         site_scores: its mean validation Dice per site (see :func:`validation_site_scores`), or None.
         checkpoint: the checkpoint file it was loaded from, or None (names its logit cache, see
             :mod:`prokd.distill.logit_cache`).
+        temperature: its calibration temperature (:mod:`prokd.eval.calibration`); its logits are divided by it
+            where the distillation reads them. 1 leaves them as they are.
     """
 
     name: str
@@ -49,6 +51,7 @@ class Teacher:
     out_channels: int
     site_scores: dict[str, float] | None = None
     checkpoint: Path | None = None
+    temperature: float = 1.0
 
     @torch.no_grad()
     def __call__(self, x: torch.Tensor, with_features: bool = False) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:

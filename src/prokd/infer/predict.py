@@ -27,7 +27,7 @@ from prokd.distributed import device_of
 from prokd.memory import PREDICTION_BYTES_PER_VOXEL, available_memory, format_bytes, layer_output_bytes
 from prokd.infer.postprocess import probability_to_mask
 from prokd.infer.uncertainty import binary_entropy, disagreement, disagreement_score, entropy_score
-from prokd.losses import probabilities
+from prokd.losses import foreground_logit, probabilities
 from prokd.runs.checkpoint import (
     load_checkpoint,
     model_from_checkpoint,
@@ -103,6 +103,15 @@ class Predictor:
                 prob = probabilities(self.model(batch))
             chunks.append(prob[:, 0])
         return torch.cat(chunks).cpu().numpy()
+
+    @torch.inference_mode()
+    def grid_logit(self, grid_image: np.ndarray) -> np.ndarray:
+        """Foreground log-odds ``(Z, S, S)`` float32 for a volume ``(Z, S, S)`` on the canonical grid, without
+        test-time augmentation: what temperature scaling (:mod:`prokd.eval.calibration`) divides."""
+        inputs = torch.from_numpy(volume_inputs(grid_image, self.context)).to(device_of(self.model))
+        chunks = [foreground_logit(self.model(inputs[start : start + self.batch_size]))[:, 0]
+                  for start in range(0, len(inputs), self.batch_size)]
+        return torch.cat(chunks).float().cpu().numpy()
 
     def memory_needed(self, voxels: int) -> int:
         """Upper estimate of the bytes predicting a volume of ``voxels`` voxels holds at its peak: the volume's

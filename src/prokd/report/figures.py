@@ -1,6 +1,6 @@
 """The report's plots, drawn with matplotlib's object-oriented API on its Agg canvas (no pyplot, no global
 state) and returned as PNG bytes: training curves, Dice versus CPU latency with the Pareto front, per-site
-Dice bars. Colours are fixed per group (:func:`group_colours`) so a group looks the same in every figure.
+Dice bars, reliability diagrams. Colours are fixed per group (:func:`group_colours`) so a group looks the same in every figure.
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ from matplotlib import colormaps
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from prokd.eval.calibration import Calibration
+
 __all__ = [
     "Curve",
     "GroupPoint",
@@ -22,6 +24,7 @@ __all__ = [
     "group_colours",
     "pareto_front",
     "png_bytes",
+    "reliability_diagrams",
     "site_dice_bars",
     "training_curves",
 ]
@@ -154,4 +157,27 @@ def site_dice_bars(
     ax.set(ylabel="test Dice", ylim=(0, 1.05), title="test Dice per site")
     ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize=9, ncols=min(4, len(groups)), loc="upper center", bbox_to_anchor=(0.5, -0.08))
+    return png_bytes(figure)
+
+
+def reliability_diagrams(names: Sequence[str], calibrations: Sequence[Calibration]) -> bytes:
+    """One reliability diagram per model: the share of foreground voxels against the mean predicted probability in
+    each probability bin, at temperature 1 and at the fitted temperature, with the diagonal of perfect calibration."""
+    columns = min(4, len(names))
+    rows = -(-len(names) // columns)
+    figure = Figure(figsize=(3.2 * columns, 3.2 * rows), layout="constrained")
+    axes = np.atleast_1d(figure.subplots(rows, columns, sharex=True, sharey=True, squeeze=False)).ravel()
+    for ax, name, calibration in zip(axes, names, calibrations):
+        ax.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1)
+        for curve, label, marker in ((calibration.before, "T = 1", "o"),
+                                     (calibration.after, f"T = {calibration.temperature:.2f}", "s")):
+            points = [(c, f) for c, f in zip(curve.confidence, curve.frequency) if c is not None]
+            ax.plot(*zip(*points), marker=marker, markersize=4, label=f"{label}, ECE {curve.ece:.3f}")
+        ax.set_title(name, fontsize=9)
+        ax.legend(fontsize=7, loc="upper left")
+        ax.grid(alpha=0.3)
+    for ax in axes[len(names):]:
+        ax.set_axis_off()
+    figure.supxlabel("predicted foreground probability (bin mean)", fontsize=9)
+    figure.supylabel("foreground share", fontsize=9)
     return png_bytes(figure)

@@ -7,7 +7,8 @@
    each distilled student against its baseline and its best teacher;
 3. training curves; 4. Dice versus CPU latency with the Pareto front; 5. per-site Dice bars;
 6. qualitative overlays of the best, median and worst test case;
-7. for multi-teacher students: the teachers' mean aggregation weights and their disagreement.
+7. for multi-teacher students: the teachers' mean aggregation weights and their disagreement;
+8. each teacher's calibration on its validation cases: temperature, NLL and ECE, reliability diagrams.
 
 Captions say what each figure shows and on how many test cases.
 """
@@ -21,11 +22,12 @@ from typing import Any
 import numpy as np
 
 from prokd.config import load_config
+from prokd.eval.calibration import run_calibration
 from prokd.experiment.results import COMPARISON_NOTE, MISSING, accuracy_table, comparison_table, format_stats
 from prokd.experiment.results import latency_note, models_table, speed_table, verdict_lines
 from prokd.report.blocks import Block, Bullets, Facts, Heading, Paragraph, Plot, Table
 from prokd.report.figures import Colour, Curve, GroupPoint, dice_latency, group_colours, pareto_front
-from prokd.report.figures import site_dice_bars, training_curves
+from prokd.report.figures import reliability_diagrams, site_dice_bars, training_curves
 from prokd.report.folder import Experiment
 from prokd.report.overlays import CONTOUR_NOTE, HEAT_TRUTH_NOTE, SliceView, VolumePredictions, disagreement_figure
 from prokd.report.overlays import overlay_figure, select_cases, slice_view
@@ -62,6 +64,7 @@ def report_blocks(experiment: Experiment) -> tuple[str, list[Block]]:
         *site_bars(experiment, colours, test_cases),
         *overlays(experiment, predictions, views, ranking, len(test_cases)),
         *teachers(experiment, predictions, views),
+        *calibration(experiment),
     ]
 
 
@@ -250,6 +253,34 @@ def teachers(experiment: Experiment, predictions: VolumePredictions, views: list
             ),
         ]
     return blocks
+
+
+def calibration(experiment: Experiment) -> list[Block]:
+    """Each teacher group's first seed: its temperature fitted on its validation cases and what it changes."""
+    rows = [experiment.first_seed(group["group"]) for group in experiment.groups if group["kind"] == "teacher"]
+    if not rows:
+        return []
+    fitted = [run_calibration(experiment.run_dir(row), experiment.data) for row in rows]
+    names = [row["stage"] for row in rows]
+    table = Table(
+        ["teacher", "val cases", "temperature", "NLL at T = 1", "NLL fitted", "ECE at T = 1", "ECE fitted"],
+        [[name, str(len(c.cases)), f"{c.temperature:.3f}", f"{c.nll_before:.4f}", f"{c.nll_after:.4f}",
+          f"{c.before.ece:.4f}", f"{c.after.ece:.4f}"] for name, c in zip(names, fitted)],
+    )
+    caption = (
+        "Reliability of each teacher's foreground probability on the gland slices of its validation cases (slices "
+        "where the label or the prediction has foreground): per probability bin, the share of voxels that are "
+        "prostate against the bin's mean probability; on the diagonal a probability means what it says. A "
+        "temperature above 1 softens an over-confident teacher, below 1 sharpens an under-confident one; masks "
+        "do not change. Students distilled with distill.calibrate use these temperatures."
+    )
+    return [
+        Heading("Teacher calibration"),
+        Paragraph("Temperature scaling (Guo et al., ICML 2017), fitted on each teacher's validation cases (cases "
+                  "it never trained on) and written to its RUN/calibration.json."),
+        table,
+        Plot("calibration", reliability_diagrams(names, fitted), caption),
+    ]
 
 
 def weights_note(stage: str, weights: TeacherWeights, n_cases: int) -> str:
