@@ -77,17 +77,19 @@ def test_two_processes_train_like_one_with_the_same_global_batch(phantom_data, t
 
 def test_two_processes_distil_with_trained_adapters_and_gate_like_one(phantom_data, tmp_path, tiny_yaml):
     """Two teachers, learned gate and feature adapters (the objective's own parameters are synchronised too),
-    unlabeled slices with pseudo-labels (the labelled / pseudo-labelled split differs between the shares)."""
+    unlabeled slices with pseudo-labels and the consistency term (the labelled / unlabeled split differs between
+    the shares)."""
     teacher = tmp_path / "teacher"
     train_run(phantom_data, teacher, load_yaml(tiny_yaml))
     options = ["--teacher", str(teacher), "--teacher", str(teacher), "--aggregate", "learned", "--student",
                "unet-tiny", "--epochs", "2", "--set", "distill.feature=1.0", "--set", "distill.pseudo=1.0",
-               "--set", "distill.unlabeled_fraction=0.5", "--split", str(teacher / "split.json")]
+               "--set", "distill.unlabeled_fraction=0.5", "--set", "distill.consistency=1.0",
+               "--set", "distill.consistency_threshold=0.5", "--split", str(teacher / "split.json")]
     for out, run in ((tmp_path / "single", [sys.executable, "-m", "prokd"]), (tmp_path / "parallel", None)):
         args = ["distill", "--data", str(phantom_data), "--out", str(out), "--config", str(tiny_yaml), *options]
         done = subprocess.run([*run, *args], capture_output=True, text=True) if run else torchrun(*args)
         assert done.returncode == 0, failure(done)
-    assert {"gate", "feature", "pseudo", "kl"} <= metrics(tmp_path / "parallel")[0].keys()
+    assert {"gate", "feature", "pseudo", "kl", "consistency"} <= metrics(tmp_path / "parallel")[0].keys()
     assert_same_training(tmp_path / "single", tmp_path / "parallel")
 
 

@@ -229,6 +229,15 @@ class DistillConfig:
         aggregate: multi-teacher aggregation mode (``mean``, ``weighted``, ``site``, ``adaptive``, ``learned``).
         aggregate_kwargs: keyword arguments of the aggregator.
         gate: weight of the learned gate's own loss on labelled slices (``learned`` only).
+        consistency: weight of the weak-to-strong consistency term on unlabeled slices (0 disables it;
+            :mod:`prokd.distill.consistency`, FixMatch style): the student's prediction on a photometrically
+            perturbed, pixel-aligned copy of each unlabeled slice must match the target on the slice itself
+            (Bernoulli KL), on the pixels where that target is confident. Costs one more student forward pass on
+            the unlabeled slices; needs ``unlabeled_fraction`` > 0.
+        consistency_threshold: a target pixel is confident when its foreground probability is above this or
+            below 1 minus this; in [0.5, 1).
+        consistency_target: where the target comes from: ``student`` (the student's own prediction on the
+            slice, detached, as in FixMatch) or ``teachers`` (the aggregated teachers at T = 1).
         unlabeled_fraction: share of each batch drawn from unlabeled images (KD terms only).
         cache_teachers: compute each teacher's logits once per (un-augmented) slice and move them with the slice
             through the spatial augmentation (the teacher forward pass dominates a KD step on a CPU); kept in memory
@@ -255,17 +264,26 @@ class DistillConfig:
     aggregate: str = "mean"
     aggregate_kwargs: dict[str, Any] = field(default_factory=dict)
     gate: float = 1.0
+    consistency: float = 0.0
+    consistency_threshold: float = 0.9
+    consistency_target: str = "student"
     unlabeled_fraction: float = 0.0
     cache_teachers: bool = False
     calibrate: bool = False
 
     def __post_init__(self) -> None:
         _require(self.temperature > 0, "distill.temperature", "must be positive")
-        _require(min(self.kl, self.feature, self.pseudo) >= 0, "distill", "term weights must be >= 0")
+        _require(min(self.kl, self.feature, self.pseudo, self.consistency) >= 0, "distill", "term weights must be >= 0")
         _require(self.restrict in ("none", "uncertain", "boundary"), "distill.restrict", "must be none, uncertain or boundary")
         _require(not self.pseudo_joint or self.pseudo == 1.0, "distill.pseudo_joint",
                  "needs pseudo: 1 (pseudo-labelled slices then weigh as labelled ones)")
         _require(0.0 <= self.unlabeled_fraction < 1.0, "distill.unlabeled_fraction", "must be in [0, 1)")
+        _require(self.consistency == 0 or self.unlabeled_fraction > 0, "distill.consistency",
+                 "applies to unlabeled slices only (set distill.unlabeled_fraction > 0)")
+        _require(0.5 <= self.consistency_threshold < 1.0, "distill.consistency_threshold",
+                 "must be in [0.5, 1) (confident: foreground probability above it or below 1 minus it)")
+        _require(self.consistency_target in ("student", "teachers"), "distill.consistency_target",
+                 "must be student or teachers")
         _require(not (self.cache_teachers and self.feature > 0), "distill.cache_teachers",
                  "caches the teachers' logits only; the feature term needs their forward pass (set distill.feature: 0)")
 

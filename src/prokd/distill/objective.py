@@ -1,5 +1,5 @@
 """The distillation objective: segmentation loss on labelled slices + KL to the aggregated teachers + feature
-distillation, for one or several frozen teachers.
+distillation (+ pseudo-label and consistency terms on unlabeled slices), for one or several frozen teachers.
 
     loss = seg(student, y)                              on labelled slices (Dice + Lovász + CE)
          + kl      · T² · KL(aggregate_T(teachers) ‖ student_T)   on every slice (optionally restricted)
@@ -7,6 +7,8 @@ distillation, for one or several frozen teachers.
          + pseudo  · seg(student, aggregate_1(teachers) > 0.5)   on unlabeled slices (with foreground only,
                                                                   ``pseudo_foreground_only``; with
                                                                   ``pseudo_joint`` inside the first seg term)
+         + consistency · KL(target on the slice ‖ student on its strong view)   on unlabeled slices, confident
+                                                                  pixels (:mod:`prokd.distill.consistency`)
          + gate    · gate_loss                          (``learned`` aggregation only)
 
 where ``aggregate_T`` combines the teachers' temperature-softened foreground probabilities with the
@@ -36,6 +38,7 @@ from torch import nn
 from prokd.config import DistillConfig, PreprocessConfig
 from prokd.data.slices import Batch, GridCase
 from prokd.distill.aggregate import AggregateResult, build_aggregator
+from prokd.distill.consistency import ConsistencyLoss
 from prokd.distill.gate import LearnedAggregator, gate_loss
 from prokd.distill.logit_cache import TeacherLogitCache
 from prokd.distill.teachers import Teacher, centre_channels, check_compatible
@@ -62,7 +65,8 @@ class DistillationObjective(nn.Module):
         teachers: frozen teachers (at least one).
         seg_loss: the supervised loss applied to labelled slices.
         config: term weights, temperature, aggregation and feature-term settings.
-        world: the processes of a data-parallel run; the segmentation loss is taken over all their slices.
+        world: the processes of a data-parallel run; the segmentation loss and the consistency term are taken
+            over all their slices.
     """
 
     def __init__(
@@ -93,6 +97,7 @@ class DistillationObjective(nn.Module):
         self.feature_terms = nn.ModuleList()
         if config.feature > 0:
             self._build_feature_terms(student, student_preprocess)
+        self.consistency_loss = ConsistencyLoss.from_config(config, world) if config.consistency > 0 else None
 
     @property
     def teachers(self) -> list[Teacher]:
@@ -122,6 +127,13 @@ class DistillationObjective(nn.Module):
             feature = self._feature_loss(student_features, [features for _, features in outputs], result)
             total = total + self.config.feature * feature
             terms["feature"] = feature.item()
+        if self.consistency_loss is not None:
+            target = self._consistency_target(logits, outputs, result)
+            found = self.consistency_loss(model, x_student, target, ~batch.labelled)
+            if found is not None:
+                consistency, confident_share = found
+                total = total + self.config.consistency * consistency
+                terms["consistency"], terms["consistency_mask"] = consistency.item(), confident_share
         return total, terms
 
     def _segmentation(
@@ -223,6 +235,15 @@ class DistillationObjective(nn.Module):
         if not self.config.pseudo_foreground_only:
             return unlabeled
         return unlabeled & pseudo_label.flatten(1).any(dim=1)
+
+    def _consistency_target(
+        self, logits: torch.Tensor, outputs: list[tuple[torch.Tensor, dict]], result: AggregateResult
+    ) -> torch.Tensor:
+        """(B, 1, H, W) the foreground probability the strong views must match: the student's own at T = 1 on
+        the slices (``consistency_target: student``) or the aggregated teachers' (``teachers``)."""
+        if self.config.consistency_target == "teachers":
+            return self._plain_aggregate(outputs, result)
+        return soft_foreground(logits, 1.0)
 
     @staticmethod
     def _plain_aggregate(outputs: list[tuple[torch.Tensor, dict]], result: AggregateResult) -> torch.Tensor:

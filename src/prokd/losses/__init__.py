@@ -8,7 +8,14 @@ Distillation: :mod:`~prokd.losses.kd_kl` for the outputs; feature terms by name 
 from prokd.losses.kd_affinity import AffinityLoss, affinity_matrix
 from prokd.losses.kd_attention import AttentionTransferLoss, attention_map
 from prokd.losses.kd_hint import HintLoss
-from prokd.losses.kd_kl import boundary_weights, foreground_logit, kl_distillation, soft_foreground, uncertainty_weights
+from prokd.losses.kd_kl import (
+    bernoulli_kl,
+    boundary_weights,
+    foreground_logit,
+    kl_distillation,
+    soft_foreground,
+    uncertainty_weights,
+)
 from prokd.losses.kd_registry import (
     FeatureTerm,
     build_feature_term,
@@ -27,6 +34,7 @@ __all__ = [
     "SegmentationLoss",
     "affinity_matrix",
     "attention_map",
+    "bernoulli_kl",
     "boundary_weights",
     "build_feature_term",
     "feature_terms",

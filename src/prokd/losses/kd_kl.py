@@ -7,6 +7,8 @@ the teacher's *foreground probability at temperature T*, ``(B, 1, H, W)``. Both 
 one foreground logit ``d``: the logit itself for a sigmoid head, ``z_1 - z_0`` for a two-logit softmax
 head, because ``softmax(z / T)_1 = sigmoid((z_1 - z_0) / T)``. The student's divergence from the teacher
 is then the Bernoulli KL at temperature T, which for a softmax student equals the two-class softmax KL.
+:func:`bernoulli_kl` gives it per pixel (the consistency term of :mod:`prokd.distill.consistency` uses it too),
+:func:`kl_distillation` its mean.
 
 The divergence can be restricted to the pixels where the teacher carries information beyond the labels:
 :func:`uncertainty_weights` keeps the pixels the teacher is unsure about (no labels needed, so it also
@@ -19,7 +21,14 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-__all__ = ["boundary_weights", "foreground_logit", "kl_distillation", "soft_foreground", "uncertainty_weights"]
+__all__ = [
+    "bernoulli_kl",
+    "boundary_weights",
+    "foreground_logit",
+    "kl_distillation",
+    "soft_foreground",
+    "uncertainty_weights",
+]
 
 
 def foreground_logit(logits: torch.Tensor) -> torch.Tensor:
@@ -53,6 +62,33 @@ def soft_foreground(logits: torch.Tensor, temperature: float) -> torch.Tensor:
     return torch.sigmoid(foreground_logit(logits) / temperature)
 
 
+def bernoulli_kl(student_logits: torch.Tensor, target: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Per pixel, the Bernoulli ``KL(p || q)`` from the soft targets ``p`` to the student's ``q = sigmoid(d / T)``.
+
+    ``KL = p log(p / q) + (1 - p) log((1 - p) / (1 - q))``, with ``log q`` and ``log(1 - q)`` taken as
+    ``logsigmoid(±d / T)`` (stable for any logit) and ``0 log 0 = 0``, so targets of exactly 0 or 1 need no
+    clamping. ``target`` is treated as a constant: no gradient reaches it.
+
+    Args:
+        student_logits: (B, 1, H, W) or (B, 2, H, W) raw student outputs.
+        target: (B, 1, H, W) target foreground probabilities at the same temperature, in [0, 1].
+        temperature: T > 0.
+
+    Returns:
+        (B, 1, H, W) divergences, >= 0.
+    """
+    _check_temperature(temperature)
+    student = foreground_logit(student_logits) / temperature
+    _check_shape("bernoulli_kl", "target", target, tuple(student.shape))
+    p = target.detach().to(student.dtype)
+    return (
+        torch.xlogy(p, p)
+        + torch.xlogy(1 - p, 1 - p)
+        - p * F.logsigmoid(student)
+        - (1 - p) * F.logsigmoid(-student)
+    )
+
+
 def kl_distillation(
     student_logits: torch.Tensor,
     teacher_foreground: torch.Tensor,
@@ -60,12 +96,10 @@ def kl_distillation(
     weight_map: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """``T² ·`` mean over pixels of the Bernoulli ``KL(p || q)`` from the teacher's soft targets ``p`` to
-    the student's ``q = sigmoid(d / T)``.
+    the student's ``q = sigmoid(d / T)`` (:func:`bernoulli_kl`).
 
-    Per pixel ``KL = p log(p / q) + (1 - p) log((1 - p) / (1 - q))``, with ``log q`` and ``log(1 - q)``
-    taken as ``logsigmoid(±d / T)`` (stable for any logit) and ``0 log 0 = 0``, so teacher probabilities of
-    exactly 0 or 1 need no clamping. The factor ``T²`` keeps the gradient scale independent of T (Hinton
-    et al., section 2). ``teacher_foreground`` is treated as a constant: no gradient reaches the teacher.
+    The factor ``T²`` keeps the gradient scale independent of T (Hinton et al., section 2).
+    ``teacher_foreground`` is treated as a constant: no gradient reaches the teacher.
 
     Args:
         student_logits: (B, 1, H, W) or (B, 2, H, W) raw student outputs.
@@ -78,20 +112,12 @@ def kl_distillation(
     Returns:
         Scalar tensor.
     """
-    _check_temperature(temperature)
-    student = foreground_logit(student_logits) / temperature
-    expected = (student.shape[0], 1, *student.shape[2:])
-    _check_shape("teacher_foreground", teacher_foreground, expected)
-    p = teacher_foreground.detach().to(student.dtype)
-    kl = (
-        torch.xlogy(p, p)
-        + torch.xlogy(1 - p, 1 - p)
-        - p * F.logsigmoid(student)
-        - (1 - p) * F.logsigmoid(-student)
-    )
+    expected = tuple(foreground_logit(student_logits).shape)
+    _check_shape("kl_distillation", "teacher_foreground", teacher_foreground, expected)
+    kl = bernoulli_kl(student_logits, teacher_foreground, temperature)
     if weight_map is None:
         return temperature**2 * kl.mean()
-    _check_shape("weight_map", weight_map, expected)
+    _check_shape("kl_distillation", "weight_map", weight_map, expected)
     weights = weight_map.to(kl.dtype)
     return temperature**2 * (weights * kl).sum() / weights.sum().clamp_min(torch.finfo(kl.dtype).tiny)
 
@@ -143,6 +169,6 @@ def _check_temperature(temperature: float) -> None:
         raise ValueError(f"distillation temperature must be > 0, got {temperature}")
 
 
-def _check_shape(name: str, tensor: torch.Tensor, expected: tuple[int, ...]) -> None:
+def _check_shape(function: str, name: str, tensor: torch.Tensor, expected: tuple[int, ...]) -> None:
     if tuple(tensor.shape) != expected:
-        raise ValueError(f"kl_distillation: {name} must have shape {expected}, got {tuple(tensor.shape)}")
+        raise ValueError(f"{function}: {name} must have shape {expected}, got {tuple(tensor.shape)}")

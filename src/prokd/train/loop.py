@@ -25,8 +25,9 @@ Data-parallel (``torchrun``, :mod:`prokd.distributed`): the model and the object
 one :class:`~torch.nn.parallel.DistributedDataParallel` module; each process keeps its share of the same global
 batch, the validation cases are shared out and their Dice gathered, and only rank 0 settles, writes and reports.
 The segmentation loss (Dice and Lovász pool the whole batch) is taken over the gathered global batch, so a
-supervised run follows the single-process one up to float rounding; distillation's KL and feature terms are means
-over each process's share, averaged (a weighted KL mean, ``kl_uncertain``, is weighted per share).
+supervised run follows the single-process one up to float rounding (distillation's consistency term is gathered
+likewise, :mod:`prokd.distill.consistency`); distillation's KL and feature terms are means over each process's
+share, averaged (a weighted KL mean, ``kl_uncertain``, is weighted per share).
 """
 
 from __future__ import annotations
