@@ -226,8 +226,14 @@ class DistillConfig:
         restrict: ``none``, ``uncertain`` (pixels where the aggregated teacher is unsure) or ``boundary``
             (a band around the aggregated teacher mask) for the KL term.
         boundary_width: half-width in pixels of the boundary band.
-        aggregate: multi-teacher aggregation mode (``mean``, ``weighted``, ``site``, ``adaptive``, ``learned``).
+        aggregate: multi-teacher aggregation mode (``mean``, ``weighted``, ``site``, ``adaptive``, ``entropy``,
+            ``confidence-max``, ``agreement``, ``learned``; see :mod:`prokd.distill.aggregate`).
         aggregate_kwargs: keyword arguments of the aggregator.
+        infer_sites: give the unlabeled images that have no site the site inferred from the teachers' features
+            (:mod:`prokd.distill.site_inference`) before training, so that the ``site`` aggregation weighs the
+            teachers on them by their scores on that site (an image of unknown site gets the teachers' mean scores
+            otherwise). Needs ``aggregate: site``, unlabeled images (``unlabeled_fraction`` > 0) and teachers
+            trained on one site each; the inferred sites are written to ``RUN/inferred_sites.json``.
         gate: weight of the learned gate's own loss on labelled slices (``learned`` only).
         unlabeled_fraction: share of each batch drawn from unlabeled images (KD terms only).
         cache_teachers: compute each teacher's logits once per (un-augmented) slice and move them with the slice
@@ -251,6 +257,7 @@ class DistillConfig:
     boundary_width: int = 3
     aggregate: str = "mean"
     aggregate_kwargs: dict[str, Any] = field(default_factory=dict)
+    infer_sites: bool = False
     gate: float = 1.0
     unlabeled_fraction: float = 0.0
     cache_teachers: bool = False
@@ -262,6 +269,8 @@ class DistillConfig:
         _require(not self.pseudo_joint or self.pseudo == 1.0, "distill.pseudo_joint",
                  "needs pseudo: 1 (pseudo-labelled slices then weigh as labelled ones)")
         _require(0.0 <= self.unlabeled_fraction < 1.0, "distill.unlabeled_fraction", "must be in [0, 1)")
+        _require(not self.infer_sites or (self.aggregate == "site" and self.unlabeled_fraction > 0),
+                 "distill.infer_sites", "needs aggregate: site and unlabeled images (unlabeled_fraction > 0)")
         _require(not (self.cache_teachers and self.feature > 0), "distill.cache_teachers",
                  "caches the teachers' logits only; the feature term needs their forward pass (set distill.feature: 0)")
 
