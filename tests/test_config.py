@@ -52,6 +52,8 @@ def test_overrides_and_type_coercion(tmp_path):
         ({"distill": {"restrict": "edges"}}, "distill.restrict"),
         ({"distill": {"cache_teachers": True, "feature": 1.0}}, "distill.cache_teachers"),
         ({"distill": {"pseudo_joint": True, "pseudo": 0.5}}, "distill.pseudo_joint"),
+        ({"distill": {"infer_sites": True, "unlabeled_fraction": 0.25}}, "'distill.infer_sites' needs aggregate: site"),
+        ({"distill": {"infer_sites": True, "aggregate": "site"}}, "distill.infer_sites.*unlabeled_fraction > 0"),
         ({"augment": []}, "augment: expected a mapping"),
     ],
 )

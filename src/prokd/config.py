@@ -226,8 +226,14 @@ class DistillConfig:
         restrict: ``none``, ``uncertain`` (pixels where the aggregated teacher is unsure) or ``boundary``
             (a band around the aggregated teacher mask) for the KL term.
         boundary_width: half-width in pixels of the boundary band.
-        aggregate: multi-teacher aggregation mode (``mean``, ``weighted``, ``site``, ``adaptive``, ``learned``).
+        aggregate: multi-teacher aggregation mode (``mean``, ``weighted``, ``site``, ``adaptive``, ``entropy``,
+            ``confidence-max``, ``agreement``, ``learned``; see :mod:`prokd.distill.aggregate`).
         aggregate_kwargs: keyword arguments of the aggregator.
+        infer_sites: give the unlabeled images that have no site the site inferred from the teachers' features
+            (:mod:`prokd.distill.site_inference`) before training, so that the ``site`` aggregation weighs the
+            teachers on them by their scores on that site (an image of unknown site gets the teachers' mean scores
+            otherwise). Needs ``aggregate: site``, unlabeled images (``unlabeled_fraction`` > 0) and teachers
+            trained on one site each; the inferred sites are written to ``RUN/inferred_sites.json``.
         gate: weight of the learned gate's own loss on labelled slices (``learned`` only).
         consistency: weight of the weak-to-strong consistency term on unlabeled slices (0 disables it;
             :mod:`prokd.distill.consistency`, FixMatch style): the student's prediction on a photometrically
@@ -263,6 +269,7 @@ class DistillConfig:
     boundary_width: int = 3
     aggregate: str = "mean"
     aggregate_kwargs: dict[str, Any] = field(default_factory=dict)
+    infer_sites: bool = False
     gate: float = 1.0
     consistency: float = 0.0
     consistency_threshold: float = 0.9
@@ -284,6 +291,8 @@ class DistillConfig:
                  "must be in [0.5, 1) (confident: foreground probability above it or below 1 minus it)")
         _require(self.consistency_target in ("student", "teachers"), "distill.consistency_target",
                  "must be student or teachers")
+        _require(not self.infer_sites or (self.aggregate == "site" and self.unlabeled_fraction > 0),
+                 "distill.infer_sites", "needs aggregate: site and unlabeled images (unlabeled_fraction > 0)")
         _require(not (self.cache_teachers and self.feature > 0), "distill.cache_teachers",
                  "caches the teachers' logits only; the feature term needs their forward pass (set distill.feature: 0)")
 

@@ -46,6 +46,8 @@ UNLABELED_KEYS = ("unlabeled",)
 TEST_KEYS = ("test",)
 GRID_TOLERANCE_MM = 1e-4
 _CHANNEL_TAG = re.compile(r"(?P<case>.+)_\d{4}")
+UNKNOWN_SITE = "unknown"
+"""The site of a case whose source names none."""
 
 
 class DatasetError(ValueError):
@@ -59,7 +61,7 @@ class Case:
     case_id: str
     image: Path
     label: Path | None
-    site: str = "unknown"
+    site: str = UNKNOWN_SITE
 
 
 @dataclass
@@ -230,7 +232,7 @@ def _datalist_case(datalist: Path, where: str, entry: Any, labelled: bool, requi
             raise DatasetError(f"{datalist}: {where} has no '{key}'")
     image = _listed_file(datalist, where, fields["image"], require_files)
     label = _listed_file(datalist, where, fields["label"], require_files) if labelled else None
-    return Case(fields["case"] or _case_id(image), image, label, fields["site"] or "unknown")
+    return Case(fields["case"] or _case_id(image), image, label, fields["site"] or UNKNOWN_SITE)
 
 
 def _text_field(datalist: Path, where: str, entry: dict[str, Any], key: str) -> str | None:

@@ -1,7 +1,8 @@
 """Distillation from several teachers: aggregating their soft targets into one.
 
-Importing this package registers every aggregation mode (``mean``, ``weighted``, ``adaptive`` from
-:mod:`prokd.distill.aggregate`, ``learned`` from :mod:`prokd.distill.gate`); build one with
+Importing this package registers every aggregation mode (``mean``, ``weighted``, ``site``, ``adaptive`` from
+:mod:`prokd.distill.aggregate`, ``entropy``, ``confidence-max``, ``agreement`` from
+:mod:`prokd.distill.confidence`, ``learned`` from :mod:`prokd.distill.gate`); build one with
 :func:`build_aggregator`.
 """
 
@@ -18,12 +19,16 @@ from prokd.distill.aggregate import (
     normalised_entropy,
     register_aggregator,
 )
+from prokd.distill.confidence import AgreementAggregator, ConfidenceMaxAggregator, EntropyAggregator
 from prokd.distill.gate import LearnedAggregator, gate_loss
 
 __all__ = [
     "AdaptiveAggregator",
     "AggregateResult",
     "Aggregator",
+    "AgreementAggregator",
+    "ConfidenceMaxAggregator",
+    "EntropyAggregator",
     "LearnedAggregator",
     "MeanAggregator",
     "WeightedAggregator",

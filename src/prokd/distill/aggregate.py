@@ -11,17 +11,23 @@ teachers per sample and per pixel and returns the weighted mean
 of the teachers' foreground probabilities :math:`p_k` at the distillation temperature (1-logit nets:
 ``sigmoid(z / T)``, 2-logit nets: ``softmax(z / T)[:, 1]``). Modes, registered by name:
 
-==========  ====================================================================================
-mean        uniform weights :math:`1 / K`
-weighted    fixed per-teacher weights from given scores, e.g. each teacher's Dice on cases it never
-            saw, sharpened by a power
-site        per-sample weights from each teacher's score on the sample's site (e.g. its validation Dice
-            per site), sharpened by a power: the teacher trusted on this hospital's images
-adaptive    per-sample, per-pixel weights from each teacher's reliability: agreement with the label
-            where there is one, confidence and consensus where there is not; no parameters
-learned     a small gating CNN on the image and the teachers' outputs, trained with the student
-            (:mod:`prokd.distill.gate`)
-==========  ====================================================================================
+==============  ================================================================================
+mean            uniform weights :math:`1 / K`
+weighted        fixed per-teacher weights from given scores, e.g. each teacher's Dice on cases it never
+                saw, sharpened by a power
+site            per-sample weights from each teacher's score on the sample's site (e.g. its validation
+                Dice per site), sharpened by a power: the teacher trusted on this hospital's images
+adaptive        per-sample, per-pixel weights from each teacher's reliability: agreement with the label
+                where there is one, confidence and consensus where there is not; no parameters
+entropy         per-pixel weights :math:`\\propto \\exp(-\\beta H(p_k))`: the less uncertain teacher weighs
+                more (:mod:`prokd.distill.confidence`)
+confidence-max  per pixel, all weight to the most confident teacher (ties shared equally)
+                (:mod:`prokd.distill.confidence`)
+agreement       the plain mean where the teachers' votes agree, ``entropy`` weights where they disagree
+                (:mod:`prokd.distill.confidence`)
+learned         a small gating CNN on the image and the teachers' outputs, trained with the student
+                (:mod:`prokd.distill.gate`)
+==============  ================================================================================
 
 A new mode is one :class:`Aggregator` subclass decorated with :func:`register_aggregator`.
 """
@@ -44,6 +50,7 @@ __all__ = [
     "AggregateResult",
     "Aggregator",
     "MeanAggregator",
+    "ReliabilityAggregator",
     "SiteAggregator",
     "WeightedAggregator",
     "aggregators",
@@ -322,14 +329,72 @@ class MeanAggregator(WeightedAggregator):
         super().__init__(n_teachers, scores=[1.0] * n_teachers)
 
 
+class ReliabilityAggregator(Aggregator):
+    """Base of the modes whose weights are a softmax over teachers of a per-pixel reliability
+    :math:`r_k(x) \\in [0, 1]`: :math:`w_k(x) = \\exp(\\beta r_k(x)) / \\sum_j \\exp(\\beta r_j(x))`.
+
+    A subclass gives :meth:`reliability`; :meth:`local_mean` smooths its maps over a ``window`` x ``window``
+    neighbourhood, so that weights vary smoothly instead of flipping from pixel to pixel.
+
+    Args:
+        n_teachers: number of teachers K.
+        beta: softmax sharpness :math:`\\beta > 0`; reliabilities 0.1 apart give weights in the ratio
+            :math:`e^{0.1 \\beta}`.
+        window: odd side, in pixels, of the smoothing window (1 disables smoothing).
+    """
+
+    def __init__(self, n_teachers: int, beta: float, window: int) -> None:
+        super().__init__(n_teachers)
+        if not (math.isfinite(beta) and beta > 0):
+            raise ValueError(f"{type(self).__name__}: beta must be finite and > 0, got {beta}")
+        if window < 1 or window % 2 == 0:
+            raise ValueError(f"{type(self).__name__}: window must be an odd number >= 1, got {window}")
+        self.beta = beta
+        self.window = window
+
+    def teacher_weights(
+        self,
+        teacher_probs: torch.Tensor,
+        label: torch.Tensor | None,
+        labelled: torch.Tensor,
+        image: torch.Tensor | None,
+        sites: Sequence[str] | None = None,
+    ) -> torch.Tensor:
+        return torch.softmax(self.beta * self.reliability(teacher_probs, label, labelled), dim=0)
+
+    @abc.abstractmethod
+    def reliability(
+        self, teacher_probs: torch.Tensor, label: torch.Tensor | None, labelled: torch.Tensor
+    ) -> torch.Tensor:
+        """(K, B, 1, H, W) reliability of each teacher in [0, 1], from checked inputs.
+
+        Args:
+            teacher_probs: (K, B, 1, H, W) detached teacher probabilities.
+            label: (B, 1, H, W) float label, or None.
+            labelled: (B,) bool, all False when ``label`` is None.
+        """
+
+    def local_mean(self, maps: torch.Tensor) -> torch.Tensor:
+        """(K, B, 1, H, W) maps averaged over ``window`` x ``window`` pixels (clipped at the border), same shape.
+
+        The box mean is separable, also where the border clips it (sum and count both factor into rows and
+        columns), so it runs as a row pass then a column pass: 2w instead of w² operations per pixel.
+        """
+        half = self.window // 2
+        flat = maps.flatten(0, 1)
+        rows = F.avg_pool2d(flat, (1, self.window), stride=1, padding=(0, half), count_include_pad=False)
+        pooled = F.avg_pool2d(rows, (self.window, 1), stride=1, padding=(half, 0), count_include_pad=False)
+        return pooled.view_as(maps)
+
+
 @register_aggregator("adaptive")
-class AdaptiveAggregator(Aggregator):
+class AdaptiveAggregator(ReliabilityAggregator):
     """Per-sample, per-pixel weights from each teacher's reliability, without parameters.
 
-    The weights are a softmax over teachers of a reliability :math:`r_k(x) \\in [0, 1]`,
-    :math:`w_k(x) = \\exp(\\beta r_k(x)) / \\sum_j \\exp(\\beta r_j(x))`. Below, :math:`\\bar{f}` is a map
-    :math:`f` average-pooled over a ``window`` x ``window`` neighbourhood (borders average the pixels
-    inside the image), so that weights vary smoothly instead of flipping from pixel to pixel.
+    The weights are the softmax over teachers of a reliability :math:`r_k(x) \\in [0, 1]`
+    (:class:`ReliabilityAggregator`). Below, :math:`\\bar{f}` is a map :math:`f` average-pooled over a
+    ``window`` x ``window`` neighbourhood (:meth:`~ReliabilityAggregator.local_mean`; borders average the
+    pixels inside the image).
 
     Labelled sample (label :math:`y`): agreement with the ground truth,
 
@@ -365,27 +430,16 @@ class AdaptiveAggregator(Aggregator):
     """
 
     def __init__(self, n_teachers: int, beta: float = 10.0, window: int = 7) -> None:
-        super().__init__(n_teachers)
-        if not (math.isfinite(beta) and beta > 0):
-            raise ValueError(f"{type(self).__name__}: beta must be finite and > 0, got {beta}")
-        if window < 1 or window % 2 == 0:
-            raise ValueError(f"{type(self).__name__}: window must be an odd number >= 1, got {window}")
-        self.beta = beta
-        self.window = window
+        super().__init__(n_teachers, beta, window)
 
-    def teacher_weights(
-        self,
-        teacher_probs: torch.Tensor,
-        label: torch.Tensor | None,
-        labelled: torch.Tensor,
-        image: torch.Tensor | None,
-        sites: Sequence[str] | None = None,
+    def reliability(
+        self, teacher_probs: torch.Tensor, label: torch.Tensor | None, labelled: torch.Tensor
     ) -> torch.Tensor:
         reliability = self.unlabeled_reliability(teacher_probs)
         if label is not None and bool(labelled.any()):
             supervised = self.labelled_reliability(teacher_probs, label)
             reliability = torch.where(labelled.view(1, -1, 1, 1, 1), supervised, reliability)
-        return torch.softmax(self.beta * reliability, dim=0)
+        return reliability
 
     def labelled_reliability(self, teacher_probs: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
         """(K, B, 1, H, W) agreement of each teacher with the label (B, 1, H, W), in [0, 1]."""
@@ -405,15 +459,3 @@ class AdaptiveAggregator(Aggregator):
             candidate.sum(dim=(2, 3, 4), keepdim=True) + 1e-6
         )
         return (self.local_mean(confidence) + self.local_mean(consensus) + image_confidence) / 3
-
-    def local_mean(self, maps: torch.Tensor) -> torch.Tensor:
-        """(K, B, 1, H, W) maps averaged over ``window`` x ``window`` pixels (clipped at the border), same shape.
-
-        The box mean is separable, also where the border clips it (sum and count both factor into rows and
-        columns), so it runs as a row pass then a column pass: 2w instead of w² operations per pixel.
-        """
-        half = self.window // 2
-        flat = maps.flatten(0, 1)
-        rows = F.avg_pool2d(flat, (1, self.window), stride=1, padding=(0, half), count_include_pad=False)
-        pooled = F.avg_pool2d(rows, (self.window, 1), stride=1, padding=(half, 0), count_include_pad=False)
-        return pooled.view_as(maps)

@@ -1,15 +1,21 @@
-"""Setting up a distillation run: the teachers named in the config, loaded and wrapped in the objective."""
+"""Setting up a distillation run: the teachers named in the config, loaded and wrapped in the objective, and the
+sites of the unlabeled images that have none."""
 
 from __future__ import annotations
 
+import dataclasses
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from prokd.config import ConfigError, RunConfig
+from prokd.data.datalist import UNKNOWN_SITE
+from prokd.data.slices import GridCase
 from prokd.data.splits import leaked_cases
 from prokd.distill.objective import DistillationObjective
-from prokd.distill.teachers import load_teacher, teacher_runs, training_cases, validation_site_scores
+from prokd.distill.site_inference import infer_sites, teacher_site
+from prokd.distill.teachers import Teacher, load_teacher, teacher_runs, training_cases, validation_site_scores
 from prokd.distributed import World
 from prokd.eval.calibration import run_calibration
 from prokd.losses import SegmentationLoss
@@ -82,3 +88,46 @@ def build_distillation(
         world,
     )
     return objective, records
+
+
+def infer_unlabeled_sites(
+    prepared: PreparedRun, teachers: list[Teacher], unlabeled: list[GridCase]
+) -> tuple[list[GridCase], dict[str, Any]]:
+    """The ``unlabeled`` cases, those without a site given the one inferred from the teachers' features
+    (:func:`~prokd.distill.site_inference.infer_sites`, fitted on each teacher's training images as its site's),
+    and the record for ``RUN/inferred_sites.json``: each teacher's site and each inferred case's site, distance,
+    margin and distances to every site.
+
+    Raises:
+        ConfigError: a teacher's training cases have no site or several.
+    """
+    runs = teacher_runs(prepared.config.distill.teachers)
+    sites = [teacher_site(run, prepared.index) for run in runs]
+    fitted_on: dict[str, set[str]] = {}
+    for run, site in zip(runs, sites):
+        fitted_on.setdefault(site, set()).update(training_cases(run))
+    without_site = [case for case in unlabeled if case.site == UNKNOWN_SITE]
+    guesses = {}
+    if without_site:
+        training_images = {site: prepared.images(prepared.index.select(sorted(ids))) for site, ids in fitted_on.items()}
+        guesses = infer_sites(teachers, training_images, without_site)
+    cases = [dataclasses.replace(c, site=guesses[c.case_id].site) if c.case_id in guesses else c for c in unlabeled]
+    record = {
+        "teacher_sites": {str(run): site for run, site in zip(runs, sites)},
+        "cases": {case_id: dataclasses.asdict(guess) for case_id, guess in guesses.items()},
+    }
+    return cases, record
+
+
+def inferred_sites_line(record: dict[str, Any]) -> str:
+    """One line on an :func:`infer_unlabeled_sites` record, e.g. ``inferred the site of 3 unlabeled images without
+    one: SiteA 2, SiteB 1 (smallest margin 0.12; inferred_sites.json)``."""
+    cases = record["cases"]
+    if not cases:
+        return "site inference: every unlabeled image has a site"
+    counts = Counter(guess["site"] for guess in cases.values())
+    per_site = ", ".join(f"{site} {counts[site]}" for site in sorted(counts))
+    margin = min(guess["margin"] for guess in cases.values())
+    images = "image" if len(cases) == 1 else "images"
+    return (f"inferred the site of {len(cases)} unlabeled {images} without one: {per_site} "
+            f"(smallest margin {margin:.2f}; inferred_sites.json)")

@@ -23,7 +23,7 @@ from prokd.data.datalist import Case, CaseIndex, LoadedCase, load_case, load_cas
 from prokd.data.preprocess import Preprocessor
 from prokd.data.slices import GridCase, SliceSampler, to_grid_case
 from prokd.data.splits import load_split, make_split, restrict, save_split
-from prokd.distill.setup import build_distillation, check_teachers
+from prokd.distill.setup import build_distillation, check_teachers, infer_unlabeled_sites, inferred_sites_line
 from prokd.distill.teachers import Teacher
 from prokd.distributed import World, joined_world, resolve_device
 from prokd.memory import available_memory, format_bytes, layer_output_bytes, training_step_bytes
@@ -60,7 +60,11 @@ class PreparedRun:
         ``sites`` / ``max_cases``); never validation or test cases."""
         in_split = {case_id for ids in self.split.values() for case_id in ids}
         test_images = self.index.test if self.config.unlabeled_include_test else []
-        cases = self.index.unlabeled + test_images + [c for c in self.index.labeled if c.case_id not in in_split]
+        left_out = [case for case in self.index.labeled if case.case_id not in in_split]
+        return self.images(self.index.unlabeled + test_images + left_out)
+
+    def images(self, cases: list[Case]) -> list[GridCase]:
+        """``cases`` read as the run reads them and put on its grid, without their labels."""
         preprocessor = Preprocessor(self.config.preprocess)
         return [to_grid_case(_without_label(load_run_case(c, self.config)), preprocessor) for c in cases]
 
@@ -115,10 +119,11 @@ def write_run_files(
     resume: bool = False,
     overwrite: bool = False,
     teachers: list[dict[str, Any]] | None = None,
+    inferred_sites: dict[str, Any] | None = None,
 ) -> None:
     """Create the RUN folder (with ``overwrite``, only now replacing an earlier run: every input and option has
-    been validated) and write ``config.yaml``, ``split.json`` (unless resuming), ``env.json`` and the
-    distillation's ``teachers.json`` records."""
+    been validated) and write ``config.yaml``, ``split.json`` (unless resuming), ``env.json``, the
+    distillation's ``teachers.json`` records and, with ``distill.infer_sites``, ``inferred_sites.json``."""
     run_dir, config = prepare_run_dir(prepared.run_dir, resume=resume, overwrite=overwrite), prepared.config
     if not resume:
         save_config(config, run_dir / "config.yaml")
@@ -126,6 +131,8 @@ def write_run_files(
     write_json(run_dir / "env.json", environment_info(config.train.seed))
     if teachers is not None:
         write_json(run_dir / "teachers.json", teachers)
+    if inferred_sites is not None:
+        write_json(run_dir / "inferred_sites.json", inferred_sites)
 
 
 def checkpoint_meta(prepared: PreparedRun) -> dict[str, Any]:
@@ -206,18 +213,23 @@ def train_run(
         config = prepared.config
         _check_batch_shares(config, world)
         seg_loss = SegmentationLoss.from_config(config.loss, config.model.out_channels)
-        teachers = None
+        teachers = inferred_sites = None
         if config.distill is None:
             objective, sampler = SupervisedObjective(seg_loss, world), make_sampler(prepared)
         else:
             objective, teachers = build_distillation(prepared, seg_loss, data, world)
             unlabeled = prepared.unlabeled_cases() if config.distill.unlabeled_fraction > 0 else None
+            if config.distill.infer_sites:
+                unlabeled, inferred_sites = infer_unlabeled_sites(prepared, objective.teachers, unlabeled)
+                if console is not None and world.is_main:
+                    console.print(inferred_sites_line(inferred_sites), highlight=False, soft_wrap=True)
             cached = objective.teacher_logits if config.distill.cache_teachers else None
             sampler = make_sampler(prepared, context=objective.context, unlabeled=unlabeled, teacher_maps=cached)
         check_memory(prepared, [] if config.distill is None else objective.teachers, sampler, world)
         world.barrier()  # every process has checked the folder before rank 0 writes it
         if world.is_main:
-            write_run_files(prepared, data, resume=resume, overwrite=overwrite, teachers=teachers)
+            write_run_files(prepared, data, resume=resume, overwrite=overwrite, teachers=teachers,
+                            inferred_sites=inferred_sites)
         world.barrier()
         return fit(
             prepared.run_dir,
