@@ -60,3 +60,9 @@ def test_a_minutes_budget_is_its_own_training_time():
 @pytest.mark.parametrize("seconds, text", [(None, "?"), (42.4, "~42 s"), (600, "~10 min"), (9000, "~2.5 h")])
 def test_format_duration(seconds, text):
     assert format_duration(seconds) == text
+
+
+def test_the_consistency_term_adds_a_student_step_on_the_unlabeled_share():
+    plain = step_seconds(distilled(cache_teachers=True, unlabeled_fraction=0.5), ["unet-large"])
+    consistent = step_seconds(distilled(cache_teachers=True, unlabeled_fraction=0.5, consistency=1.0), ["unet-large"])
+    assert consistent - plain == pytest.approx(0.5 * MODEL_COSTS["unet-small"].step)

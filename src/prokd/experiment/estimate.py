@@ -86,6 +86,8 @@ def step_seconds(config: RunConfig, teacher_models: Sequence[str] = ()) -> float
             seconds += sum(FORWARD_SHARE * MODEL_COSTS[model].step for model in teacher_models)
         if distill.feature > 0:
             seconds += FEATURE_SECONDS.get(distill.feature_term, 0.0)
+        if distill.consistency > 0:  # the student's forward and backward again, on the unlabeled share of the batch
+            seconds += distill.unlabeled_fraction * MODEL_COSTS[config.model.name].step
     return seconds * config.train.batch_size / REFERENCE_BATCH * _area_scale(config)
 
 
