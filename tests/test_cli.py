@@ -276,8 +276,11 @@ def test_version():
 )
 def test_help_shows_every_default(command, option, default):
     result = runner.invoke(app, [*command.split(), "--help"], env={"COLUMNS": "200"})
-    line = next(line for line in result.output.splitlines() if f" {option} " in line)
-    assert re.search(rf"\[default: \(?{re.escape(default)}\)?\]", line), line
+    lines = result.output.splitlines()
+    start = next(i for i, line in enumerate(lines) if f" {option} " in line)
+    end = next(i for i in range(start + 1, len(lines)) if re.match(r"[│╰]\s+(-|$)", lines[i]) or lines[i].startswith("╰"))
+    entry = " ".join(line.strip("│ ") for line in lines[start:end])
+    assert re.search(rf"\[default: \(?{re.escape(default)}\)?\]", entry), entry
 
 
 def test_models_at_80_columns(assert_readable):

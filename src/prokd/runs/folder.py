@@ -87,12 +87,12 @@ SHOWN_ENTRIES = 3
 RUN_FOLDER = FolderKind(
     "prokd run folder",
     markers=("config.yaml", "split.json"),
-    optional=("env.json", "metrics.jsonl", "teachers.json", "inferred_sites.json", "checkpoints", "eval",
-              "efficiency.json"),
+    optional=("env.json", "metrics.jsonl", "teachers.json", "inferred_sites.json", "calibration.json", "checkpoints",
+              "eval", "efficiency.json"),
     remedy="use --resume or --overwrite",
 )
 """A RUN folder: ``config.yaml`` and ``split.json`` (written first, one after the other, by every run) and nothing
-else but the files and folders a run, ``prokd evaluate`` and ``prokd experiment`` write there."""
+else but the files and folders a run, ``prokd evaluate``, ``prokd calibrate`` and ``prokd experiment`` write there."""
 
 
 def check_replaceable(folder: Path, kind: FolderKind) -> None:
