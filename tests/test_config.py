@@ -55,6 +55,12 @@ def test_overrides_and_type_coercion(tmp_path):
         ({"distill": {"infer_sites": True, "unlabeled_fraction": 0.25}}, "'distill.infer_sites' needs aggregate: site"),
         ({"distill": {"infer_sites": True, "aggregate": "site"}}, "distill.infer_sites.*unlabeled_fraction > 0"),
         ({"augment": []}, "augment: expected a mapping"),
+        ({"distill": {"no_labels": True, "kl": 0.0}}, "'distill.no_labels' needs a term that teaches without labels"),
+        ({"distill": {"no_labels": True, "kl": 0.0, "feature": 1.0}}, "'distill.no_labels' needs a term"),
+        ({"distill": {"no_labels": True, "kl": 0.0, "consistency": 1.0}}, "'distill.no_labels' needs a term"),
+        ({"distill": {"no_labels": True, "unlabeled_fraction": 0.5}}, "'distill.unlabeled_fraction' must stay 0"),
+        ({"distill": {"no_labels": True, "aggregate": "learned"}}, "'distill.aggregate' learned trains its gate"),
+        ({"distill": {"no_labels": True}, "max_cases": 4}, "'max_cases' keeps the labels of K training cases"),
     ],
 )
 def test_errors_name_the_key(data, message):
@@ -80,3 +86,17 @@ def test_file_errors_name_the_file(tmp_path):
 def test_teacher_cache_allowed_with_augmentation():
     config = RunConfig.from_dict({"distill": {"cache_teachers": True}})
     assert config.augment.enabled and config.distill == DistillConfig(cache_teachers=True)
+
+
+@pytest.mark.parametrize(
+    "terms",
+    [{"kl": 1.0}, {"kl": 0.0, "pseudo": 1.0}, {"kl": 0.0, "consistency": 1.0, "consistency_target": "teachers"}],
+    ids=["kl", "pseudo", "consistency-to-teachers"],
+)
+def test_a_run_without_labels_draws_every_slice_unlabeled(terms):
+    config = RunConfig.from_dict({"distill": {"no_labels": True, **terms}, "sites": ["SiteD"]})
+    assert config.no_labels and config.distill.teaches_without_labels
+    assert (config.distill.unlabeled_fraction, config.distill.unlabeled_share) == (0.0, 1.0)
+    assert not RunConfig.from_dict({"distill": {"unlabeled_fraction": 0.25}}).no_labels
+    assert RunConfig.from_dict({"distill": {"unlabeled_fraction": 0.25}}).distill.unlabeled_share == 0.25
+    assert not RunConfig().no_labels

@@ -131,7 +131,7 @@ def from_config(default: object) -> str:
 DataOption = Annotated[Path, typer.Option(callback=absolute_path, help="Dataset: datalist JSON, folder with dataset.json, or MSD/nnU-Net folder.")]
 OutOption = Annotated[Path, typer.Option(callback=absolute_path, help="RUN folder to create.")]
 ConfigOption = Annotated[Optional[Path], typer.Option(callback=absolute_path, help="YAML run config; flags override it.", show_default="the built-in defaults")]
-SitesOption = Annotated[Optional[str], typer.Option(help="Use labels of these sites only, comma-separated.", show_default=from_config("all sites"))]
+SitesOption = Annotated[Optional[str], typer.Option(help="Use labels of these sites only, comma-separated (distill --no-labels: the sites learnt without labels, whose labelled cases are tested).", show_default=from_config("all sites"))]
 CasesOption = Annotated[Optional[int], typer.Option(help="Use labels of at most K cases.", show_default=from_config("all cases"))]
 EpochsOption = Annotated[Optional[int], typer.Option(help="Number of epochs.", show_default=from_config(DEFAULTS.train.epochs))]
 MinutesOption = Annotated[Optional[float], typer.Option(help="Time budget for training, in minutes.", show_default=from_config("no time budget"))]
@@ -315,6 +315,7 @@ def distill(
     label_map: LabelMapOption = None,
     channel: ChannelOption = None,
     unlabeled: UnlabeledOption = None,
+    no_labels: Annotated[bool, typer.Option("--no-labels", help="Learn from no label (config key distill.no_labels): KD terms only, on the images of --sites, those of its labelled cases included, which are the test cases; best.pt is the last epoch.")] = False,
     set_: SetOption = [],
     split: SplitOption = None,
     resume: ResumeOption = False,
@@ -324,12 +325,14 @@ def distill(
     """Distil frozen teacher(s) into a student: Dice + Lovász + CE on labels, KL + feature terms on teachers.
 
     Refused before anything trains when a teacher was trained on a validation or test case of the student's split.
-    Data-parallel over N processes: torchrun --nproc-per-node N -m prokd distill ...
+    With --no-labels (a site without labels, taught by teachers of other sites) no label reaches training or the
+    choice of the checkpoint. Data-parallel over N processes: torchrun --nproc-per-node N -m prokd distill ...
     """
     flags = {
         "model.name": student,
         "distill.teachers": [str(t) for t in teacher] or None,
         "distill.aggregate": aggregate,
+        "distill.no_labels": True if no_labels else None,
         "preprocess.channel": channel,
         **common_flags(sites, cases, epochs, minutes, seed, label_map, unlabeled),
     }

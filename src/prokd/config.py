@@ -245,6 +245,16 @@ class DistillConfig:
         consistency_target: where the target comes from: ``student`` (the student's own prediction on the
             slice, detached, as in FixMatch) or ``teachers`` (the aggregated teachers at T = 1).
         unlabeled_fraction: share of each batch drawn from unlabeled images (KD terms only).
+        no_labels: learn from no label at all (regime C: a site whose cases have none, taught by teachers
+            trained on other sites). Every slice comes from an image used without its label: the run's test cases
+            (transductive: their images, never their labels) and the dataset's unlabeled images, both from the
+            run's ``sites`` when given (images without a site are then left out); the loss is the KD terms alone.
+            A drawn split makes the labelled cases of ``sites`` (all sites when unset) the test cases, with no
+            training or validation case; a given split must list test cases only. Without validation cases the
+            last checkpoint is the best (:mod:`prokd.train.loop`). Needs a term that teaches the student's output
+            without labels (``kl``, ``pseudo``, or ``consistency`` with ``consistency_target: teachers``), and
+            excludes ``unlabeled_fraction`` (every slice is unlabeled), the ``learned`` aggregation (its gate
+            learns on labelled slices) and ``max_cases``.
         cache_teachers: compute each teacher's logits once per (un-augmented) slice and move them with the slice
             through the spatial augmentation (the teacher forward pass dominates a KD step on a CPU); kept in memory
             and on disk under ``RUN/checkpoints/teacher-logits/`` (keyed by the teacher checkpoint's hash and the
@@ -275,6 +285,7 @@ class DistillConfig:
     consistency_threshold: float = 0.9
     consistency_target: str = "student"
     unlabeled_fraction: float = 0.0
+    no_labels: bool = False
     cache_teachers: bool = False
     calibrate: bool = False
 
@@ -285,16 +296,40 @@ class DistillConfig:
         _require(not self.pseudo_joint or self.pseudo == 1.0, "distill.pseudo_joint",
                  "needs pseudo: 1 (pseudo-labelled slices then weigh as labelled ones)")
         _require(0.0 <= self.unlabeled_fraction < 1.0, "distill.unlabeled_fraction", "must be in [0, 1)")
-        _require(self.consistency == 0 or self.unlabeled_fraction > 0, "distill.consistency",
+        _require(self.consistency == 0 or self.unlabeled_share > 0, "distill.consistency",
                  "applies to unlabeled slices only (set distill.unlabeled_fraction > 0)")
         _require(0.5 <= self.consistency_threshold < 1.0, "distill.consistency_threshold",
                  "must be in [0.5, 1) (confident: foreground probability above it or below 1 minus it)")
         _require(self.consistency_target in ("student", "teachers"), "distill.consistency_target",
                  "must be student or teachers")
-        _require(not self.infer_sites or (self.aggregate == "site" and self.unlabeled_fraction > 0),
+        _require(not self.infer_sites or (self.aggregate == "site" and self.unlabeled_share > 0),
                  "distill.infer_sites", "needs aggregate: site and unlabeled images (unlabeled_fraction > 0)")
         _require(not (self.cache_teachers and self.feature > 0), "distill.cache_teachers",
                  "caches the teachers' logits only; the feature term needs their forward pass (set distill.feature: 0)")
+        if self.no_labels:
+            self._check_label_free()
+
+    @property
+    def teaches_without_labels(self) -> bool:
+        """Whether a term carries the teachers' output to the student on unlabeled slices: the KL, the
+        pseudo-label term, or consistency towards the teachers (features alone leave the student's head untaught)."""
+        towards_teachers = self.consistency > 0 and self.consistency_target == "teachers"
+        return self.kl > 0 or self.pseudo > 0 or towards_teachers
+
+    @property
+    def unlabeled_share(self) -> float:
+        """The share of each batch drawn from unlabeled images: all of it with ``no_labels``."""
+        return 1.0 if self.no_labels else self.unlabeled_fraction
+
+    def _check_label_free(self) -> None:
+        """The settings a run without labels refuses (see ``no_labels``)."""
+        _require(self.teaches_without_labels, "distill.no_labels",
+                 "needs a term that teaches without labels: distill.kl or distill.pseudo > 0 (or distill.consistency "
+                 "> 0 with consistency_target: teachers)")
+        _require(self.unlabeled_fraction == 0, "distill.unlabeled_fraction",
+                 "must stay 0 with distill.no_labels: every slice is drawn from unlabeled images")
+        _require(self.aggregate != "learned", "distill.aggregate",
+                 "learned trains its gate on labelled slices; distill.no_labels has none (choose another aggregation)")
 
 
 @dataclass
@@ -304,7 +339,8 @@ class RunConfig:
     Besides the sections, four keys choose the data:
 
     Attributes:
-        sites: train on the labelled cases of these sites only (None: all sites).
+        sites: train on the labelled cases of these sites only (None: all sites); with ``distill.no_labels``, the
+            sites the student learns without labels, whose labelled cases are its test cases.
         max_cases: train on at most this many labelled cases, chosen site-stratified (None: all).
         label_map: label value → 0 or 1, for labels other than {0, 1} (e.g. ``{1: 1, 2: 1}`` merges zones).
         unlabeled_include_test: a distillation also draws its unlabeled images from the dataset's test images
@@ -323,6 +359,15 @@ class RunConfig:
     max_cases: int | None = None
     label_map: dict[int, int] | None = None
     unlabeled_include_test: bool = False
+
+    def __post_init__(self) -> None:
+        _require(self.max_cases is None or not self.no_labels, "max_cases",
+                 "keeps the labels of K training cases; a run with distill.no_labels keeps none")
+
+    @property
+    def no_labels(self) -> bool:
+        """Whether the run learns from no label (``distill.no_labels``)."""
+        return self.distill is not None and self.distill.no_labels
 
     def to_dict(self) -> dict[str, Any]:
         return plain(dataclasses.asdict(self))

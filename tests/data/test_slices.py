@@ -75,6 +75,18 @@ def test_unlabeled_images_are_mixed_in_at_the_given_fraction():
         SliceSampler([grid_case()], batch_size=2, unlabeled_fraction=0.5)
 
 
+def test_without_labelled_cases_every_sample_is_unlabeled():
+    unlabeled = grid_case("u0")
+    unlabeled.label = None
+    sampler = SliceSampler([], batch_size=64, unlabeled=[unlabeled], unlabeled_fraction=1.0)
+    batch = sampler.batch(sampler.seed(0))
+    assert not batch.labelled.any() and batch.y.sum() == 0
+    assert {case_id for case_id, _ in batch.keys} == {"u0"}
+    assert len({z for _, z in batch.keys}) > 5  # any slice, not the labelled foreground ones
+    with pytest.raises(ValueError, match="needs labelled cases unless every sample is unlabeled"):
+        SliceSampler([], batch_size=2, unlabeled=[unlabeled], unlabeled_fraction=0.5)
+
+
 def test_augmentation_disabled_is_none():
     assert build_augmentation(AugmentConfig(enabled=False), size=32) is None
 

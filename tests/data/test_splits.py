@@ -17,6 +17,7 @@ from prokd.data.splits import (
     make_split,
     restrict,
     save_split,
+    site_test_split,
     subsets_by_site,
     subsets_of_k,
 )
@@ -119,6 +120,15 @@ def test_loso_tests_one_site_and_validates_on_the_others():
 def test_loso_unknown_site_lists_the_sites():
     with pytest.raises(ValueError, match="unknown test site 'Z'; sites are: A, B, C, D"):
         loso_split(_cases(), test_site="Z")
+
+
+def test_site_test_split_tests_every_case_of_the_sites_and_trains_on_none():
+    cases = _cases()
+    assert site_test_split(cases, ["B", "D"]) == {
+        "train": [], "val": [], "test": [*(f"B{i:02d}" for i in range(12)), "D00", "D01"]}
+    assert site_test_split(cases)["test"] == sorted(c.case_id for c in cases)
+    with pytest.raises(ValueError, match="site 'Z' has no labelled cases here; sites are: A, B, C, D"):
+        site_test_split(cases, ["A", "Z"])
 
 
 def test_make_split_dispatches_on_the_mode():

@@ -49,6 +49,14 @@ def test_a_steps_budget_costs_its_steps_plus_validation_and_test_predictions():
     assert stage_seconds(run("segresnet", train={"epochs": 4}), SPLIT) is None
 
 
+def test_the_teachers_ensemble_adds_each_teachers_prediction_of_every_test_volume():
+    config = distilled(cache_teachers=True)
+    teachers = ["unet-large"] * 3
+    alone = stage_seconds(config, SPLIT, teachers)
+    with_ensemble = stage_seconds(config, SPLIT, teachers, ensemble=True)
+    assert with_ensemble - alone == pytest.approx(len(SPLIT["test"]) * 3 * MODEL_COSTS["unet-large"].volume)
+
+
 def test_a_minutes_budget_is_its_own_training_time():
     config = run(train={"epochs": 1_000_000, "time_budget_minutes": 10.0, "val_every": 1, "steps_per_epoch": 100})
     seconds = stage_seconds(config, SPLIT)

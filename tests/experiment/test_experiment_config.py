@@ -111,6 +111,18 @@ ERRORS = [
     ({"run": {"train": {"batch_size": 0}}}, "run: 'train.batch_size' must be >= 1"),
     ({"run": {"distill": {"kl": 1.0}}}, "run.distill: is set per student"),
     ({"data": "nowhere"}, "data: no such file or folder"),
+    ({"students": [student(teachers=["full"], labelled=2, distill={"no_labels": True})]},
+     "students[0].labelled: a student with distill.no_labels keeps no labels"),
+    ({"students": [student(teachers=["full"], distill={"no_labels": True, "kl": 0.0})]},
+     "students[0]: 'distill.no_labels' needs a term that teaches without labels"),
+    ({"students": [student(teachers=["full"], test_site="SiteD")]},
+     "students[0].teachers: teacher 'full' is tested on the experiment's test cases, this student on site 'SiteD'"),
+    ({"students": [student(teachers=["full"], baseline="nope")]}, "students[0].baseline: unknown student 'nope'"),
+    ({"students": [student(baseline="b"), student(name="b")]},
+     "students[0].baseline: compares a distilled student; this one has no teachers"),
+    ({"students": [student(teachers=["full"], baseline="b"), student(name="b", test_site="SiteD")]},
+     "students[0].baseline: student 'b' is tested on site 'SiteD', this one on the experiment's test cases"),
+    ({"students": [student(ensemble=True)]}, "students[0].ensemble: needs teachers"),
 ]
 
 
@@ -120,6 +132,25 @@ def test_errors_name_the_file_and_the_key(tmp_path, data, write_experiment, chan
     path = write_experiment(tmp_path / "experiment.yaml", changes.pop("data", data), **changes)
     with pytest.raises(ConfigError, match=f"^{re.escape(str(path))}: .*{re.escape(message)}"):
         load_experiment(path)
+
+
+def test_a_test_site_needs_a_drawn_split(tmp_path, data, write_experiment):
+    (tmp_path / "split.json").write_text(json.dumps({"train": ["a"], "val": [], "test": ["b"]}))
+    teachers = [{"name": "others", "model": "unet-tiny", "steps": 20, "by": "site", "test_site": "SiteD"}]
+    path = write_experiment(tmp_path / "e.yaml", data, split={"file": "split.json"}, teachers=teachers, students=[])
+    with pytest.raises(ConfigError, match=r"teachers\[0\]\.test_site: needs split settings \(a drawn split\)"):
+        load_experiment(path)
+
+
+def test_a_student_without_labels_learns_from_its_test_site_images(tmp_path, data, write_experiment):
+    teachers = [{"name": "others", "model": "unet-tiny", "steps": 20, "by": "site", "test_site": "SiteD"}]
+    students = [student(teachers=["others"], test_site="SiteD", distill={"no_labels": True, "pseudo": 1.0})]
+    config = load_experiment(write_experiment(tmp_path / "e.yaml", data, teachers=teachers, students=students))
+    run = compose_run(config, config.students[0], seed=0, teacher_runs=["runs/a"])
+    assert run.no_labels and run.sites == ["SiteD"] and run.distill.pseudo == 1.0
+    assert (run.split.mode, run.split.test_site, run.split.val_fraction) == ("loso", "SiteD", 0.2)
+    teacher = compose_run(config, config.teachers[0], seed=0)
+    assert (teacher.split.mode, teacher.split.test_site, teacher.sites) == ("loso", "SiteD", None)
 
 
 def test_unknown_teacher_error_is_one_exact_line(tmp_path, data, write_experiment):

@@ -19,7 +19,7 @@ from prokd.data.datalist import load_cases
 from prokd.data.io import read_volume
 from prokd.data.splits import load_split
 from prokd.eval.efficiency import count_parameters
-from prokd.experiment import stages
+from prokd.experiment import stages, verdict_lines
 from prokd.experiment.config import load_experiment
 from prokd.experiment.plan import make_plan
 from prokd.experiment.estimate import format_duration, stage_seconds
@@ -340,3 +340,36 @@ def test_overwrite_refuses_a_folder_that_is_not_an_experiment(tmp_path, phantom_
     with pytest.raises(RunDirError, match=r"not a prokd experiment folder \(it has no experiment\.yaml\)"):
         run_experiment(load_experiment(path), thesis, overwrite=True, console=quiet())
     assert (thesis / "runs").is_dir()
+
+
+def test_a_student_without_labels_is_compared_with_its_baseline_its_teachers_and_their_ensemble(
+    phantom_data, tmp_path, write_experiment
+):
+    teachers = [{"name": "others", "model": "unet-tiny", "steps": 20, "by": "site", "test_site": "SiteD"}]
+    students = [
+        {"name": "three-sites", "model": "unet-tiny", "steps": 20, "test_site": "SiteD"},
+        {"name": "no-labels", "model": "unet-tiny", "steps": 20, "test_site": "SiteD", "teachers": ["others"],
+         "baseline": "three-sites", "ensemble": True,
+         "distill": {"no_labels": True, "pseudo": 1.0, "cache_teachers": True}},
+    ]
+    path = write_experiment(tmp_path / "regime-c.yaml", phantom_data, teachers=teachers, students=students)
+    out = tmp_path / "out"
+    results = run_experiment(load_experiment(path), out, console=quiet())
+    others = [out.resolve() / "runs" / f"teacher-others-{site}-seed0" for site in ("SiteA", "SiteB", "SiteC")]
+    student = out / "runs" / "student-no-labels-seed0"
+    ensemble = json.loads((student / "eval" / "teachers-ensemble" / "summary.json").read_text())
+    assert ensemble["checkpoint"] == [str(run / "checkpoints" / "best.pt") for run in others]
+    site_d = sorted(c.case_id for c in load_cases(phantom_data).labeled if c.site == "SiteD")
+    assert [row["case"] for row in csv.DictReader((student / "eval" / "teachers-ensemble" / "cases.csv").open())] == site_d
+    rows = {row["stage"]: row for row in results["rows"]}
+    assert all(set(row["sites"]) == {"SiteD"} for row in rows.values())
+    label_free = rows["student-no-labels-seed0"]
+    assert (label_free["labelled_cases"], label_free["slices"]) == (0, {"batch": 8, "unlabeled": 8.0})
+    log = [json.loads(line) for line in (student / "metrics.jsonl").read_text().splitlines()]
+    assert all({"kl", "pseudo"} <= set(record) and not {"dice", "val_dice"} & set(record) for record in log)
+    (comparison,) = results["comparisons"]
+    assert (comparison["baseline"], comparison["teachers"]) == ("student-three-sites", 3)
+    assert comparison["ensemble_dice"] == ensemble["summary"]["overall"]["dice"]["mean"]
+    teacher_dice = max(rows[run.name]["overall"]["dice"]["mean"] for run in others)
+    assert comparison["best_teacher_dice"] == teacher_dice
+    assert "; vs its teachers' ensemble: " in verdict_lines(results)[0]

@@ -94,6 +94,33 @@ def test_distilled_students_are_linked_to_the_scratch_student_of_the_same_recipe
     }
 
 
+def test_entries_with_a_test_site_leave_it_out_and_a_student_without_labels_keeps_only_its_test_cases(
+    tmp_path, phantom_data, index, write_experiment
+):
+    teachers = [{"name": "others", "model": "unet-tiny", "steps": 20, "by": "site", "test_site": "SiteD"}]
+    students = [
+        {"name": "three-sites", "model": "unet-tiny", "steps": 20, "test_site": "SiteD"},
+        {"name": "no-labels", "model": "unet-tiny", "steps": 20, "test_site": "SiteD", "teachers": ["others"],
+         "baseline": "three-sites", "ensemble": True, "distill": {"no_labels": True}},
+        {"name": "scratch", "model": "unet-tiny", "steps": 20},
+    ]
+    plan = plan_for(tmp_path, phantom_data, index, write_experiment, teachers=teachers, students=students)
+    others = [f"teacher-others-{site}-seed0" for site in ("SiteA", "SiteB", "SiteC")]
+    assert [s.name for s in plan] == [*others, "student-three-sites-seed0", "student-no-labels-seed0",
+                                      "student-scratch-seed0"]
+    *held_out, no_labels, scratch = plan
+    site_d = [c.case_id for c in index.labeled if c.site == "SiteD"]
+    for stage in held_out:
+        assert stage.split["test"] == site_d and not set(site_d) & set(stage.split["train"] + stage.split["val"])
+        assert (stage.config.split.mode, stage.config.split.test_site) == ("loso", "SiteD")
+    three_sites = held_out[-1]
+    assert set(three_sites.split["train"]) == {case for teacher in held_out[:3] for case in teacher.split["train"]}
+    assert no_labels.split == {"train": [], "val": [], "test": site_d}
+    assert (no_labels.config.no_labels, no_labels.config.sites, no_labels.teachers) == (True, ["SiteD"], others)
+    assert (no_labels.baseline, no_labels.ensemble, no_labels.labelled) == ("student-three-sites", True, None)
+    assert scratch.config.split.mode == "holdout" and scratch.split["test"] != site_d and not scratch.ensemble
+
+
 def test_k_case_subsets_and_teacher_seeds(tmp_path, phantom_data, index, write_experiment):
     teachers = [{"name": "site", "model": "unet-tiny", "steps": 20, "by": "cases:2", "seeds": [3, 4]}]
     students = [{"name": "kd", "model": "unet-tiny", "steps": 20, "teachers": ["site"]}]
@@ -125,6 +152,10 @@ def test_saved_split_file_is_used(tmp_path, phantom_data, index, write_experimen
                        {"name": "full-SiteA", "model": "unet-tiny", "steps": 5}], "students": []},
          "two stages are named 'teacher-full-SiteA-seed0'"),
         ({"split": {"mode": "loso", "test_site": "SiteX"}}, "split: unknown test site 'SiteX'"),
+        ({"students": [{"name": "s", "model": "unet-tiny", "steps": 5, "test_site": "SiteX"}]},
+         "students[0].test_site: unknown test site 'SiteX'"),
+        ({"students": [{"name": "s", "model": "unet-tiny", "steps": 5, "teachers": ["full"], "ensemble": True}]},
+         "students[0].ensemble: needs several teacher stages, not 1"),
     ],
 )
 def test_expansion_errors_name_the_key(tmp_path, phantom_data, index, write_experiment, changes, message):

@@ -16,6 +16,7 @@ from prokd.experiment.results import (
     collect_results,
     compare_students,
     comparison_line,
+    comparison_table,
     format_stats,
     group_rows,
     mean_sd,
@@ -29,7 +30,7 @@ from prokd.experiment.results import (
 
 ROW_KEYS = {"stage", "group", "kind", "model", "seed", "run", "teachers", "aggregate", "baseline", "labelled",
             "labelled_cases", "budget", "params", "macs", "latency_slice_ms", "latency_volume_ms", "train_minutes",
-            "steps", "slices", "distance_unit", "overall", "sites", "case_dice"}
+            "steps", "slices", "distance_unit", "overall", "sites", "case_dice", "teachers_ensemble"}
 GROUP_KEYS = {"group", "kind", "model", "seeds", "labelled_cases", "budget", "slices", "teachers", "aggregate", "steps",
               "params",
               "macs", "latency_slice_ms", "latency_volume_ms", "train_minutes", "overall", "sites", "sd_over",
@@ -335,15 +336,53 @@ def test_verdict_names_the_best_model_and_judges_its_lead_by_the_seed_spread():
 
 
 def test_slices_per_step_count_the_batch_and_its_unlabeled_share(tmp_path):
-    plain, distilled = tmp_path / "plain", tmp_path / "distilled"
+    plain, distilled, label_free = tmp_path / "plain", tmp_path / "distilled", tmp_path / "label-free"
     for run, config in ((plain, {"train": {"batch_size": 8}, "distill": None}),
-                        (distilled, {"train": {"batch_size": 12}, "distill": {"unlabeled_fraction": 0.3333}})):
+                        (distilled, {"train": {"batch_size": 12}, "distill": {"unlabeled_fraction": 0.3333}}),
+                        (label_free, {"train": {"batch_size": 8}, "distill": {"no_labels": True}})):
         run.mkdir()
         (run / "config.yaml").write_text(yaml.safe_dump(config))
     assert slices_per_step(plain) == {"batch": 8, "unlabeled": 0.0}
+    assert slices_per_step(label_free) == {"batch": 8, "unlabeled": 8.0}
     assert slices_per_step(distilled) == pytest.approx({"batch": 12, "unlabeled": 4.0}, abs=1e-3)
     assert (slices_text(slices_per_step(plain)), slices_text(slices_per_step(distilled))) == ("8", "12 (~4 unlab.)")
     row = stage_row(plan_entry(STAGES[0][0]), STAGES[0][1], None, {"step": 7, "elapsed_seconds": 6.0}, "mm", 3,
                     slices_per_step(distilled))
     markdown = results_markdown({"experiment": "x", "rows": [row], "groups": group_rows([row]), "latency": None})
     assert "| 7 | 12 (~4 unlab.) |" in markdown
+
+
+def test_a_student_with_its_teachers_ensemble_evaluated_is_compared_with_it_too():
+    cases = {"c0": 0.70, "c1": 0.74}
+    teachers = [one_seed_row(f"teacher-{site}", {"c0": dice, "c1": dice}, kind="teacher")
+                for site, dice in (("a", 0.60), ("b", 0.66))]
+    ensemble = summary(0.78, 0.78, 0.78)
+    student = stage_row(plan_entry({"stage": "student-c-seed0", "group": "student-c", "kind": "student",
+                                    "model": "unet-small", "seed": 0, "teachers": ["teacher-a-seed0", "teacher-b-seed0"],
+                                    "aggregate": "adaptive"}),
+                        summary(0.72, 0.72, 0.72), None, {"step": 50, "elapsed_seconds": 60.0}, "mm", 0, None, cases,
+                        ensemble)
+    assert student["teachers_ensemble"]["dice"] == {"mean": 0.78, "sd": 0.05, "n": 4}
+    (comparison,) = compare_students([*teachers, student])
+    assert comparison["best_teacher"] == "teacher-b-seed0" and comparison["teacher_gap_points"] == pytest.approx(6.0)
+    assert comparison["ensemble_dice"] == 0.78 and comparison["ensemble_gap_points"] == pytest.approx(-6.0)
+    assert comparison_line(comparison).endswith(
+        "; vs its best teacher teacher-b-seed0: +6.0 points; vs its teachers' ensemble: -6.0 points")
+    header, (row,) = comparison_table([comparison])
+    assert header[-2:] == ["teachers' ensemble", "student − ensemble"] and row[-2:] == ["0.780", "-6.0"]
+    (without,) = compare_students(teachers + [{**student, "teachers_ensemble": None}])
+    assert without["ensemble_dice"] is None and "ensemble" not in comparison_line(without)
+    assert len(comparison_table([without])[0]) == len(header) - 2
+
+
+def test_groups_tested_on_different_sites_are_ranked_site_by_site():
+    def group(name: str, kind: str, dice: float, site: str) -> dict[str, Any]:
+        return {**hand_group(name, kind, dice, 0.05, 1), "sites": {site: {}}}
+
+    groups = [group("teacher-others-A", "teacher", 0.70, "A"), group("student-no-labels-A", "student", 0.65, "A"),
+              group("student-no-labels-B", "student", 0.80, "B")]
+    lines = verdict_lines({"groups": groups, "comparisons": []})
+    assert [line.split(":")[0] for line in lines] == [
+        "Best model on the test cases of A", "Best student on the test cases of A", "Best model on the test cases of B"]
+    assert lines[0].startswith("Best model on the test cases of A: teacher-others-A (unet-small), Dice 0.700")
+    assert lines[2] == "Best model on the test cases of B: student-no-labels-B (unet-small), Dice 0.800 (one seed)"

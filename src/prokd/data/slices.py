@@ -112,7 +112,8 @@ class SliceSampler:
 
     Each sample comes with probability ``unlabeled_fraction`` from an unlabeled image (any slice), otherwise
     from a labelled case chosen uniformly: with probability ``foreground_fraction`` a slice that contains
-    foreground, otherwise any slice of that case. Each sample is then augmented independently.
+    foreground, otherwise any slice of that case. Each sample is then augmented independently. With
+    ``unlabeled_fraction`` 1 (a run without labels) every sample is unlabeled and ``cases`` may be empty.
 
     Args:
         cases: labelled cases on the canonical grid.
@@ -138,8 +139,11 @@ class SliceSampler:
         teacher_maps: Callable[[GridCase, int], np.ndarray] | None = None,
     ) -> None:
         missing_labels = [c.case_id for c in cases if c.label is None]
-        if not cases or missing_labels:
-            raise ValueError(f"SliceSampler needs labelled cases (unlabeled: {missing_labels or 'no cases given'})")
+        if missing_labels:
+            raise ValueError(f"SliceSampler: cases {missing_labels} have no label (pass them as unlabeled)")
+        if not cases and unlabeled_fraction < 1:
+            raise ValueError("SliceSampler needs labelled cases unless every sample is unlabeled "
+                             "(unlabeled_fraction 1)")
         if unlabeled_fraction > 0 and not unlabeled:
             raise ValueError("SliceSampler: unlabeled_fraction > 0 needs unlabeled cases")
         self.cases = cases

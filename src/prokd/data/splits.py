@@ -105,6 +105,22 @@ def loso_split(
     return _split_off_validation(by_site, set(by_site[test_site]), val_fraction, seed)
 
 
+def site_test_split(cases: Iterable[SiteCase], sites: Collection[str] | None = None) -> dict[str, list[str]]:
+    """The split of a run that learns from no label: every case of ``sites`` (all sites if ``None``) is a test
+    case; no case is trained or validated on with its label.
+
+    Raises:
+        ValueError: a requested site has no cases (the message lists the sites there are).
+    """
+    cases = list(cases)
+    known = sorted({case.site for case in cases})
+    missing = sorted(set(sites or ()) - set(known))
+    if missing:
+        raise ValueError(f"site {missing[0]!r} has no labelled cases here; sites are: {', '.join(known) or 'none'}")
+    test = sorted(case.case_id for case in cases if sites is None or case.site in sites)
+    return {"train": [], "val": [], "test": test}
+
+
 def make_split(cases: Iterable[SiteCase], split_config: SplitConfig, seed: int) -> dict[str, list[str]]:
     """The split described by ``split_config`` (``holdout``, ``kfold`` or ``loso``)."""
     if split_config.mode == "holdout":

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -109,7 +110,9 @@ def stored_summary(run: str | Path, split: str) -> dict[str, Any] | None:
     return read_json(path)["summary"] if is_fresh(path, Path(run)) else None
 
 
-def write_evaluation(evaluation: Evaluation, out_dir: Path, checkpoint: Path) -> None:
+def write_evaluation(evaluation: Evaluation, out_dir: Path, checkpoint: Path | Sequence[Path]) -> None:
+    """``out_dir/cases.csv`` and ``out_dir/summary.json``, which names the checkpoint evaluated (or the
+    checkpoints of an ensemble)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     with (out_dir / "cases.csv").open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(evaluation.rows[0]))
@@ -117,7 +120,8 @@ def write_evaluation(evaluation: Evaluation, out_dir: Path, checkpoint: Path) ->
         writer.writerows(evaluation.rows)
     write_json(
         out_dir / "summary.json",
-        {"split": evaluation.split, "checkpoint": str(checkpoint), "summary": evaluation.summary},
+        {"split": evaluation.split, "checkpoint": str(checkpoint) if isinstance(checkpoint, Path) else
+         [str(path) for path in checkpoint], "summary": evaluation.summary},
     )
 
 

@@ -9,11 +9,14 @@ An experiment YAML (see ``configs/experiment_phantom.yaml``)::
     seeds: [0, 1, 2]                    # student seeds; teachers use seeds[0] unless they set `seeds:`
     threads: 2                          # torch threads per stage
     efficiency: {threads: 2}            # latency measurement
-    teachers: [{name, model, steps | minutes, by?, seeds?, overrides?}]
-    students: [{name, model, steps | minutes, seeds?, teachers?, labelled?, distill?, overrides?}]
+    teachers: [{name, model, steps | minutes, by?, seeds?, test_site?, overrides?}]
+    students: [{name, model, steps | minutes, seeds?, teachers?, labelled?, distill?, test_site?, baseline?,
+                ensemble?, overrides?}]
 
-``overrides`` are dotted run-config keys (``{augment.enabled: false}``) merged into the base run, leaving its
-other keys as they are. :func:`load_experiment` checks every key and composes the RunConfig of every entry
+``test_site`` gives an entry its own leave-one-site-out split (the experiment's ``val_fraction`` and seed), so that
+one experiment can hold out each site in turn (regime C: ``configs/promise12_regime_c.yaml``); a student distils
+from teachers that leave out the same site. ``overrides`` are dotted run-config keys (``{augment.enabled:
+false}``) merged into the base run, leaving its other keys as they are. :func:`load_experiment` checks every key and composes the RunConfig of every entry
 (base + overrides + budget + distillation), so a bad value fails before anything trains. Errors are
 :class:`~prokd.config.ConfigError` naming the file and the key, e.g. ``experiment.yaml: students[2].teachers:
 unknown teacher 'fulll' (known: full, site)``.
@@ -53,7 +56,10 @@ class EfficiencyConfig:
 
 @dataclass
 class TeacherEntry:
-    """A teacher recipe: one stage per seed, or, with ``by``, one per site / disjoint ``cases:K`` subset."""
+    """A teacher recipe: one stage per seed, or, with ``by``, one per site / disjoint ``cases:K`` subset.
+
+    ``test_site``: the site this entry leaves out (its own leave-one-site-out split), None for the experiment's.
+    """
 
     name: str = ""
     model: str = ""
@@ -61,6 +67,7 @@ class TeacherEntry:
     minutes: float | None = None
     by: str | None = None
     seeds: list[int] | None = None
+    test_site: str | None = None
     overrides: dict[str, Any] = field(default_factory=dict)
 
 
@@ -69,7 +76,12 @@ class StudentEntry:
     """A student recipe: from scratch without ``teachers``, distilled from the named teacher entries with them.
 
     ``labelled`` keeps the labels of that many training cases (site-stratified, seed 0); ``distill`` holds
-    :class:`~prokd.config.DistillConfig` fields except ``teachers``.
+    :class:`~prokd.config.DistillConfig` fields except ``teachers``; with ``distill.no_labels`` the student learns
+    from the images of its test cases (and the dataset's unlabeled images, of its ``test_site`` when set) and no
+    label. ``baseline`` names the student entry a distilled student is compared with, instead of the one trained
+    with the same recipe without teachers (e.g. the student trained on the other sites' labels, for one without
+    labels). ``ensemble`` also evaluates the teachers' ensemble (the mean of their probabilities) on the test cases,
+    for the comparison.
     """
 
     name: str = ""
@@ -80,7 +92,15 @@ class StudentEntry:
     teachers: list[str] = field(default_factory=list)
     labelled: int | None = None
     distill: dict[str, Any] = field(default_factory=dict)
+    test_site: str | None = None
+    baseline: str | None = None
+    ensemble: bool = False
     overrides: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def no_labels(self) -> bool:
+        """Whether the student learns from no label (``distill.no_labels``)."""
+        return bool(self.distill.get("no_labels"))
 
 
 Entry = TeacherEntry | StudentEntry
@@ -133,13 +153,18 @@ class ExperimentConfig:
         """The saved split file, or None when the split is drawn from :meth:`split_settings`."""
         return Path(self.split["file"]) if "file" in self.split else None
 
-    def split_settings(self) -> tuple[SplitConfig, int]:
-        """The SplitConfig and seed of a drawn split."""
+    def split_settings(self, test_site: str | None = None) -> tuple[SplitConfig, int]:
+        """The SplitConfig and seed of a drawn split; with ``test_site``, leave-one-site-out on that site."""
         settings = {k: v for k, v in self.split.items() if k != "seed"}
+        if test_site is not None:
+            settings.update(mode="loso", test_site=test_site)
         return from_dict(SplitConfig, settings, "split."), self.split["seed"]
 
     def teacher(self, name: str) -> TeacherEntry:
         return next(entry for entry in self.teachers if entry.name == name)
+
+    def student(self, name: str) -> StudentEntry:
+        return next(entry for entry in self.students if entry.name == name)
 
     def teacher_seeds(self, entry: TeacherEntry) -> list[int]:
         return entry.seeds or self.seeds[:1]
@@ -224,9 +249,11 @@ def compose_run(config: ExperimentConfig, entry: Entry, seed: int, teacher_runs:
         train["epochs"], train["time_budget_minutes"] = UNBOUNDED_EPOCHS, entry.minutes
     data["model"]["name"] = entry.model
     if config.split_file is None:
-        data["split"] = dataclasses.asdict(config.split_settings()[0])
+        data["split"] = dataclasses.asdict(config.split_settings(entry.test_site)[0])
     distill = isinstance(entry, StudentEntry) and entry.teachers
     data["distill"] = {**entry.distill, "teachers": list(teacher_runs or [])} if distill else None
+    if distill and entry.no_labels and entry.test_site is not None:
+        data["sites"] = [entry.test_site]  # the images it learns from: its test site's
     return RunConfig.from_dict(data)
 
 
@@ -241,6 +268,8 @@ def _check_entry(config: ExperimentConfig, entry: Entry, where: str, duplicate: 
            "must be positive")
     if entry.seeds is not None:
         _seeds(entry.seeds, f"{where}.seeds")
+    _check(entry.test_site is None or config.split_file is None, f"{where}.test_site",
+           "needs split settings (a drawn split), not split.file")
     for key in entry.overrides:
         _check(not any(key == c or key.startswith(c + ".") for c in CONTROLLED_KEYS), f"{where}.overrides",
                f"'{key}' is set by the experiment (model, steps/minutes, seeds, distill)")
@@ -267,6 +296,31 @@ def _check_student(config: ExperimentConfig, entry: StudentEntry, where: str) ->
     _check(not entry.distill or bool(entry.teachers), f"{where}.distill",
            "needs teachers (a student without them trains from scratch)")
     _check(entry.labelled is None or entry.labelled >= 1, f"{where}.labelled", "must be >= 1")
+    _check(entry.labelled is None or not entry.no_labels, f"{where}.labelled",
+           "a student with distill.no_labels keeps no labels")
+    for name in entry.teachers:
+        site = config.teacher(name).test_site
+        _check(site == entry.test_site, f"{where}.teachers",
+               f"teacher {name!r} is tested on {_site_text(site)}, this student on {_site_text(entry.test_site)}")
+    if entry.baseline is not None:
+        _check_baseline(config, entry, where)
+    _check(not entry.ensemble or bool(entry.teachers), f"{where}.ensemble", "needs teachers")
+
+
+def _check_baseline(config: ExperimentConfig, entry: StudentEntry, where: str) -> None:
+    """A named baseline is another student entry tested on the same cases, and the student is distilled."""
+    known = [student.name for student in config.students if student.name != entry.name]
+    _check(bool(entry.teachers), f"{where}.baseline", "compares a distilled student; this one has no teachers")
+    _check(entry.baseline in known, f"{where}.baseline",
+           f"unknown student {entry.baseline!r} (known: {', '.join(known) or 'none'})")
+    site = config.student(entry.baseline).test_site
+    _check(site == entry.test_site, f"{where}.baseline",
+           f"student {entry.baseline!r} is tested on {_site_text(site)}, this one on {_site_text(entry.test_site)}")
+
+
+def _site_text(test_site: str | None) -> str:
+    """``"site 'HK'"``, or ``"the experiment's test cases"``."""
+    return "the experiment's test cases" if test_site is None else f"site {test_site!r}"
 
 
 def _parse_split(raw: Any, root: Path) -> dict[str, Any]:

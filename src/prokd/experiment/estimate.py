@@ -92,9 +92,10 @@ def step_seconds(config: RunConfig, teacher_models: Sequence[str] = ()) -> float
 
 
 def stage_seconds(
-    config: RunConfig, split: dict[str, list[str]], teacher_models: Sequence[str] = ()
+    config: RunConfig, split: dict[str, list[str]], teacher_models: Sequence[str] = (), ensemble: bool = False
 ) -> float | None:
-    """Wall-clock seconds of training ``config`` and evaluating it on ``split``'s validation and test cases.
+    """Wall-clock seconds of training ``config`` and evaluating it on ``split``'s validation and test cases (with
+    ``ensemble``, also its teachers' ensemble on the test cases: every teacher predicts every test volume).
 
     A minutes budget without a measured step cost is its training time alone; a steps budget without one is
     None (unknown).
@@ -111,7 +112,10 @@ def stage_seconds(
         return training
     epochs = min(train.epochs, math.ceil(steps / train.steps_per_epoch))
     predictions = math.ceil(epochs / train.val_every) * len(split["val"]) + len(split["test"])
-    return training + predictions * MODEL_COSTS[config.model.name].volume * _area_scale(config)
+    volumes = predictions * MODEL_COSTS[config.model.name].volume
+    if ensemble:
+        volumes += len(split["test"]) * sum(MODEL_COSTS[model].volume for model in teacher_models)
+    return training + volumes * _area_scale(config)
 
 
 def _area_scale(config: RunConfig) -> float:

@@ -7,8 +7,10 @@ its RUN folder ``runs/<stage>`` inside the experiment folder. Stage names (share
   subset a site name or ``k<i>`` for the i-th disjoint K-case subset;
 * students ``student-<name>-seed<S>``.
 
-Every stage shares the experiment's validation and test cases. A student distils from the stages of its
-teacher entries at the teacher's first seed (all subsets of a limit-trained teacher).
+Every stage shares the experiment's validation and test cases, but for the entries with a ``test_site`` (their own
+leave-one-site-out split). A student distils from the stages of its teacher entries at the teacher's first seed
+(all subsets of a limit-trained teacher). A student without labels (``distill.no_labels``) has the test cases of
+its split alone: no training or validation case.
 """
 
 from __future__ import annotations
@@ -41,8 +43,10 @@ class Stage:
         split: ``{"train", "val", "test"}`` case ids.
         teachers: stage names of the teachers a student distils from.
         budget: ``{"steps", "minutes"}``, one of them None.
-        baseline: for a distilled student, the group of the student trained the same way without teachers
-            (same run config but for ``distill`` and seed, same training cases), if the experiment has one.
+        baseline: for a distilled student, the group of the student its entry names as ``baseline``, else of
+            the student trained the same way without teachers (same run config but for ``distill`` and seed, same
+            training cases), if the experiment has one.
+        ensemble: whether the teachers' ensemble is evaluated on the stage's test cases too.
     """
 
     name: str
@@ -58,6 +62,7 @@ class Stage:
     labelled: int | None
     budget: dict[str, int | float | None]
     baseline: str | None = None
+    ensemble: bool = False
 
     @property
     def run(self) -> str:
@@ -95,14 +100,15 @@ def make_plan(config: ExperimentConfig, index: CaseIndex) -> list[Stage]:
         ConfigError: naming the experiment key whose expansion fails on this dataset (split ids, subsets,
             ``labelled``), or a stage name produced twice.
     """
-    split = experiment_split(config, index)
-    by_teacher = {entry.name: teacher_stages(config, entry, i, split, index) for i, entry in enumerate(config.teachers)}
+    splits = entry_splits(config, index)
+    by_teacher = {entry.name: teacher_stages(config, entry, i, splits[entry.test_site], index)
+                  for i, entry in enumerate(config.teachers)}
     stages = [stage for stages in by_teacher.values() for stage in stages]
     seeds = list(dict.fromkeys(seed for entry in config.students for seed in config.student_seeds(entry)))
     for seed in seeds:
         for i, entry in enumerate(config.students):
             if seed in config.student_seeds(entry):
-                stages.append(student_stage(config, entry, i, seed, split, index, by_teacher))
+                stages.append(student_stage(config, entry, i, seed, splits[entry.test_site], index, by_teacher))
     link_baselines(stages)
     names = [stage.name for stage in stages]
     for name in names:
@@ -112,10 +118,11 @@ def make_plan(config: ExperimentConfig, index: CaseIndex) -> list[Stage]:
 
 
 def link_baselines(stages: list[Stage]) -> None:
-    """Set each distilled student's ``baseline``: the student group trained with the same recipe, no teachers."""
+    """Set the ``baseline`` of each distilled student whose entry names none: the student group trained with the
+    same recipe, no teachers."""
     scratch = {_recipe(stage): stage.group for stage in stages if stage.kind == "student" and not stage.teachers}
     for stage in stages:
-        if stage.kind == "student" and stage.teachers:
+        if stage.kind == "student" and stage.teachers and stage.baseline is None:
             stage.baseline = scratch.get(_recipe(stage))
 
 
@@ -133,8 +140,21 @@ def _recipe(stage: Stage) -> str:
     return json.dumps([config, sorted(stage.split["train"])], sort_keys=True)
 
 
-def experiment_split(config: ExperimentConfig, index: CaseIndex) -> dict[str, list[str]]:
-    """The split every stage shares: the saved split file, or one drawn from the split settings."""
+def entry_splits(config: ExperimentConfig, index: CaseIndex) -> dict[str | None, dict[str, list[str]]]:
+    """``{None: the experiment's split}`` and, for each ``test_site`` an entry sets, its leave-one-site-out split."""
+    splits = {None: experiment_split(config, index)}
+    for kind, entries in (("teachers", config.teachers), ("students", config.students)):
+        for i, entry in enumerate(entries):
+            if entry.test_site not in splits:
+                splits[entry.test_site] = experiment_split(config, index, entry.test_site, f"{kind}[{i}].test_site")
+    return splits
+
+
+def experiment_split(
+    config: ExperimentConfig, index: CaseIndex, test_site: str | None = None, key: str = "split"
+) -> dict[str, list[str]]:
+    """The split every stage shares: the saved split file, or one drawn from the split settings; with
+    ``test_site``, the drawn leave-one-site-out split of the entries that set it (errors name ``key``)."""
     labelled = {case.case_id for case in index.labeled}
     if config.split_file is not None:
         split = load_split(config.split_file)
@@ -142,14 +162,14 @@ def experiment_split(config: ExperimentConfig, index: CaseIndex) -> dict[str, li
         if unknown:
             raise config.error("split.file", f"case '{unknown[0]}' is not a labelled case of {config.data}")
     else:
-        settings, seed = config.split_settings()
+        settings, seed = config.split_settings(test_site)
         try:
             split = make_split(index.labeled, settings, seed)
         except ValueError as err:
-            raise config.error("split", str(err)) from None
+            raise config.error(key, str(err)) from None
     for part in ("train", "test"):
         if not split[part]:
-            raise config.error("split", f"has no {part} cases")
+            raise config.error(key, f"has no {part} cases")
     return split
 
 
@@ -190,21 +210,27 @@ def student_stage(
     index: CaseIndex,
     by_teacher: dict[str, list[Stage]],
 ) -> Stage:
-    """The student's stage for ``seed``; its teachers are the named entries' stages at their first seed."""
+    """The student's stage for ``seed``; its teachers are the named entries' stages at their first seed. A
+    student without labels keeps only the test cases of ``split``."""
     teachers = [
         stage.name
         for name in entry.teachers
         for stage in by_teacher[name]
         if stage.seed == config.teacher_seeds(config.teacher(name))[0]
     ]
+    if entry.ensemble and len(teachers) < 2:
+        raise config.error(f"students[{i}].ensemble", f"needs several teacher stages, not {len(teachers)} (an "
+                           "ensemble of one is its teacher)")
     train = split["train"]
     if entry.labelled is not None:
         try:
             train = restrict(train, index.labeled, max_cases=entry.labelled, seed=SUBSET_SEED)
         except ValueError as err:
             raise config.error(f"students[{i}].labelled", str(err)) from None
-    return _stage(config, entry, f"students[{i}]", "student", _join("student", entry.name), seed,
-                  {**split, "train": train}, teachers)
+    own_split = {"train": [], "val": [], "test": split["test"]} if entry.no_labels else {**split, "train": train}
+    stage = _stage(config, entry, f"students[{i}]", "student", _join("student", entry.name), seed, own_split, teachers)
+    stage.baseline = _join("student", entry.baseline) if entry.baseline else None
+    return stage
 
 
 def _stage(
@@ -234,6 +260,7 @@ def _stage(
         aggregate=run_config.distill.aggregate if run_config.distill else None,
         labelled=getattr(entry, "labelled", None),
         budget={"steps": entry.steps, "minutes": entry.minutes},
+        ensemble=getattr(entry, "ensemble", False),
     )
 
 

@@ -3,8 +3,9 @@
 A ROW holds the stage's test metrics (mean ± sd over its test cases, overall and per site), its efficiency
 and training facts. A GROUP averages the rows of one recipe: the mean and sd over seeds of each row's case
 mean, or, for a group with a single seed, the mean and sd over its test cases (``sd_over``). A COMPARISON
-sets each distilled student group against its baseline (the same student without teachers, see
-:func:`prokd.experiment.plan.link_baselines`) and against its best teacher, in Dice points, and says whether
+sets each distilled student group against its baseline (the same student without teachers, or the student its
+entry names, see :func:`prokd.experiment.plan.link_baselines`), against its best teacher and, when evaluated,
+against its teachers' ensemble (:mod:`prokd.eval.ensemble`), in Dice points, and says whether
 the change is larger than the spread (:func:`judge_difference`: the seed spread, or for one seed each the paired
 per-case differences over their common test cases). :func:`verdict_lines` says the same in plain words. The layout is
 the contract with ``prokd report`` (see ``docs/architecture.md``).
@@ -26,6 +27,7 @@ from scipy import stats as scipy_stats
 
 from prokd.config import load_config
 from prokd.eval.efficiency import format_count, format_ms
+from prokd.eval.ensemble import ENSEMBLE_EVAL
 from prokd.eval.evaluate import METRICS, stored_summary
 from prokd.eval.metrics import MISSING, format_stats
 from prokd.files import atomic_write_text
@@ -57,6 +59,7 @@ def stage_row(
     labelled_cases: int,
     slices: dict[str, float] | None = None,
     case_dice: dict[str, float] | None = None,
+    ensemble: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The ROW of one stage.
 
@@ -70,6 +73,8 @@ def stage_row(
         slices: ``{"batch": slices per step, "unlabeled": how many of them are drawn from images without labels,
             on average}`` (:func:`slices_per_step`), or None when unknown.
         case_dice: ``{test case: its Dice}`` (its ``eval/test/cases.csv``), or None when unknown.
+        ensemble: the ``summarize`` output of its teachers' ensemble on its test cases
+            (``eval/teachers-ensemble/summary.json``), or None when not evaluated.
     """
     return {
         **{key: stage[key] for key in ("stage", "group", "kind", "model", "seed", "run", "teachers", "aggregate")},
@@ -85,6 +90,7 @@ def stage_row(
         "overall": _metric_stats(summary["overall"]),
         "sites": {site: _metric_stats(stats) for site, stats in summary.items() if site != "overall"},
         "case_dice": case_dice,
+        "teachers_ensemble": _metric_stats(ensemble["overall"]) if ensemble else None,
     }
 
 
@@ -147,6 +153,8 @@ def compare_students(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     :func:`judge_difference` of the two groups and ``beyond_spread`` its verdict (None without a baseline or a
     spread to judge by). ``teacher_gap_points`` is 100 × (the group's mean Dice − its best teacher's Dice).
     ``teachers`` counts its teacher stages, ``labelled`` is its restriction to K labelled cases (or None).
+    ``ensemble_dice`` is its teachers' ensemble's Dice on its test cases and ``ensemble_gap_points`` 100 × (the
+    group's mean Dice − that), both None when the ensemble was not evaluated.
     """
     groups = {group["group"]: group for group in group_rows(rows)}
     stage_dice = {row["stage"]: row["overall"]["dice"]["mean"] for row in rows}
@@ -160,6 +168,8 @@ def compare_students(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         baseline = _seed_dice(baseline_group) if baseline_group else None
         spread = judge_difference(groups[group], baseline_group) if baseline_group else None
         best = max(teachers, key=stage_dice.__getitem__)
+        ensemble = members[0].get("teachers_ensemble")
+        ensemble_dice = ensemble["dice"]["mean"] if ensemble else None
         comparisons.append({
             "group": group,
             "teachers": len(teachers),
@@ -173,6 +183,8 @@ def compare_students(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "best_teacher": best,
             "best_teacher_dice": stage_dice[best],
             "teacher_gap_points": 100 * (student["mean"] - stage_dice[best]),
+            "ensemble_dice": ensemble_dice,
+            "ensemble_gap_points": None if ensemble_dice is None else 100 * (student["mean"] - ensemble_dice),
         })
     return comparisons
 
@@ -202,9 +214,9 @@ def judge_difference(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any] | N
 
 def collect_results(out: str | Path) -> dict[str, Any]:
     """The results of the experiment folder ``out``: a ROW for every stage of ``plan.json`` whose test evaluation
-    is newer than its best checkpoint (stages not evaluated yet are left out; a row's efficiency is None until
-    its ``efficiency.json`` is newer than the checkpoint too), the GROUPs, the COMPARISONs and ``latency``, the
-    threads and repeats of the latency measurement (None before it)."""
+    is newer than its best checkpoint (stages not evaluated yet are left out; a row's efficiency is None until its
+    ``efficiency.json`` is newer than the checkpoint too, its teachers' ensemble None until evaluated), the GROUPs,
+    the COMPARISONs and ``latency``, the threads and repeats of the latency measurement (None before it)."""
     out = Path(out)
     rows, measured = [], []
     for stage in read_json(out / "plan.json"):
@@ -217,7 +229,8 @@ def collect_results(out: str | Path) -> dict[str, Any]:
             cases = _test_cases(run_dir)
             rows.append(stage_row(stage, summary, facts, _last_epoch(run_dir), cases[0]["distance_unit"],
                                   labelled_cases, slices_per_step(run_dir),
-                                  {case["case"]: float(case["dice"]) for case in cases}))
+                                  {case["case"]: float(case["dice"]) for case in cases},
+                                  stored_summary(run_dir, ENSEMBLE_EVAL)))
     name = yaml.safe_load((out / "experiment.yaml").read_text())["name"]
     return {
         "env": environment_info(),
@@ -343,9 +356,10 @@ def latency_note(latency: dict[str, Any] | None) -> str:
 
 def slices_per_step(run_dir: Path) -> dict[str, float]:
     """``{"batch", "unlabeled"}`` of the run in ``run_dir`` (from its ``config.yaml``): slices per training step,
-    and the mean number of them drawn from images without labels (``distill.unlabeled_fraction`` of the batch)."""
+    and the mean number of them drawn from images without labels (``distill.unlabeled_fraction`` of the batch; all
+    of it with ``distill.no_labels``)."""
     config = load_config(run_dir / "config.yaml")
-    fraction = config.distill.unlabeled_fraction if config.distill else 0.0
+    fraction = config.distill.unlabeled_share if config.distill else 0.0
     return {"batch": config.train.batch_size, "unlabeled": config.train.batch_size * fraction}
 
 
@@ -367,9 +381,13 @@ def budget_text(budget: dict[str, Any] | None) -> str:
 
 
 def comparison_table(comparisons: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
-    """Header and rows of the COMPARISONS table (shared by ``results.md``, the terminal and the report)."""
+    """Header and rows of the COMPARISONS table (shared by ``results.md``, the terminal and the report); the
+    teachers' ensemble columns only when some student's ensemble was evaluated."""
     header = ["student", "Dice", "baseline", "its Dice", "change", "beyond spread", "best teacher", "its Dice",
               "student − teacher"]
+    with_ensemble = any(c.get("ensemble_dice") is not None for c in comparisons)
+    if with_ensemble:
+        header += ["teachers' ensemble", "student − ensemble"]
     rows = []
     for c in comparisons:
         baseline = c["baseline_dice"]
@@ -378,8 +396,17 @@ def comparison_table(comparisons: list[dict[str, Any]]) -> tuple[list[str], list
             signed_points(c["change_points"]) if baseline else MISSING,
             {True: "yes", False: "no", None: MISSING}[c["beyond_spread"]],
             c["best_teacher"], f"{c['best_teacher_dice']:.3f}", signed_points(c["teacher_gap_points"]),
+            *(ensemble_cells(c) if with_ensemble else []),
         ])
     return header, rows
+
+
+def ensemble_cells(comparison: dict[str, Any]) -> list[str]:
+    """A COMPARISON's teachers' ensemble Dice and the student's gap to it (``–`` when not evaluated)."""
+    ensemble = comparison.get("ensemble_dice")
+    if ensemble is None:
+        return [MISSING, MISSING]
+    return [f"{ensemble:.3f}", signed_points(comparison["ensemble_gap_points"])]
 
 
 def comparisons_markdown(comparisons: list[dict[str, Any]]) -> list[str]:
@@ -398,20 +425,34 @@ def comparisons_markdown(comparisons: list[dict[str, Any]]) -> list[str]:
 
 def verdict_lines(results: dict[str, Any]) -> list[str]:
     """What happened, in plain words: one line per distilled student group (against the same student trained
-    without teachers, and against its best teacher), then the best model overall (and the best student when a
-    teacher is best). Each difference is judged against the spread (:func:`judge_difference`), and the line says
-    which spread, or that there is none to judge it by.
+    without teachers, or the baseline its entry names, against its best teacher and its teachers' ensemble), then
+    the best model overall (and the best student when a teacher is best); when groups are tested on different
+    sites (entries with a ``test_site``), the best model on each site's test cases instead. Each difference is
+    judged against the spread (:func:`judge_difference`), and the line says which spread, or that there is none
+    to judge it by.
     Empty before any stage is evaluated."""
     groups = results["groups"]
     if not groups:
         return []
     lines = [comparison_line(c) for c in results.get("comparisons", [])]
-    ranked = sorted(groups, key=lambda group: -group["overall"]["dice"]["mean"])
-    lines.append("Best model overall: " + ranking_text(ranked))
-    students = [group for group in ranked if group["kind"] == "student"]
-    if ranked[0]["kind"] != "student" and students:
-        lines.append(f"Best student: {ranking_text([students[0], ranked[0]])}")
+    by_sites = groups_by_test_sites(groups)
+    for sites, members in by_sites.items():
+        where = "overall" if len(by_sites) == 1 else f"on the test cases of {', '.join(sites)}"
+        ranked = sorted(members, key=lambda group: -group["overall"]["dice"]["mean"])
+        lines.append(f"Best model {where}: " + ranking_text(ranked))
+        students = [group for group in ranked if group["kind"] == "student"]
+        if ranked[0]["kind"] != "student" and students:
+            best_student = "Best student" if len(by_sites) == 1 else f"Best student {where}"
+            lines.append(f"{best_student}: {ranking_text([students[0], ranked[0]])}")
     return lines
+
+
+def groups_by_test_sites(groups: list[dict[str, Any]]) -> dict[tuple[str, ...], list[dict[str, Any]]]:
+    """``{the sites of the test cases: the GROUPs tested there}``, in order of first appearance."""
+    by_sites: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    for group in groups:
+        by_sites.setdefault(tuple(sorted(group.get("sites", {}))), []).append(group)
+    return by_sites
 
 
 def comparison_line(comparison: dict[str, Any]) -> str:
@@ -426,7 +467,10 @@ def comparison_line(comparison: dict[str, Any]) -> str:
         spread = spread_words(c.get("spread"))
         versus = f"{name} vs {c['baseline']}{same}: {signed_points(c['change_points'])} Dice points ({spread})"
     teacher = "its teacher" if c.get("teachers") == 1 else "its best teacher"
-    return f"{versus}; vs {teacher} {c['best_teacher']}: {signed_points(c['teacher_gap_points'])} points"
+    line = f"{versus}; vs {teacher} {c['best_teacher']}: {signed_points(c['teacher_gap_points'])} points"
+    if c.get("ensemble_gap_points") is None:
+        return line
+    return f"{line}; vs its teachers' ensemble: {signed_points(c['ensemble_gap_points'])} points"
 
 
 def signed_points(points: float) -> str:

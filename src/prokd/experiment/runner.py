@@ -48,7 +48,13 @@ from prokd.experiment.results import (
     format_stats,
     write_results,
 )
-from prokd.experiment.stages import evaluate_stage, measure_stages, stage_status, train_stage
+from prokd.experiment.stages import (
+    evaluate_stage,
+    evaluate_teachers_ensemble,
+    measure_stages,
+    stage_status,
+    train_stage,
+)
 from prokd.table import FittedTable
 from prokd.runs.folder import (
     FolderKind,
@@ -236,13 +242,16 @@ def measure_all(config: ExperimentConfig, plan: list[Stage], out: Path, volume: 
 def run_stage(
     config: ExperimentConfig, stage: Stage, out: Path, console: Console, label: str = "", device: str = "auto"
 ) -> str:
-    """Train (or resume, or reuse) one stage and evaluate it on the test split, unless its evaluation is newer
-    than its best checkpoint; its efficiency is measured later, with every stage's. Returns its prior status."""
+    """Train (or resume, or reuse) one stage and evaluate it (and, with ``ensemble``, its teachers' ensemble) on the
+    test split, unless that evaluation is newer than its best checkpoint; its efficiency is measured later, with
+    every stage's. Returns its prior status."""
     run_dir = out / stage.run
     status = stage_status(run_dir)
     console.rule(f"{label} {stage.name}: {STATUS_TEXT[status]}".strip())
     train_stage(config.data, run_dir, stage.run_config(out), stage.split, console, device)
     evaluate_stage(run_dir, config.data, console)
+    if stage.ensemble:
+        evaluate_teachers_ensemble(run_dir, config.data, [out / "runs" / name for name in stage.teachers], console)
     return status
 
 
@@ -334,7 +343,7 @@ def stage_estimates(plan: list[Stage]) -> dict[str, float | None]:
     """Each stage's :func:`~prokd.experiment.estimate.stage_seconds`, by stage name."""
     models = {stage.name: stage.model for stage in plan}
     return {
-        stage.name: stage_seconds(stage.config, stage.split, [models[name] for name in stage.teachers])
+        stage.name: stage_seconds(stage.config, stage.split, [models[name] for name in stage.teachers], stage.ensemble)
         for stage in plan
     }
 

@@ -1,4 +1,5 @@
-"""One stage's RUN folder: train it fresh, resume it or leave it finished; test evaluation; efficiency (the
+"""One stage's RUN folder: train it fresh, resume it or leave it finished; test evaluation (and its teachers'
+ensemble's); efficiency (the
 stages of an experiment are timed together, in one interleaved pass: :func:`measure_stages`).
 
 Used by ``prokd experiment`` and by the benchmark scripts (``benchmarks/common.py``), so that a study can be
@@ -15,13 +16,14 @@ import numpy as np
 from rich.console import Console
 from torch import nn
 
-from prokd.config import RunConfig
+from prokd.config import RunConfig, load_config
 from prokd.data.orientation import read_canonical
 from prokd.eval.efficiency import count_macs, count_parameters, measure_latency
-from prokd.eval.evaluate import Evaluation, evaluate_run, summary_table
+from prokd.eval.ensemble import ENSEMBLE_EVAL, evaluate_ensemble
+from prokd.eval.evaluate import Evaluation, evaluate_run, summary_table, write_evaluation
 from prokd.infer.benchmark import benchmark, load_candidates
 from prokd.infer.predict import Predictor
-from prokd.runs.checkpoint import load_checkpoint
+from prokd.runs.checkpoint import load_checkpoint, resolve_checkpoint
 from prokd.train.loop import settle_run
 from prokd.runs.folder import is_fresh, read_json, write_json
 from prokd.train.runner import train_run
@@ -86,6 +88,27 @@ def evaluate_stage(run_dir: Path, data: Path, console: Console | None = None) ->
     evaluation = evaluate_run(run_dir, data, split="test")
     if console is not None:
         console.print(summary_table(evaluation, title=f"{run_dir.name} — test split"))
+    return evaluation
+
+
+def evaluate_teachers_ensemble(
+    run_dir: Path, data: Path, teachers: Sequence[Path], console: Console | None = None
+) -> Evaluation | None:
+    """Evaluate the ensemble of ``teachers`` (their RUN folders; :mod:`prokd.eval.ensemble`) on the test cases of the
+    run in ``run_dir``, with its label map, into ``RUN/eval/teachers-ensemble/``, unless that is newer than the run's
+    best checkpoint.
+
+    Returns:
+        the new evaluation, or None when the existing one is up to date.
+    """
+    out_dir = run_dir / "eval" / ENSEMBLE_EVAL
+    if is_fresh(out_dir / "summary.json", run_dir):
+        return None
+    label_map = load_config(run_dir / "config.yaml").label_map
+    evaluation = evaluate_ensemble(teachers, data, read_json(run_dir / "split.json")["test"], label_map)
+    write_evaluation(evaluation, out_dir, [resolve_checkpoint(teacher, "best") for teacher in teachers])
+    if console is not None:
+        console.print(summary_table(evaluation, title=f"{run_dir.name}: its teachers' ensemble — test split"))
     return evaluation
 
 

@@ -22,7 +22,7 @@ from prokd.data.augment import build_augmentation
 from prokd.data.datalist import Case, CaseIndex, LoadedCase, load_case, load_cases
 from prokd.data.preprocess import Preprocessor
 from prokd.data.slices import GridCase, SliceSampler, to_grid_case
-from prokd.data.splits import load_split, make_split, restrict, save_split
+from prokd.data.splits import load_split, make_split, restrict, save_split, site_test_split
 from prokd.distill.setup import build_distillation, check_teachers, infer_unlabeled_sites, inferred_sites_line
 from prokd.distill.teachers import Teacher
 from prokd.distributed import World, joined_world, resolve_device
@@ -57,11 +57,22 @@ class PreparedRun:
     def unlabeled_cases(self) -> list[GridCase]:
         """Images the run may use without labels: the dataset's unlabeled images (and its test images with
         ``unlabeled_include_test``) plus the labelled cases left out of every split (training cases dropped by
-        ``sites`` / ``max_cases``); never validation or test cases."""
-        in_split = {case_id for ids in self.split.values() for case_id in ids}
+        ``sites`` / ``max_cases``); never validation or test cases, except in a run without labels
+        (:meth:`label_free_images`)."""
         test_images = self.index.test if self.config.unlabeled_include_test else []
+        if self.config.no_labels:
+            return self.images(self.label_free_images(self.index.unlabeled + test_images))
+        in_split = {case_id for ids in self.split.values() for case_id in ids}
         left_out = [case for case in self.index.labeled if case.case_id not in in_split]
         return self.images(self.index.unlabeled + test_images + left_out)
+
+    def label_free_images(self, unlabeled: list[Case]) -> list[Case]:
+        """What a run without labels (``distill.no_labels``) learns from: its test cases (transductive: the
+        images of the cases it is tested on, never their labels) and the ``unlabeled`` images; with ``sites``,
+        those of these sites only (an image without a site cannot be shown to come from them)."""
+        sites = self.config.sites
+        images = self.index.select(self.split["test"]) + unlabeled
+        return [case for case in images if sites is None or case.site in sites]
 
     def images(self, cases: list[Case]) -> list[GridCase]:
         """``cases`` read as the run reads them and put on its grid, without their labels."""
@@ -91,6 +102,8 @@ def prepare_run(
         split = load_split(run_dir / "split.json")
     else:
         split = split or _draw_split(index, config)
+        if config.no_labels:
+            _check_label_free_split(split)
         if config.distill is not None:
             _check_output_holds_no_teacher(run_dir, check_teachers(config, split))
     torch.set_num_threads(config.train.threads or default_threads())
@@ -171,7 +184,7 @@ def make_sampler(
         foreground_fraction=config.train.foreground_fraction,
         augmentation=build_augmentation(config.augment, config.preprocess.size),
         unlabeled=unlabeled,
-        unlabeled_fraction=config.distill.unlabeled_fraction if config.distill and unlabeled else 0.0,
+        unlabeled_fraction=config.distill.unlabeled_share if config.distill and unlabeled else 0.0,
         teacher_maps=teacher_maps,
     )
 
@@ -191,8 +204,9 @@ def train_run(
     """Train ``config.model`` on ``data`` into the RUN folder ``out``.
 
     Without a ``distill`` section this is supervised training (segmentation loss on labelled slices); with
-    one, the frozen teachers it names are distilled into the model (:mod:`prokd.distill`). Both use the
-    same RUN folder, loop and checkpoints.
+    one, the frozen teachers it names are distilled into the model (:mod:`prokd.distill`); with
+    ``distill.no_labels`` on images alone (:meth:`PreparedRun.label_free_images`). All use the same RUN folder,
+    loop and checkpoints.
 
     ``overwrite`` replaces an earlier RUN folder (and refuses any other folder) only once the data, split,
     model and objective are set up, just before the folder is written, so a bad option leaves the old run intact.
@@ -218,7 +232,7 @@ def train_run(
             objective, sampler = SupervisedObjective(seg_loss, world), make_sampler(prepared)
         else:
             objective, teachers = build_distillation(prepared, seg_loss, data, world)
-            unlabeled = prepared.unlabeled_cases() if config.distill.unlabeled_fraction > 0 else None
+            unlabeled = prepared.unlabeled_cases() if config.distill.unlabeled_share > 0 else None
             if config.distill.infer_sites:
                 unlabeled, inferred_sites = infer_unlabeled_sites(prepared, objective.teachers, unlabeled)
                 if console is not None and world.is_main:
@@ -316,8 +330,23 @@ def _without_label(loaded: LoadedCase) -> LoadedCase:
     return replace(loaded, label=None)
 
 
+def _check_label_free_split(split: dict[str, list[str]]) -> None:
+    """Refuse a given split with training or validation cases for a run without labels: their labels would
+    train the student or choose its checkpoint."""
+    labelled = [f"{len(split[part])} {part}" for part in ("train", "val") if split[part]]
+    if labelled:
+        raise ConfigError(
+            f"distill.no_labels: the split lists {' and '.join(labelled)} cases, whose labels a run without labels "
+            "may not use; give a split with test cases only (or none: the labelled cases of --sites are tested)"
+        )
+
+
 def _draw_split(index: CaseIndex, config: RunConfig) -> dict[str, list[str]]:
-    """The configured split, with the training part restricted to ``config.sites`` / ``config.max_cases``."""
+    """The configured split, with the training part restricted to ``config.sites`` / ``config.max_cases``; for a
+    run without labels, the labelled cases of ``config.sites`` as test cases
+    (:func:`~prokd.data.splits.site_test_split`)."""
+    if config.no_labels:
+        return site_test_split(index.labeled, config.sites)
     if not index.labeled:
         raise ConfigError(f"{index.root}: no labelled cases to train on")
     split = make_split(index.labeled, config.split, config.train.seed)
