@@ -324,9 +324,7 @@ def distill(
 ) -> None:
     """Distil frozen teacher(s) into a student: Dice + Lovász + CE on labels, KL + feature terms on teachers.
 
-    Refused before anything trains when a teacher was trained on a validation or test case of the student's split.
-    With --no-labels (a site without labels, taught by teachers of other sites) no label reaches training or the
-    choice of the checkpoint. Data-parallel over N processes: torchrun --nproc-per-node N -m prokd distill ...
+    Refused before anything trains when a teacher was trained on a validation or test case of the student's split. With --no-labels (a site without labels, taught by teachers of other sites) no label reaches training or the choice of the checkpoint. Data-parallel over N processes: torchrun --nproc-per-node N -m prokd distill ...
     """
     flags = {
         "model.name": student,
@@ -367,8 +365,7 @@ def calibrate(
 ) -> None:
     """Temperature scaling: fit the temperature that makes the run's probabilities honest on its validation cases.
 
-    Writes RUN/calibration.json (temperature, NLL and reliability before and after), which `distill.calibrate`
-    reads. Masks do not change.
+    Writes RUN/calibration.json (temperature, NLL and reliability before and after), which `distill.calibrate` reads. Masks do not change.
     """
     from prokd.eval.calibration import CALIBRATION_FILE, calibrate_run, calibration_table
 
@@ -568,8 +565,7 @@ def experiment(
 ) -> None:
     """Teachers, students from scratch, single- and multi-teacher KD over seeds: accuracy against size and speed.
 
-    Rerunning the same command skips finished stages and resumes an interrupted one. Several workers may run
-    the same command on one folder (a lock per stage): each trains the stages no other worker holds.
+    Rerunning the same command skips finished stages and resumes an interrupted one. Several workers may run the same command on one folder (a lock per stage): each trains the stages no other worker holds.
     """
     from prokd.experiment import load_experiment, run_experiment, verdict_lines
 
