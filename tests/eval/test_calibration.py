@@ -59,7 +59,7 @@ def test_a_temperature_fitted_on_validation_lowers_the_test_ece_on_the_phantom(p
     calibration = calibrate_run(teacher, phantom_data)
     assert calibration.nll_after <= calibration.nll_before
     assert calibration.after.ece < calibration.before.ece
-    test_logits, test_labels = gland_logits(teacher, phantom_data, "test")
+    test_logits, test_labels, _ = gland_logits(teacher, phantom_data, "test")
     before = reliability(torch.sigmoid(torch.from_numpy(test_logits)).numpy(), test_labels).ece
     after = reliability(torch.sigmoid(torch.from_numpy(test_logits / calibration.temperature)).numpy(), test_labels).ece
     assert after < before

@@ -190,9 +190,9 @@ def calibrate(logits: np.ndarray, labels: np.ndarray, cases: list[str]) -> Calib
     )
 
 
-def gland_logits(run: str | Path, data: str | Path, split: str) -> tuple[np.ndarray, np.ndarray]:
+def gland_logits(run: str | Path, data: str | Path, split: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """The foreground log-odds of a run's best checkpoint and the labels, both ``(N,)``, over the gland slices
-    of its ``split`` cases, on its own grid.
+    of its ``split`` cases, on its own grid; and those cases' ids.
 
     Raises:
         ValueError: the split has no cases, or none of them has a gland slice.
@@ -215,15 +215,13 @@ def gland_logits(run: str | Path, data: str | Path, split: str) -> tuple[np.ndar
         labels.append(label[keep].ravel())
     if not any(len(part) for part in labels):
         raise ValueError(f"{source}: no gland slice in the run's {split} cases (no label and no prediction)")
-    return np.concatenate(logits), np.concatenate(labels)
+    return np.concatenate(logits), np.concatenate(labels), ids
 
 
 def calibrate_run(run: str | Path, data: str | Path, split: str = "val", write: bool = True) -> Calibration:
     """Fit the temperature of a run's best checkpoint on the gland slices of its ``split`` cases (cases it never
     trained on); written to ``RUN/calibration.json`` when ``write`` is set and ``run`` is a RUN folder."""
-    logits, labels = gland_logits(run, data, split)
-    ids = list(load_checkpoint(resolve_checkpoint(run, "best"))["split"][split])
-    calibration = calibrate(logits, labels, ids)
+    calibration = calibrate(*gland_logits(run, data, split))
     if write and Path(run).is_dir():
         atomic_write_text(Path(run) / CALIBRATION_FILE, json.dumps(calibration.to_dict(), indent=1) + "\n")
     return calibration
