@@ -9,6 +9,7 @@ import pytest
 from prokd.config import SplitConfig
 from prokd.data.splits import (
     check_disjoint,
+    hold_out_site,
     holdout_split,
     kfold_split,
     leaked_cases,
@@ -129,6 +130,20 @@ def test_site_test_split_tests_every_case_of_the_sites_and_trains_on_none():
     assert site_test_split(cases)["test"] == sorted(c.case_id for c in cases)
     with pytest.raises(ValueError, match="site 'Z' has no labelled cases here; sites are: A, B, C, D"):
         site_test_split(cases, ["A", "Z"])
+
+
+def test_holding_out_a_site_of_a_saved_split_tests_all_its_cases_and_keeps_the_others_parts():
+    cases = _cases()
+    saved = holdout_split(cases, 0.15, 0.2, seed=1)
+    held_out = hold_out_site(saved, cases, "C")
+    assert held_out["test"] == [f"C{i:02d}" for i in range(5)]
+    for part in ("train", "val"):
+        assert held_out[part] == [case_id for case_id in saved[part] if not case_id.startswith("C")]
+    check_disjoint(held_out)
+    with pytest.raises(ValueError, match="unknown test site 'Z'; sites are: A, B, C, D"):
+        hold_out_site(saved, cases, "Z")
+    with pytest.raises(ValueError, match="holding out site 'A' leaves no training case"):
+        hold_out_site({"train": ["A00"], "val": [], "test": ["B00"]}, cases, "A")
 
 
 def test_make_split_dispatches_on_the_mode():

@@ -49,12 +49,14 @@ def test_a_steps_budget_costs_its_steps_plus_validation_and_test_predictions():
     assert stage_seconds(run("segresnet", train={"epochs": 4}), SPLIT) is None
 
 
-def test_the_teachers_ensemble_adds_each_teachers_prediction_of_every_test_volume():
+def test_the_teachers_ensemble_and_each_retested_teacher_add_their_predictions_of_every_test_volume():
     config = distilled(cache_teachers=True)
     teachers = ["unet-large"] * 3
     alone = stage_seconds(config, SPLIT, teachers)
     with_ensemble = stage_seconds(config, SPLIT, teachers, ensemble=True)
     assert with_ensemble - alone == pytest.approx(len(SPLIT["test"]) * 3 * MODEL_COSTS["unet-large"].volume)
+    retested = stage_seconds(config, SPLIT, teachers, ensemble=True, retested_models=teachers[:2])
+    assert retested - with_ensemble == pytest.approx(len(SPLIT["test"]) * 2 * MODEL_COSTS["unet-large"].volume)
 
 
 def test_a_minutes_budget_is_its_own_training_time():

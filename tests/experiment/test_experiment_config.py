@@ -115,8 +115,6 @@ ERRORS = [
      "students[0].labelled: a student with distill.no_labels keeps no labels"),
     ({"students": [student(teachers=["full"], distill={"no_labels": True, "kl": 0.0})]},
      "students[0]: 'distill.no_labels' needs a term that teaches without labels"),
-    ({"students": [student(teachers=["full"], test_site="SiteD")]},
-     "students[0].teachers: teacher 'full' is tested on the experiment's test cases, this student on site 'SiteD'"),
     ({"students": [student(teachers=["full"], baseline="nope")]}, "students[0].baseline: unknown student 'nope'"),
     ({"students": [student(baseline="b"), student(name="b")]},
      "students[0].baseline: compares a distilled student; this one has no teachers"),
@@ -131,14 +129,6 @@ def test_errors_name_the_file_and_the_key(tmp_path, data, write_experiment, chan
     changes = dict(changes)
     path = write_experiment(tmp_path / "experiment.yaml", changes.pop("data", data), **changes)
     with pytest.raises(ConfigError, match=f"^{re.escape(str(path))}: .*{re.escape(message)}"):
-        load_experiment(path)
-
-
-def test_a_test_site_needs_a_drawn_split(tmp_path, data, write_experiment):
-    (tmp_path / "split.json").write_text(json.dumps({"train": ["a"], "val": [], "test": ["b"]}))
-    teachers = [{"name": "others", "model": "unet-tiny", "steps": 20, "by": "site", "test_site": "SiteD"}]
-    path = write_experiment(tmp_path / "e.yaml", data, split={"file": "split.json"}, teachers=teachers, students=[])
-    with pytest.raises(ConfigError, match=r"teachers\[0\]\.test_site: needs split settings \(a drawn split\)"):
         load_experiment(path)
 
 

@@ -17,7 +17,7 @@ from prokd.cli import app
 from prokd.config import ConfigError
 from prokd.data.datalist import load_cases
 from prokd.data.io import read_volume
-from prokd.data.splits import load_split
+from prokd.data.splits import holdout_split, load_split
 from prokd.eval.efficiency import count_parameters
 from prokd.experiment import stages, verdict_lines
 from prokd.experiment.config import load_experiment
@@ -345,24 +345,30 @@ def test_overwrite_refuses_a_folder_that_is_not_an_experiment(tmp_path, phantom_
 def test_a_student_without_labels_is_compared_with_its_baseline_its_teachers_and_their_ensemble(
     phantom_data, tmp_path, write_experiment
 ):
-    teachers = [{"name": "others", "model": "unet-tiny", "steps": 20, "by": "site", "test_site": "SiteD"}]
+    """Regime C with the site teachers of a saved split: the held-out site's own teacher is left out, the others
+    are evaluated on the held-out site's cases, and the student is compared with them there."""
+    index = load_cases(phantom_data)
+    (tmp_path / "split.json").write_text(json.dumps(holdout_split(index.labeled, 0.2, 0.2, seed=0)))
+    teachers = [{"name": "site", "model": "unet-tiny", "steps": 20, "by": "site"}]
     students = [
         {"name": "three-sites", "model": "unet-tiny", "steps": 20, "test_site": "SiteD"},
-        {"name": "no-labels", "model": "unet-tiny", "steps": 20, "test_site": "SiteD", "teachers": ["others"],
+        {"name": "no-labels", "model": "unet-tiny", "steps": 20, "test_site": "SiteD", "teachers": ["site"],
          "baseline": "three-sites", "ensemble": True,
          "distill": {"no_labels": True, "pseudo": 1.0, "cache_teachers": True}},
     ]
-    path = write_experiment(tmp_path / "regime-c.yaml", phantom_data, teachers=teachers, students=students)
+    path = write_experiment(tmp_path / "regime-c.yaml", phantom_data, split={"file": "split.json"},
+                            teachers=teachers, students=students)
     out = tmp_path / "out"
     results = run_experiment(load_experiment(path), out, console=quiet())
-    others = [out.resolve() / "runs" / f"teacher-others-{site}-seed0" for site in ("SiteA", "SiteB", "SiteC")]
+    others = [out.resolve() / "runs" / f"teacher-site-{site}-seed0" for site in ("SiteA", "SiteB", "SiteC")]
     student = out / "runs" / "student-no-labels-seed0"
     ensemble = json.loads((student / "eval" / "teachers-ensemble" / "summary.json").read_text())
     assert ensemble["checkpoint"] == [str(run / "checkpoints" / "best.pt") for run in others]
-    site_d = sorted(c.case_id for c in load_cases(phantom_data).labeled if c.site == "SiteD")
-    assert [row["case"] for row in csv.DictReader((student / "eval" / "teachers-ensemble" / "cases.csv").open())] == site_d
+    site_d = sorted(c.case_id for c in index.labeled if c.site == "SiteD")
+    for folder in ["teachers-ensemble", *(f"teacher-{run.name}" for run in others)]:
+        assert [row["case"] for row in csv.DictReader((student / "eval" / folder / "cases.csv").open())] == site_d
     rows = {row["stage"]: row for row in results["rows"]}
-    assert all(set(row["sites"]) == {"SiteD"} for row in rows.values())
+    assert set(rows["student-three-sites-seed0"]["sites"]) == set(rows["student-no-labels-seed0"]["sites"]) == {"SiteD"}
     label_free = rows["student-no-labels-seed0"]
     assert (label_free["labelled_cases"], label_free["slices"]) == (0, {"batch": 8, "unlabeled": 8.0})
     log = [json.loads(line) for line in (student / "metrics.jsonl").read_text().splitlines()]
@@ -370,6 +376,8 @@ def test_a_student_without_labels_is_compared_with_its_baseline_its_teachers_and
     (comparison,) = results["comparisons"]
     assert (comparison["baseline"], comparison["teachers"]) == ("student-three-sites", 3)
     assert comparison["ensemble_dice"] == ensemble["summary"]["overall"]["dice"]["mean"]
-    teacher_dice = max(rows[run.name]["overall"]["dice"]["mean"] for run in others)
-    assert comparison["best_teacher_dice"] == teacher_dice
+    on_site_d = {run.name: json.loads((student / "eval" / f"teacher-{run.name}" / "summary.json").read_text())
+                 for run in others}
+    assert label_free["teachers_dice"] == {name: s["summary"]["overall"]["dice"]["mean"] for name, s in on_site_d.items()}
+    assert comparison["best_teacher_dice"] == max(label_free["teachers_dice"].values())
     assert "; vs its teachers' ensemble: " in verdict_lines(results)[0]

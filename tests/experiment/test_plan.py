@@ -10,6 +10,7 @@ import pytest
 
 from prokd.config import ConfigError
 from prokd.data.datalist import load_cases
+from prokd.data.splits import holdout_split
 from prokd.experiment.config import load_experiment
 from prokd.experiment.plan import make_plan
 
@@ -119,6 +120,40 @@ def test_entries_with_a_test_site_leave_it_out_and_a_student_without_labels_keep
     assert (no_labels.config.no_labels, no_labels.config.sites, no_labels.teachers) == (True, ["SiteD"], others)
     assert (no_labels.baseline, no_labels.ensemble, no_labels.labelled) == ("student-three-sites", True, None)
     assert scratch.config.split.mode == "holdout" and scratch.split["test"] != site_d and not scratch.ensemble
+
+
+def test_with_a_saved_split_a_held_out_site_student_learns_from_the_other_sites_teachers_only(
+    tmp_path, phantom_data, index, write_experiment
+):
+    saved = holdout_split(index.labeled, 0.2, 0.2, seed=0)
+    (tmp_path / "split.json").write_text(json.dumps(saved))
+    teachers = [{"name": "site", "model": "unet-tiny", "steps": 20, "by": "site"}]
+    students = [
+        {"name": "three-sites", "model": "unet-tiny", "steps": 20, "test_site": "SiteD"},
+        {"name": "no-labels", "model": "unet-tiny", "steps": 20, "test_site": "SiteD", "teachers": ["site"],
+         "baseline": "three-sites", "distill": {"no_labels": True}},
+        {"name": "kd", "model": "unet-tiny", "steps": 20, "teachers": ["site"]},
+    ]
+    plan = plan_for(tmp_path, phantom_data, index, write_experiment, split={"file": "split.json"},
+                    teachers=teachers, students=students)
+    *site_teachers, three_sites, no_labels, kd = plan
+    site_d = sorted(c.case_id for c in index.labeled if c.site == "SiteD")
+    assert all(teacher.split == {**saved, "train": teacher.split["train"]} for teacher in site_teachers)
+    assert three_sites.split == {"train": [i for i in saved["train"] if i not in site_d],
+                                 "val": [i for i in saved["val"] if i not in site_d], "test": site_d}
+    others = [f"teacher-site-{site}-seed0" for site in ("SiteA", "SiteB", "SiteC")]
+    assert (no_labels.split["test"], no_labels.teachers, no_labels.retested) == (site_d, others, others)
+    assert kd.teachers == [teacher.name for teacher in site_teachers] and kd.retested == []
+
+
+def test_a_student_whose_every_teacher_trained_on_its_test_cases_is_refused(
+    tmp_path, phantom_data, index, write_experiment
+):
+    (tmp_path / "split.json").write_text(json.dumps(holdout_split(index.labeled, 0.2, 0.2, seed=0)))
+    students = [{"name": "kd", "model": "unet-tiny", "steps": 20, "teachers": ["full"], "test_site": "SiteD"}]
+    with pytest.raises(ConfigError, match=r"students\[0\]\.teachers: every teacher stage trained on a case this "
+                                          r"student is tested on"):
+        plan_for(tmp_path, phantom_data, index, write_experiment, split={"file": "split.json"}, students=students)
 
 
 def test_k_case_subsets_and_teacher_seeds(tmp_path, phantom_data, index, write_experiment):

@@ -30,11 +30,12 @@ from prokd.experiment.results import (
 
 ROW_KEYS = {"stage", "group", "kind", "model", "seed", "run", "teachers", "aggregate", "baseline", "labelled",
             "labelled_cases", "budget", "params", "macs", "latency_slice_ms", "latency_volume_ms", "train_minutes",
-            "steps", "slices", "distance_unit", "overall", "sites", "case_dice", "teachers_ensemble"}
+            "steps", "slices", "distance_unit", "overall", "sites", "case_dice", "teachers_ensemble",
+            "teachers_dice", "val_dice"}
 GROUP_KEYS = {"group", "kind", "model", "seeds", "labelled_cases", "budget", "slices", "teachers", "aggregate", "steps",
               "params",
               "macs", "latency_slice_ms", "latency_volume_ms", "train_minutes", "overall", "sites", "sd_over",
-              "case_dice"}
+              "case_dice", "val_dice"}
 TRAIN_CASES = 12
 
 
@@ -198,8 +199,9 @@ def write_stage(out: Path, stage: dict[str, Any], summary_: dict, facts: dict, l
     (run / "eval" / "test").mkdir(parents=True)
     (run / "checkpoints" / "best.pt").write_bytes(b"")
     (run / "config.yaml").write_text(yaml.safe_dump({"train": {"batch_size": 8}, "distill": None}))
-    first = {"epoch": 1, "step": 1, "elapsed_seconds": 1.0}
-    (run / "metrics.jsonl").write_text(json.dumps(first) + "\n" + json.dumps(log) + "\n")
+    first = {"epoch": 1, "step": 1, "elapsed_seconds": 1.0, "val_dice": 0.61}
+    middle = {"epoch": 2, "step": 2, "elapsed_seconds": 2.0, "val_dice": 0.64}  # the best checkpoint's
+    (run / "metrics.jsonl").write_text("".join(json.dumps(record) + "\n" for record in (first, middle, log)))
     (run / "eval" / "test" / "cases.csv").write_text("case,site,dice,distance_unit\nc1,SiteA,0.8,px\n")
     (run / "eval" / "test" / "summary.json").write_text(json.dumps({"split": "test", "summary": summary_}))
     train = [f"c{i}" for i in range(TRAIN_CASES)]
@@ -227,7 +229,7 @@ def test_collect_and_write_results_from_a_folder(tmp_path):
 
     results = collect_results(out)
     assert results["experiment"] == "hand" and "torch" in results["env"]
-    expected = [{**row, "case_dice": {"c1": 0.8}} for row in make_rows()]  # from cases.csv
+    expected = [{**row, "case_dice": {"c1": 0.8}, "val_dice": 0.64} for row in make_rows()]  # cases.csv, metrics
     assert results["rows"] == expected  # the stale and the pending stage are left out
     assert results["latency"] == {"threads": 2, "repeats": 30, "volume_repeats": 3}
     assert [group["group"] for group in results["groups"]] == ["teacher-full", "student-kd"]
@@ -244,8 +246,8 @@ def test_collect_and_write_results_from_a_folder(tmp_path):
     text = markdown.read_text()
     assert "| student-kd | unet-small | teacher-full-seed0 | 12 | 2 | 50 steps | 50 | 8 | 1.2 |" in text  # seeds: 2
     assert "| teacher-full | unet-large | – | 12 | 1 | 50 steps | 100 | 8 | 2.0 |" in text
-    assert "| student-kd | 0.830 ± 0.042 | 0.730 ± 0.042 | 8.30 ± 0.42 | 0.42 ± 0.02 | 2 seeds |" in text
-    assert "| teacher-full | 0.900 ± 0.050 | 0.800 ± 0.050 | 9.00 ± 0.05 | 0.45 ± 0.05 | 4 cases |" in text
+    assert "| student-kd | 0.640 | 0.830 ± 0.042 | 0.730 ± 0.042 | 8.30 ± 0.42 | 0.42 ± 0.02 | 2 seeds |" in text
+    assert "| teacher-full | 0.640 | 0.900 ± 0.050 | 0.800 ± 0.050 | 9.00 ± 0.05 | 0.45 ± 0.05 | 4 cases |" in text
     assert "| student-kd | 0.40 M | 48.0 M | 11.0 ms | 400 ms |" in text
     assert "| teacher-full | 6.50 M | 2.00 G | 30.0 ms | 900 ms |" in text
     assert "(30 repeats per model)" in text and "(3 repeats), 2 thread(s)" in text and "HD95 (px)" in text
@@ -373,6 +375,21 @@ def test_a_student_with_its_teachers_ensemble_evaluated_is_compared_with_it_too(
     (without,) = compare_students(teachers + [{**student, "teachers_ensemble": None}])
     assert without["ensemble_dice"] is None and "ensemble" not in comparison_line(without)
     assert len(comparison_table([without])[0]) == len(header) - 2
+
+
+def test_teachers_tested_elsewhere_are_compared_on_the_students_cases():
+    teachers = [one_seed_row(f"teacher-{site}", {"c0": dice, "c1": dice}, kind="teacher")
+                for site, dice in (("a", 0.60), ("b", 0.66))]
+    on_student_cases = {"teacher-a-seed0": summary(0.70, 0.70, 0.70), "teacher-b-seed0": summary(0.50, 0.50, 0.50)}
+    student = stage_row(plan_entry({"stage": "student-c-seed0", "group": "student-c", "kind": "student",
+                                    "model": "unet-small", "seed": 0, "teachers": ["teacher-a-seed0", "teacher-b-seed0"],
+                                    "aggregate": "adaptive"}),
+                        summary(0.72, 0.72, 0.72), None, {"step": 50, "elapsed_seconds": 60.0}, "mm", 0, None,
+                        {"c2": 0.70, "c3": 0.74}, None, on_student_cases)
+    assert student["teachers_dice"] == {"teacher-a-seed0": 0.70, "teacher-b-seed0": 0.50}
+    (comparison,) = compare_students([*teachers, student])
+    assert (comparison["best_teacher"], comparison["best_teacher_dice"]) == ("teacher-a-seed0", 0.70)
+    assert comparison["teacher_gap_points"] == pytest.approx(2.0)
 
 
 def test_groups_tested_on_different_sites_are_ranked_site_by_site():

@@ -105,6 +105,24 @@ def loso_split(
     return _split_off_validation(by_site, set(by_site[test_site]), val_fraction, seed)
 
 
+def hold_out_site(split: Mapping[str, Sequence[str]], cases: Iterable[SiteCase], site: str) -> dict[str, list[str]]:
+    """A saved split with ``site`` left out: its training and validation cases of the other sites are kept, every
+    case of ``site`` in ``cases`` is tested (the leave-one-site-out split of models trained on the saved split).
+
+    Raises:
+        ValueError: ``site`` is not a site of ``cases`` (the message lists the sites), or no training case is left.
+    """
+    site_of = {case.case_id: case.site for case in cases}
+    sites = sorted(set(site_of.values()))
+    if site not in sites:
+        raise ValueError(f"unknown test site {site!r}; sites are: {', '.join(sites)}")
+    held_out = sorted(case_id for case_id, case_site in site_of.items() if case_site == site)
+    kept = {part: sorted(i for i in split[part] if site_of.get(i) != site) for part in ("train", "val")}
+    if not kept["train"]:
+        raise ValueError(f"holding out site {site!r} leaves no training case")
+    return {**kept, "test": held_out}
+
+
 def site_test_split(cases: Iterable[SiteCase], sites: Collection[str] | None = None) -> dict[str, list[str]]:
     """The split of a run that learns from no label: every case of ``sites`` (all sites if ``None``) is a test
     case; no case is trained or validated on with its label.

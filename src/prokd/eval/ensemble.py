@@ -19,6 +19,12 @@ ENSEMBLE_EVAL = "teachers-ensemble"
 """``RUN/eval/<this>/``: where a distilled run's teachers' ensemble on the run's test cases is written."""
 
 
+def teacher_eval(teacher: str) -> str:
+    """``RUN/eval/<this>/``: where a distilled run's teacher (its RUN folder's name) is evaluated on the run's test
+    cases, when it was tested on other cases itself."""
+    return f"teacher-{teacher}"
+
+
 class Ensemble:
     """Predictors as one: the mean of their foreground probabilities on the volume's own grid (each member with its
     own preprocessing and flip test-time augmentation), post-processed as the first member post-processes.

@@ -13,9 +13,10 @@ An experiment YAML (see ``configs/experiment_phantom.yaml``)::
     students: [{name, model, steps | minutes, seeds?, teachers?, labelled?, distill?, test_site?, baseline?,
                 ensemble?, overrides?}]
 
-``test_site`` gives an entry its own leave-one-site-out split (the experiment's ``val_fraction`` and seed), so that
-one experiment can hold out each site in turn (regime C: ``configs/promise12_regime_c.yaml``); a student distils
-from teachers that leave out the same site. ``overrides`` are dotted run-config keys (``{augment.enabled:
+``test_site`` gives an entry its own leave-one-site-out split (drawn with the experiment's ``val_fraction`` and
+seed, or, with ``split.file``, the saved split's training and validation cases of the other sites), so that one
+experiment can hold out each site in turn (regime C: ``configs/promise12_sites.yaml``); a student distils from
+those stages of its teachers that trained on none of its test cases (the teacher of the held-out site is left out). ``overrides`` are dotted run-config keys (``{augment.enabled:
 false}``) merged into the base run, leaving its other keys as they are. :func:`load_experiment` checks every key and composes the RunConfig of every entry
 (base + overrides + budget + distillation), so a bad value fails before anything trains. Errors are
 :class:`~prokd.config.ConfigError` naming the file and the key, e.g. ``experiment.yaml: students[2].teachers:
@@ -268,8 +269,6 @@ def _check_entry(config: ExperimentConfig, entry: Entry, where: str, duplicate: 
            "must be positive")
     if entry.seeds is not None:
         _seeds(entry.seeds, f"{where}.seeds")
-    _check(entry.test_site is None or config.split_file is None, f"{where}.test_site",
-           "needs split settings (a drawn split), not split.file")
     for key in entry.overrides:
         _check(not any(key == c or key.startswith(c + ".") for c in CONTROLLED_KEYS), f"{where}.overrides",
                f"'{key}' is set by the experiment (model, steps/minutes, seeds, distill)")
@@ -298,10 +297,6 @@ def _check_student(config: ExperimentConfig, entry: StudentEntry, where: str) ->
     _check(entry.labelled is None or entry.labelled >= 1, f"{where}.labelled", "must be >= 1")
     _check(entry.labelled is None or not entry.no_labels, f"{where}.labelled",
            "a student with distill.no_labels keeps no labels")
-    for name in entry.teachers:
-        site = config.teacher(name).test_site
-        _check(site == entry.test_site, f"{where}.teachers",
-               f"teacher {name!r} is tested on {_site_text(site)}, this student on {_site_text(entry.test_site)}")
     if entry.baseline is not None:
         _check_baseline(config, entry, where)
     _check(not entry.ensemble or bool(entry.teachers), f"{where}.ensemble", "needs teachers")

@@ -92,10 +92,15 @@ def step_seconds(config: RunConfig, teacher_models: Sequence[str] = ()) -> float
 
 
 def stage_seconds(
-    config: RunConfig, split: dict[str, list[str]], teacher_models: Sequence[str] = (), ensemble: bool = False
+    config: RunConfig,
+    split: dict[str, list[str]],
+    teacher_models: Sequence[str] = (),
+    ensemble: bool = False,
+    retested_models: Sequence[str] = (),
 ) -> float | None:
     """Wall-clock seconds of training ``config`` and evaluating it on ``split``'s validation and test cases (with
-    ``ensemble``, also its teachers' ensemble on the test cases: every teacher predicts every test volume).
+    ``ensemble``, also its teachers' ensemble on the test cases: every teacher predicts every test volume; and
+    each teacher of ``retested_models`` on them).
 
     A minutes budget without a measured step cost is its training time alone; a steps budget without one is
     None (unknown).
@@ -113,8 +118,8 @@ def stage_seconds(
     epochs = min(train.epochs, math.ceil(steps / train.steps_per_epoch))
     predictions = math.ceil(epochs / train.val_every) * len(split["val"]) + len(split["test"])
     volumes = predictions * MODEL_COSTS[config.model.name].volume
-    if ensemble:
-        volumes += len(split["test"]) * sum(MODEL_COSTS[model].volume for model in teacher_models)
+    evaluated_teachers = [*(teacher_models if ensemble else ()), *retested_models]
+    volumes += len(split["test"]) * sum(MODEL_COSTS[model].volume for model in evaluated_teachers)
     return training + volumes * _area_scale(config)
 
 

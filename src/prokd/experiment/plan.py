@@ -24,7 +24,7 @@ from typing import Any
 
 from prokd.config import ConfigError, RunConfig
 from prokd.data.datalist import CaseIndex
-from prokd.data.splits import load_split, make_split, restrict, subsets_by_site, subsets_of_k
+from prokd.data.splits import hold_out_site, load_split, make_split, restrict, subsets_by_site, subsets_of_k
 from prokd.experiment.config import Entry, ExperimentConfig, StudentEntry, TeacherEntry, compose_run
 from prokd.train.teachers import parse_by
 
@@ -47,6 +47,8 @@ class Stage:
             the student trained the same way without teachers (same run config but for ``distill`` and seed, same
             training cases), if the experiment has one.
         ensemble: whether the teachers' ensemble is evaluated on the stage's test cases too.
+        retested: its teachers tested on other cases than the stage's, each evaluated on the stage's test cases
+            too (``RUN/eval/teacher-<stage>/``), so that the student is compared with them on the same cases.
     """
 
     name: str
@@ -63,6 +65,7 @@ class Stage:
     budget: dict[str, int | float | None]
     baseline: str | None = None
     ensemble: bool = False
+    retested: list[str] = dataclasses.field(default_factory=list)
 
     @property
     def run(self) -> str:
@@ -154,13 +157,19 @@ def experiment_split(
     config: ExperimentConfig, index: CaseIndex, test_site: str | None = None, key: str = "split"
 ) -> dict[str, list[str]]:
     """The split every stage shares: the saved split file, or one drawn from the split settings; with
-    ``test_site``, the drawn leave-one-site-out split of the entries that set it (errors name ``key``)."""
+    ``test_site``, the leave-one-site-out split of the entries that set it: drawn, or the saved split with that
+    site held out (errors name ``key``)."""
     labelled = {case.case_id for case in index.labeled}
     if config.split_file is not None:
         split = load_split(config.split_file)
         unknown = sorted({case_id for ids in split.values() for case_id in ids} - labelled)
         if unknown:
             raise config.error("split.file", f"case '{unknown[0]}' is not a labelled case of {config.data}")
+        if test_site is not None:
+            try:
+                split = hold_out_site(split, index.labeled, test_site)
+            except ValueError as err:
+                raise config.error(key, str(err)) from None
     else:
         settings, seed = config.split_settings(test_site)
         try:
@@ -210,14 +219,19 @@ def student_stage(
     index: CaseIndex,
     by_teacher: dict[str, list[Stage]],
 ) -> Stage:
-    """The student's stage for ``seed``; its teachers are the named entries' stages at their first seed. A
-    student without labels keeps only the test cases of ``split``."""
-    teachers = [
-        stage.name
+    """The student's stage for ``seed``; its teachers are the named entries' stages at their first seed that
+    trained on none of its test cases (a site teacher, for a student tested on that site). A student without
+    labels keeps only the test cases of ``split``."""
+    candidates = [
+        stage
         for name in entry.teachers
         for stage in by_teacher[name]
         if stage.seed == config.teacher_seeds(config.teacher(name))[0]
     ]
+    teachers = [stage.name for stage in candidates if not set(stage.split["train"]) & set(split["test"])]
+    if entry.teachers and not teachers:
+        raise config.error(f"students[{i}].teachers", "every teacher stage trained on a case this student is "
+                           "tested on")
     if entry.ensemble and len(teachers) < 2:
         raise config.error(f"students[{i}].ensemble", f"needs several teacher stages, not {len(teachers)} (an "
                            "ensemble of one is its teacher)")
@@ -230,6 +244,7 @@ def student_stage(
     own_split = {"train": [], "val": [], "test": split["test"]} if entry.no_labels else {**split, "train": train}
     stage = _stage(config, entry, f"students[{i}]", "student", _join("student", entry.name), seed, own_split, teachers)
     stage.baseline = _join("student", entry.baseline) if entry.baseline else None
+    stage.retested = [t.name for t in candidates if t.name in teachers and set(t.split["test"]) != set(split["test"])]
     return stage
 
 

@@ -27,7 +27,7 @@ from scipy import stats as scipy_stats
 
 from prokd.config import load_config
 from prokd.eval.efficiency import format_count, format_ms
-from prokd.eval.ensemble import ENSEMBLE_EVAL
+from prokd.eval.ensemble import ENSEMBLE_EVAL, teacher_eval
 from prokd.eval.evaluate import METRICS, stored_summary
 from prokd.eval.metrics import MISSING, format_stats
 from prokd.files import atomic_write_text
@@ -60,6 +60,8 @@ def stage_row(
     slices: dict[str, float] | None = None,
     case_dice: dict[str, float] | None = None,
     ensemble: dict[str, Any] | None = None,
+    retested: dict[str, dict[str, Any]] | None = None,
+    val_dice: float | None = None,
 ) -> dict[str, Any]:
     """The ROW of one stage.
 
@@ -75,6 +77,9 @@ def stage_row(
         case_dice: ``{test case: its Dice}`` (its ``eval/test/cases.csv``), or None when unknown.
         ensemble: the ``summarize`` output of its teachers' ensemble on its test cases
             (``eval/teachers-ensemble/summary.json``), or None when not evaluated.
+        retested: ``{teacher stage: the summarize output of that teacher on its test cases}`` for its teachers
+            tested on other cases themselves (``eval/teacher-<stage>/summary.json``), as far as evaluated.
+        val_dice: its best checkpoint's validation Dice (what recipes are chosen by), None without validation.
     """
     return {
         **{key: stage[key] for key in ("stage", "group", "kind", "model", "seed", "run", "teachers", "aggregate")},
@@ -85,12 +90,14 @@ def stage_row(
         "slices": slices,
         **{key: efficiency[key] if efficiency else None for key in EFFICIENCY_KEYS},
         "train_minutes": round(last_epoch["elapsed_seconds"] / 60, 2),
+        "val_dice": val_dice,
         "steps": last_epoch["step"],
         "distance_unit": unit,
         "overall": _metric_stats(summary["overall"]),
         "sites": {site: _metric_stats(stats) for site, stats in summary.items() if site != "overall"},
         "case_dice": case_dice,
         "teachers_ensemble": _metric_stats(ensemble["overall"]) if ensemble else None,
+        "teachers_dice": {name: summary["overall"]["dice"]["mean"] for name, summary in (retested or {}).items()},
     }
 
 
@@ -132,7 +139,7 @@ def _group(name: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
         "steps": round(_mean_of(rows, "steps")),
         "params": None if params is None else round(params),
         "macs": None if macs is None else round(macs),
-        **{key: _mean_of(rows, key) for key in (*EFFICIENCY_KEYS[2:], "train_minutes")},
+        **{key: _mean_of(rows, key) for key in (*EFFICIENCY_KEYS[2:], "train_minutes", "val_dice")},
         "overall": overall,
         "sites": per_site,
         "sd_over": "cases" if len(rows) == 1 else "seeds",
@@ -151,7 +158,8 @@ def compare_students(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
     ``change_points`` is 100 × (the group's mean Dice over seeds − its baseline's); ``spread`` is
     :func:`judge_difference` of the two groups and ``beyond_spread`` its verdict (None without a baseline or a
-    spread to judge by). ``teacher_gap_points`` is 100 × (the group's mean Dice − its best teacher's Dice).
+    spread to judge by). ``teacher_gap_points`` is 100 × (the group's mean Dice − its best teacher's Dice), a
+    teacher's Dice on the group's test cases (``teachers_dice``) where it was tested on other cases itself.
     ``teachers`` counts its teacher stages, ``labelled`` is its restriction to K labelled cases (or None).
     ``ensemble_dice`` is its teachers' ensemble's Dice on its test cases and ``ensemble_gap_points`` 100 × (the
     group's mean Dice − that), both None when the ensemble was not evaluated.
@@ -167,7 +175,8 @@ def compare_students(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         baseline_group = groups.get(members[0]["baseline"])
         baseline = _seed_dice(baseline_group) if baseline_group else None
         spread = judge_difference(groups[group], baseline_group) if baseline_group else None
-        best = max(teachers, key=stage_dice.__getitem__)
+        teacher_dice = {name: members[0].get("teachers_dice", {}).get(name, stage_dice[name]) for name in teachers}
+        best = max(teachers, key=teacher_dice.__getitem__)
         ensemble = members[0].get("teachers_ensemble")
         ensemble_dice = ensemble["dice"]["mean"] if ensemble else None
         comparisons.append({
@@ -181,8 +190,8 @@ def compare_students(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "spread": spread,
             "beyond_spread": spread["beyond"] if spread else None,
             "best_teacher": best,
-            "best_teacher_dice": stage_dice[best],
-            "teacher_gap_points": 100 * (student["mean"] - stage_dice[best]),
+            "best_teacher_dice": teacher_dice[best],
+            "teacher_gap_points": 100 * (student["mean"] - teacher_dice[best]),
             "ensemble_dice": ensemble_dice,
             "ensemble_gap_points": None if ensemble_dice is None else 100 * (student["mean"] - ensemble_dice),
         })
@@ -227,10 +236,12 @@ def collect_results(out: str | Path) -> dict[str, Any]:
             measured += [facts] if facts else []
             labelled_cases = len(read_json(run_dir / "split.json")["train"])
             cases = _test_cases(run_dir)
-            rows.append(stage_row(stage, summary, facts, _last_epoch(run_dir), cases[0]["distance_unit"],
+            log = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+            rows.append(stage_row(stage, summary, facts, log[-1], cases[0]["distance_unit"],
                                   labelled_cases, slices_per_step(run_dir),
                                   {case["case"]: float(case["dice"]) for case in cases},
-                                  stored_summary(run_dir, ENSEMBLE_EVAL)))
+                                  stored_summary(run_dir, ENSEMBLE_EVAL), _retested(run_dir, stage["teachers"]),
+                                  max((r["val_dice"] for r in log if r.get("val_dice") is not None), default=None)))
     name = yaml.safe_load((out / "experiment.yaml").read_text())["name"]
     return {
         "env": environment_info(),
@@ -240,6 +251,12 @@ def collect_results(out: str | Path) -> dict[str, Any]:
         "comparisons": compare_students(rows),
         "latency": {key: measured[0].get(key) for key in LATENCY_SETTINGS} if measured else None,
     }
+
+
+def _retested(run_dir: Path, teachers: list[str]) -> dict[str, dict[str, Any]]:
+    """``{teacher stage: its summary on the run's test cases}`` for the teachers evaluated there."""
+    summaries = {name: stored_summary(run_dir, teacher_eval(name)) for name in teachers}
+    return {name: summary for name, summary in summaries.items() if summary is not None}
 
 
 def write_results(out: str | Path, results: dict[str, Any]) -> Path:
@@ -285,7 +302,9 @@ MODELS_NOTE = (
 )
 ACCURACY_NOTE = (
     "3D metrics on the test cases. ± is the sd over seeds of each seed's mean over the test cases; for a group with "
-    "one seed (`cases` in the last column) it is the sd over its test cases. `(n = 1)`: one value, no spread."
+    "one seed (`cases` in the last column) it is the sd over its test cases. `(n = 1)`: one value, no spread. "
+    "val Dice: the best checkpoint's Dice on the validation cases (mean over seeds; – without validation), what a "
+    "recipe is chosen by."
 )
 COMPARISON_NOTE = (
     "Change in Dice points (× 100) of the mean over seeds. Beyond spread: the change is larger than the sd over "
@@ -317,10 +336,10 @@ def teachers_text(teachers: list[str] | None, aggregate: str | None) -> str:
 def accuracy_table(results: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     """Header and rows of the GROUPS' test metrics (mean ± sd) and what the ± is over."""
     unit = "/".join(sorted({row["distance_unit"] for row in results["rows"]}))
-    header = ["group", "Dice", "IoU", f"HD95 ({unit})", f"ASSD ({unit})", "± over"]
+    header = ["group", "val Dice", "Dice", "IoU", f"HD95 ({unit})", f"ASSD ({unit})", "± over"]
     rows = [
-        [g["group"], *(format_stats(g["overall"][m], 3 if m in ("dice", "iou") else 2) for m in METRICS),
-         spread_text(g)]
+        [g["group"], MISSING if g.get("val_dice") is None else f"{g['val_dice']:.3f}",
+         *(format_stats(g["overall"][m], 3 if m in ("dice", "iou") else 2) for m in METRICS), spread_text(g)]
         for g in results["groups"]
     ]
     return header, rows
@@ -521,10 +540,6 @@ def _seed_dice_text(group: dict[str, Any]) -> str:
 
 def _metric_stats(stats: dict[str, Any]) -> dict[str, dict[str, float | int]]:
     return {m: {"mean": stats[m]["mean"], "sd": stats[m]["sd"], "n": stats[m]["n"]} for m in METRICS}
-
-
-def _last_epoch(run_dir: Path) -> dict[str, Any]:
-    return json.loads((run_dir / "metrics.jsonl").read_text().splitlines()[-1])
 
 
 def _test_cases(run_dir: Path) -> list[dict[str, str]]:

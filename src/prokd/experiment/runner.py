@@ -50,6 +50,7 @@ from prokd.experiment.results import (
 )
 from prokd.experiment.stages import (
     evaluate_stage,
+    evaluate_teacher,
     evaluate_teachers_ensemble,
     measure_stages,
     stage_status,
@@ -252,6 +253,8 @@ def run_stage(
     evaluate_stage(run_dir, config.data, console)
     if stage.ensemble:
         evaluate_teachers_ensemble(run_dir, config.data, [out / "runs" / name for name in stage.teachers], console)
+    for name in stage.retested:
+        evaluate_teacher(run_dir, config.data, out / "runs" / name, console)
     return status
 
 
@@ -343,7 +346,8 @@ def stage_estimates(plan: list[Stage]) -> dict[str, float | None]:
     """Each stage's :func:`~prokd.experiment.estimate.stage_seconds`, by stage name."""
     models = {stage.name: stage.model for stage in plan}
     return {
-        stage.name: stage_seconds(stage.config, stage.split, [models[name] for name in stage.teachers], stage.ensemble)
+        stage.name: stage_seconds(stage.config, stage.split, [models[name] for name in stage.teachers], stage.ensemble,
+                                  [models[name] for name in stage.retested])
         for stage in plan
     }
 

@@ -19,7 +19,7 @@ from torch import nn
 from prokd.config import RunConfig, load_config
 from prokd.data.orientation import read_canonical
 from prokd.eval.efficiency import count_macs, count_parameters, measure_latency
-from prokd.eval.ensemble import ENSEMBLE_EVAL, evaluate_ensemble
+from prokd.eval.ensemble import ENSEMBLE_EVAL, evaluate_ensemble, teacher_eval
 from prokd.eval.evaluate import Evaluation, evaluate_run, summary_table, write_evaluation
 from prokd.infer.benchmark import benchmark, load_candidates
 from prokd.infer.predict import Predictor
@@ -95,20 +95,33 @@ def evaluate_teachers_ensemble(
     run_dir: Path, data: Path, teachers: Sequence[Path], console: Console | None = None
 ) -> Evaluation | None:
     """Evaluate the ensemble of ``teachers`` (their RUN folders; :mod:`prokd.eval.ensemble`) on the test cases of the
-    run in ``run_dir``, with its label map, into ``RUN/eval/teachers-ensemble/``, unless that is newer than the run's
-    best checkpoint.
+    run in ``run_dir`` into ``RUN/eval/teachers-ensemble/`` (:func:`evaluate_on_test_cases`)."""
+    return evaluate_on_test_cases(run_dir, data, teachers, ENSEMBLE_EVAL, "its teachers' ensemble", console)
+
+
+def evaluate_teacher(run_dir: Path, data: Path, teacher: Path, console: Console | None = None) -> Evaluation | None:
+    """Evaluate the teacher in ``teacher`` on the test cases of the run in ``run_dir`` (a teacher tested on other
+    cases than its student's) into ``RUN/eval/teacher-<teacher's folder>/`` (:func:`evaluate_on_test_cases`)."""
+    return evaluate_on_test_cases(run_dir, data, [teacher], teacher_eval(teacher.name), teacher.name, console)
+
+
+def evaluate_on_test_cases(
+    run_dir: Path, data: Path, runs: Sequence[Path], name: str, title: str, console: Console | None = None
+) -> Evaluation | None:
+    """Evaluate ``runs`` as one model (the mean of their probabilities) on the test cases of the run in ``run_dir``,
+    with its label map, into ``RUN/eval/<name>/``, unless that is newer than the run's best checkpoint.
 
     Returns:
         the new evaluation, or None when the existing one is up to date.
     """
-    out_dir = run_dir / "eval" / ENSEMBLE_EVAL
+    out_dir = run_dir / "eval" / name
     if is_fresh(out_dir / "summary.json", run_dir):
         return None
     label_map = load_config(run_dir / "config.yaml").label_map
-    evaluation = evaluate_ensemble(teachers, data, read_json(run_dir / "split.json")["test"], label_map)
-    write_evaluation(evaluation, out_dir, [resolve_checkpoint(teacher, "best") for teacher in teachers])
+    evaluation = evaluate_ensemble(runs, data, read_json(run_dir / "split.json")["test"], label_map)
+    write_evaluation(evaluation, out_dir, [resolve_checkpoint(run, "best") for run in runs])
     if console is not None:
-        console.print(summary_table(evaluation, title=f"{run_dir.name}: its teachers' ensemble — test split"))
+        console.print(summary_table(evaluation, title=f"{run_dir.name}: {title} — test split"))
     return evaluation
 
 

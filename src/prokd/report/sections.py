@@ -119,7 +119,8 @@ def results(experiment: Experiment, test_cases: list[dict[str, Any]]) -> list[Bl
         f"Test split: {split_note(test_cases)}. Dice, IoU, HD95 and ASSD are 3D metrics per test case. A group's "
         "value is the mean ± sd over its seeds of each seed's mean over the test cases ('± over: 3 seeds'); a group "
         "with one seed shows mean ± sd over the test cases instead ('± over: 8 cases'). '(n = 1)': a single value, "
-        "so no spread. Params, MACs (one forward pass on one slice) and latencies are means over the "
+        "so no spread. val Dice: the best checkpoint's Dice on the validation cases, what a recipe is chosen by "
+        "(mean over seeds). Params, MACs (one forward pass on one slice) and latencies are means over the "
         f"group's seeds. {latency_note(experiment.latency)}"
     )
     blocks = [
