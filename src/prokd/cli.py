@@ -269,7 +269,7 @@ def train(
 def train_teachers(
     data: DataOption,
     out: Annotated[Path, typer.Option(callback=absolute_path, help="Folder for the teachers' RUN folders and teachers.json.")],
-    by: Annotated[str, typer.Option(help="'site' (one teacher per site) or 'cases:K' (disjoint K-case subsets).")],
+    by: Annotated[str, typer.Option(help="'site' (one teacher per site), 'cases:K' (disjoint K-case subsets) or 'folds:K' (the K training sets of a cross-validation).")],
     model: Annotated[Optional[str], typer.Option(help="Registry model name of the teachers.", show_default=from_config(DEFAULTS.model.name))] = None,
     config: ConfigOption = None,
     minutes: MinutesOption = None,

@@ -9,6 +9,7 @@ import pytest
 from prokd.config import SplitConfig
 from prokd.data.splits import (
     check_disjoint,
+    cross_validation_sets,
     hold_out_site,
     holdout_split,
     kfold_split,
@@ -16,11 +17,13 @@ from prokd.data.splits import (
     load_split,
     loso_split,
     make_split,
+    parse_by,
     restrict,
     save_split,
     site_test_split,
     subsets_by_site,
     subsets_of_k,
+    teacher_training_sets,
 )
 
 SITE_SIZES = {"A": 20, "B": 12, "C": 5, "D": 2}
@@ -220,3 +223,30 @@ def test_load_split_errors_name_the_file(tmp_path):
     path.write_text(json.dumps({"train": [], "val": []}))
     with pytest.raises(ValueError, match=r"bad\.json: split has no 'test' list"):
         load_split(path)
+
+
+def test_cross_validation_sets_leave_out_each_fold_once_spread_over_the_sites():
+    cases = _cases()
+    train = [case.case_id for case in cases if case.site != "D"]
+    sets = cross_validation_sets(cases, train, folds=4, seed=2)
+    left_out = [sorted(set(train) - set(ids)) for ids in sets]
+    assert sorted(case_id for fold in left_out for case_id in fold) == sorted(train)  # each case left out once
+    assert all(set(ids) <= set(train) for ids in sets)
+    assert max(map(len, left_out)) - min(map(len, left_out)) <= 1
+    assert all(max(counts.values()) - min(counts.values()) <= 1
+               for counts in ({f: _site_counts(left_out[f]).get(site, 0) for f in range(4)} for site in "AB"))
+    with pytest.raises(ValueError, match="cannot make 4 folds from 3 cases"):
+        cross_validation_sets(cases, ["A00", "A01", "B00"], folds=4, seed=0)
+
+
+def test_teacher_training_sets_by_site_cases_and_folds():
+    cases = _cases()
+    train = [case.case_id for case in cases]
+    assert list(teacher_training_sets(cases, train, "site", seed=0)) == ["A", "B", "C", "D"]
+    assert list(teacher_training_sets(cases, train, "cases:10", seed=0)) == ["k0", "k1", "k2"]
+    folds = teacher_training_sets(cases, train, "folds:5", seed=0)
+    assert list(folds) == [f"fold{i}" for i in range(5)] and all(len(ids) in (31, 32) for ids in folds.values())
+    assert parse_by("folds:5") == ("folds", 5)
+    for bad in ("folds:1", "cases:0", "cases:x", "site:2", "sites"):
+        with pytest.raises(ValueError, match=r"must be 'site', 'cases:K' \(disjoint K-case subsets\) or 'folds:K'"):
+            parse_by(bad)

@@ -138,7 +138,7 @@ def test_cli_distill_with_a_leaky_split_is_one_error_line(phantom_data, teacher_
 
 
 def test_train_teachers_by_site_records_subsets_and_scores(phantom_data, tmp_path, tiny_config):
-    from prokd.train.teachers import parse_by, train_teachers
+    from prokd.train.teachers import train_teachers
 
     config = tiny_config(epochs=1, steps_per_epoch=2)
     records = train_teachers(phantom_data, tmp_path / "teachers", config, by="site")
@@ -151,9 +151,6 @@ def test_train_teachers_by_site_records_subsets_and_scores(phantom_data, tmp_pat
         assert 0.0 <= record["val_dice"] <= 1.0
         run_split = json.loads((tmp_path / "teachers" / record["name"] / "split.json").read_text())
         assert run_split["train"] == record["train_cases"]
-    assert parse_by("cases:3") == ("cases", 3)
-    with pytest.raises(ConfigError, match="--by"):
-        parse_by("cases:x")
 
 
 def test_cli_train_teachers_in_parallel(phantom_data, tmp_path):

@@ -90,7 +90,7 @@ ERRORS = [
     ({"teachers": [{"name": "t", "model": "unet-small", "steps": 20, "epochs": 3}]},
      "unknown key 'teachers[0].epochs'"),
     ({"teachers": [{"name": "t", "model": "unet-small", "steps": 20, "by": "hospital"}]},
-     "teachers[0].by: must be 'site' or 'cases:K'"),
+     "teachers[0].by: must be 'site', 'cases:K' (disjoint K-case subsets) or 'folds:K'"),
     ({"students": [student(overrides={"augment.enabld": True})]}, "students[0]: unknown key 'augment.enabld'"),
     ({"students": [student(overrides={"train.lr": -1.0})]}, "students[0]: 'train.lr' must be a finite positive number"),
     ({"students": [student(overrides={"train.epochs": 3})]},

@@ -168,6 +168,20 @@ def test_k_case_subsets_and_teacher_seeds(tmp_path, phantom_data, index, write_e
     assert plan[-1].teachers == ["teacher-site-k0-seed3", "teacher-site-k1-seed3"]  # the teacher's first seed
 
 
+def test_cross_validation_teachers_train_on_all_training_cases_but_one_fold_each(
+    tmp_path, phantom_data, index, write_experiment
+):
+    teachers = [{"name": "cv", "model": "unet-tiny", "steps": 20, "by": "folds:2"}]
+    students = [{"name": "kd", "model": "unet-tiny", "steps": 20, "teachers": ["cv"], "distill": {"aggregate": "mean"}}]
+    plan = plan_for(tmp_path, phantom_data, index, write_experiment, teachers=teachers, students=students)
+    fold0, fold1, student = plan
+    assert [fold0.name, fold1.name] == ["teacher-cv-fold0-seed0", "teacher-cv-fold1-seed0"]
+    train = student.split["train"]
+    left_out = [set(train) - set(fold0.split["train"]), set(train) - set(fold1.split["train"])]
+    assert left_out[0] and left_out[1] and not left_out[0] & left_out[1] and left_out[0] | left_out[1] == set(train)
+    assert student.teachers == [fold0.name, fold1.name]
+
+
 def test_saved_split_file_is_used(tmp_path, phantom_data, index, write_experiment):
     ids = [c.case_id for c in index.labeled]
     split = {"train": ids[:6], "val": ids[6:8], "test": ids[8:]}

@@ -182,6 +182,55 @@ def subsets_by_site(cases: Iterable[SiteCase], case_ids: Iterable[str]) -> dict[
     return {site: by_site[site] for site in sorted(by_site)}
 
 
+def cross_validation_sets(cases: Iterable[SiteCase], case_ids: Iterable[str], folds: int, seed: int) -> list[list[str]]:
+    """The training sets of a ``folds``-fold cross-validation of ``case_ids``: set i is every case but those of
+    fold i, the folds dealt site by site (:func:`kfold_split`), so each site is spread evenly over them.
+
+    Raises:
+        ValueError: ``folds < 2``, more folds than cases, or an id not among ``cases``.
+    """
+    ids = set(case_ids)
+    chosen = [case for case in cases if case.case_id in ids]
+    if len(chosen) != len(ids):
+        raise ValueError(f"case id {sorted(ids - {case.case_id for case in chosen})[0]!r} is not among the known cases")
+    return [kfold_split(chosen, folds, fold, val_fraction=0.0, seed=seed)["train"] for fold in range(folds)]
+
+
+TEACHER_SUBSETS = "'site', 'cases:K' (disjoint K-case subsets) or 'folds:K' (the K training sets of a K-fold " \
+                  "cross-validation)"
+
+
+def parse_by(by: str) -> tuple[str, int | None]:
+    """``"site"`` → ``("site", None)``; ``"cases:K"`` → ``("cases", K)``; ``"folds:K"`` → ``("folds", K)``.
+
+    Raises:
+        ValueError: anything else, or K < 1 (K < 2 for folds).
+    """
+    kind, _, k = by.partition(":")
+    if kind == "site" and not k:
+        return "site", None
+    if kind in ("cases", "folds") and k.isdigit() and int(k) >= (1 if kind == "cases" else 2):
+        return kind, int(k)
+    raise ValueError(f"must be {TEACHER_SUBSETS} (K >= 1, folds K >= 2), got {by!r}")
+
+
+def teacher_training_sets(
+    cases: Iterable[SiteCase], case_ids: Iterable[str], by: str, seed: int
+) -> dict[str, list[str]]:
+    """The training cases of each teacher drawn from ``case_ids`` as ``by`` says (:func:`parse_by`), by name: the
+    site's name, ``k<i>`` for the i-th disjoint K-case subset, ``fold<i>`` for every case but those of fold i.
+
+    Raises:
+        ValueError: ``by`` is malformed, or the subsets cannot be drawn from ``case_ids``.
+    """
+    kind, k = parse_by(by)
+    if kind == "site":
+        return subsets_by_site(cases, case_ids)
+    if kind == "cases":
+        return {f"k{i}": ids for i, ids in enumerate(subsets_of_k(case_ids, k, seed=seed))}
+    return {f"fold{i}": ids for i, ids in enumerate(cross_validation_sets(cases, case_ids, k, seed))}
+
+
 def subsets_of_k(case_ids: Iterable[str], k: int, seed: int, count: int | None = None) -> list[list[str]]:
     """Disjoint random subsets of ``k`` cases each: as many as fit, or the first ``count`` of them.
 

@@ -34,9 +34,8 @@ from typing import Any
 import yaml
 
 from prokd.config import ConfigError, RunConfig, SplitConfig, from_dict, load_config, plain
-from prokd.data.splits import load_split
+from prokd.data.splits import load_split, parse_by
 from prokd.models import list_models
-from prokd.train.teachers import parse_by
 
 TOP_LEVEL_KEYS = ("name", "data", "split", "base", "run", "seeds", "threads", "efficiency", "teachers", "students")
 CONTROLLED_KEYS = ("model.name", "train.seed", "train.epochs", "train.time_budget_minutes", "distill")
@@ -57,7 +56,8 @@ class EfficiencyConfig:
 
 @dataclass
 class TeacherEntry:
-    """A teacher recipe: one stage per seed, or, with ``by``, one per site / disjoint ``cases:K`` subset.
+    """A teacher recipe: one stage per seed, or, with ``by``, one per site / disjoint ``cases:K`` subset / training
+    set of a ``folds:K`` cross-validation (the K models of a cross-validation, distilled as one ensemble teacher).
 
     ``test_site``: the site this entry leaves out (its own leave-one-site-out split), None for the experiment's.
     """
@@ -276,8 +276,8 @@ def _check_entry(config: ExperimentConfig, entry: Entry, where: str, duplicate: 
         if entry.by is not None:
             try:
                 parse_by(entry.by)
-            except ConfigError:
-                raise ConfigError(f"{where}.by: must be 'site' or 'cases:K' with K > 0, got {entry.by!r}") from None
+            except ValueError as err:
+                raise ConfigError(f"{where}.by: {err}") from None
     else:
         _check_student(config, entry, where)
     try:

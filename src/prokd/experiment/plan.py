@@ -3,8 +3,9 @@
 A stage is one trained model and seed: a RunConfig, the case ids it trains, validates and is tested on, and
 its RUN folder ``runs/<stage>`` inside the experiment folder. Stage names (shared with ``prokd report``):
 
-* teachers ``teacher-<name>-seed<S>``; limit-trained teachers ``teacher-<name>-<subset>-seed<S>`` with the
-  subset a site name or ``k<i>`` for the i-th disjoint K-case subset;
+* teachers ``teacher-<name>-seed<S>``; teachers ``by`` subset ``teacher-<name>-<subset>-seed<S>`` with the
+  subset a site name, ``k<i>`` for the i-th disjoint K-case subset or ``fold<i>`` for the training set of fold i
+  of a cross-validation (all training cases but fold i's);
 * students ``student-<name>-seed<S>``.
 
 Every stage shares the experiment's validation and test cases, but for the entries with a ``test_site`` (their own
@@ -24,12 +25,11 @@ from typing import Any
 
 from prokd.config import ConfigError, RunConfig
 from prokd.data.datalist import CaseIndex
-from prokd.data.splits import hold_out_site, load_split, make_split, restrict, subsets_by_site, subsets_of_k
+from prokd.data.splits import hold_out_site, load_split, make_split, restrict, teacher_training_sets
 from prokd.experiment.config import Entry, ExperimentConfig, StudentEntry, TeacherEntry, compose_run
-from prokd.train.teachers import parse_by
 
 SUBSET_SEED = 0
-"""Seed of the disjoint ``cases:K`` teacher subsets and of a student's ``labelled`` cases."""
+"""Seed of the ``cases:K`` and ``folds:K`` teacher subsets and of a student's ``labelled`` cases."""
 
 
 @dataclass
@@ -201,13 +201,11 @@ def teacher_subsets(
     """``{subset name: training case ids}``; ``{None: train}`` for a teacher on all training cases."""
     if entry.by is None:
         return {None: train}
-    kind, k = parse_by(entry.by)
     try:
-        if kind == "site":
-            return {_slug(site): ids for site, ids in subsets_by_site(index.labeled, train).items()}
-        return {f"k{i}": ids for i, ids in enumerate(subsets_of_k(train, k, seed=SUBSET_SEED))}
+        subsets = teacher_training_sets(index.labeled, train, entry.by, seed=SUBSET_SEED)
     except ValueError as err:
         raise config.error(key, str(err)) from None
+    return {_slug(name): ids for name, ids in subsets.items()}
 
 
 def student_stage(

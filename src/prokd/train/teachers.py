@@ -1,4 +1,5 @@
-"""Limit-trained teachers: one supervised run per small subset of the training cases (one site, or k cases).
+"""Limit-trained teachers: one supervised run per subset of the training cases (one site, k cases, or the
+training set of one fold of a cross-validation).
 
 Every teacher shares the base split's validation and test cases, so its validation Dice is measured on
 cases it never saw. ``DIR/teachers.json`` records each teacher's subset and score; ``DIR/<name>/`` is an
@@ -15,7 +16,7 @@ from typing import Any
 
 from prokd.config import ConfigError, RunConfig, save_config
 from prokd.data.datalist import load_cases
-from prokd.data.splits import load_split, make_split, save_split, subsets_by_site, subsets_of_k
+from prokd.data.splits import load_split, make_split, save_split, teacher_training_sets
 from prokd.models import get_spec
 from prokd.threads import default_threads
 from prokd.runs.checkpoint import load_checkpoint
@@ -29,25 +30,19 @@ TEACHERS_FOLDER = FolderKind("prokd teachers folder", markers=("config.yaml", "s
 folder ``<name>/``, plus ``teachers.json``."""
 
 
-def parse_by(by: str) -> tuple[str, int | None]:
-    """``"site"`` → ``("site", None)``; ``"cases:K"`` → ``("cases", K)``."""
-    kind, _, k = by.partition(":")
-    if kind == "site" and not k:
-        return "site", None
-    if kind == "cases" and k.isdigit() and int(k) > 0:
-        return "cases", int(k)
-    raise ConfigError(f"--by must be 'site' or 'cases:K' with K > 0, got {by!r}")
-
-
 def teacher_subsets(data: str | Path, config: RunConfig, by: str) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
-    """The base split and ``{teacher name: training case ids}`` drawn from its training cases."""
+    """The base split and ``{teacher name: training case ids}`` drawn from its training cases
+    (:func:`~prokd.data.splits.teacher_training_sets`).
+
+    Raises:
+        ConfigError: ``by`` is malformed or its subsets cannot be drawn.
+    """
     cases = load_cases(data).labeled
     split = make_split(cases, config.split, config.train.seed)
-    kind, k = parse_by(by)
-    if kind == "site":
-        return split, subsets_by_site(cases, split["train"])
-    subsets = subsets_of_k(split["train"], k, seed=config.train.seed)
-    return split, {f"cases{k}-{i}": subset for i, subset in enumerate(subsets)}
+    try:
+        return split, teacher_training_sets(cases, split["train"], by, seed=config.train.seed)
+    except ValueError as err:
+        raise ConfigError(f"--by {err}") from None
 
 
 def train_teachers(
