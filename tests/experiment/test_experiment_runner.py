@@ -380,4 +380,6 @@ def test_a_student_without_labels_is_compared_with_its_baseline_its_teachers_and
                  for run in others}
     assert label_free["teachers_dice"] == {name: s["summary"]["overall"]["dice"]["mean"] for name, s in on_site_d.items()}
     assert comparison["best_teacher_dice"] == max(label_free["teachers_dice"].values())
+    own_site = (out / "results" / "results.md").read_text().split("## Own site and other sites")[1]
+    assert all(f"| teacher-site-{site} | {site} | " in own_site for site in ("SiteA", "SiteB", "SiteC", "SiteD"))
     assert "; vs its teachers' ensemble: " in verdict_lines(results)[0]

@@ -14,7 +14,7 @@ from prokd.data.splits import holdout_split
 from prokd.experiment.config import load_experiment
 from prokd.experiment.plan import make_plan
 
-PLAN_KEYS = {"stage", "kind", "group", "model", "seed", "run", "teachers", "aggregate", "labelled", "budget",
+PLAN_KEYS = {"stage", "kind", "group", "model", "seed", "run", "teachers", "aggregate", "labelled", "budget", "site",
              "baseline"}
 
 
@@ -137,6 +137,9 @@ def test_with_a_saved_split_a_held_out_site_student_learns_from_the_other_sites_
     plan = plan_for(tmp_path, phantom_data, index, write_experiment, split={"file": "split.json"},
                     teachers=teachers, students=students)
     *site_teachers, three_sites, no_labels, kd = plan
+    assert [teacher.site for teacher in site_teachers] == ["SiteA", "SiteB", "SiteC", "SiteD"]
+    assert three_sites.site is None and not {*site_teachers[0].split["train"]} - {
+        c.case_id for c in index.labeled if c.site == "SiteA"}
     site_d = sorted(c.case_id for c in index.labeled if c.site == "SiteD")
     assert all(teacher.split == {**saved, "train": teacher.split["train"]} for teacher in site_teachers)
     assert three_sites.split == {"train": [i for i in saved["train"] if i not in site_d],

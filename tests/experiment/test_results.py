@@ -20,6 +20,7 @@ from prokd.experiment.results import (
     format_stats,
     group_rows,
     mean_sd,
+    own_site_table,
     results_markdown,
     slices_per_step,
     slices_text,
@@ -28,11 +29,12 @@ from prokd.experiment.results import (
     write_results,
 )
 
-ROW_KEYS = {"stage", "group", "kind", "model", "seed", "run", "teachers", "aggregate", "baseline", "labelled",
+ROW_KEYS = {"stage", "group", "kind", "model", "seed", "run", "teachers", "aggregate", "baseline", "labelled", "site",
             "labelled_cases", "budget", "params", "macs", "latency_slice_ms", "latency_volume_ms", "train_minutes",
             "steps", "slices", "distance_unit", "overall", "sites", "case_dice", "teachers_ensemble",
             "teachers_dice", "val_dice"}
 GROUP_KEYS = {"group", "kind", "model", "seeds", "labelled_cases", "budget", "slices", "teachers", "aggregate", "steps",
+              "site",
               "params",
               "macs", "latency_slice_ms", "latency_volume_ms", "train_minutes", "overall", "sites", "sd_over",
               "case_dice", "val_dice"}
@@ -403,3 +405,15 @@ def test_groups_tested_on_different_sites_are_ranked_site_by_site():
         "Best model on the test cases of A", "Best student on the test cases of A", "Best model on the test cases of B"]
     assert lines[0].startswith("Best model on the test cases of A: teacher-others-A (unet-small), Dice 0.700")
     assert lines[2] == "Best model on the test cases of B: student-no-labels-B (unet-small), Dice 0.800 (one seed)"
+
+
+def test_a_teacher_trained_on_one_site_is_scored_there_and_elsewhere():
+    def site_stats(mean: float, n: int) -> dict[str, Any]:
+        return {"dice": {"mean": mean, "sd": 0.1, "n": n}}
+
+    teacher = {"group": "teacher-site-A", "site": "A",
+               "sites": {"A": site_stats(0.80, 2), "B": site_stats(0.50, 2), "C": site_stats(0.20, 1)}}
+    student = {"group": "student-x", "site": None, "sites": teacher["sites"]}
+    header, rows = own_site_table([teacher, student])
+    assert header == ["group", "own site", "Dice there", "Dice elsewhere", "elsewhere − there"]
+    assert rows == [["teacher-site-A", "A", "0.800", "0.400", "-40.0"]]  # (2 * 0.5 + 0.2) / 3 over the test cases

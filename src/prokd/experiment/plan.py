@@ -25,7 +25,7 @@ from typing import Any
 
 from prokd.config import ConfigError, RunConfig
 from prokd.data.datalist import CaseIndex
-from prokd.data.splits import hold_out_site, load_split, make_split, restrict, teacher_training_sets
+from prokd.data.splits import hold_out_site, load_split, make_split, parse_by, restrict, teacher_training_sets
 from prokd.experiment.config import Entry, ExperimentConfig, StudentEntry, TeacherEntry, compose_run
 
 SUBSET_SEED = 0
@@ -47,6 +47,7 @@ class Stage:
             the student trained the same way without teachers (same run config but for ``distill`` and seed, same
             training cases), if the experiment has one.
         ensemble: whether the teachers' ensemble is evaluated on the stage's test cases too.
+        site: for a teacher ``by: site``, the site it trained on (its own site in the results).
         retested: its teachers tested on other cases than the stage's, each evaluated on the stage's test cases
             too (``RUN/eval/teacher-<stage>/``), so that the student is compared with them on the same cases.
     """
@@ -66,6 +67,7 @@ class Stage:
     baseline: str | None = None
     ensemble: bool = False
     retested: list[str] = dataclasses.field(default_factory=list)
+    site: str | None = None
 
     @property
     def run(self) -> str:
@@ -93,6 +95,7 @@ class Stage:
             "labelled": self.labelled,
             "budget": dict(self.budget),
             "baseline": self.baseline,
+            "site": self.site,
         }
 
 
@@ -187,25 +190,29 @@ def teacher_stages(
 ) -> list[Stage]:
     """One stage per seed and training subset (the whole training set, each site, or each K-case subset)."""
     subsets = teacher_subsets(config, entry, f"teachers[{i}].by", split["train"], index)
-    return [
-        _stage(config, entry, f"teachers[{i}]", "teacher", _join("teacher", entry.name, subset), seed,
-               {**split, "train": ids}, [])
-        for seed in config.teacher_seeds(entry)
-        for subset, ids in subsets.items()
-    ]
+    by_site = entry.by is not None and parse_by(entry.by)[0] == "site"
+    stages = []
+    for seed in config.teacher_seeds(entry):
+        for subset, ids in subsets.items():
+            stage = _stage(config, entry, f"teachers[{i}]", "teacher", _join("teacher", entry.name, _slug(subset)),
+                           seed, {**split, "train": ids}, [])
+            stage.site = subset if by_site else None
+            stages.append(stage)
+    return stages
 
 
 def teacher_subsets(
     config: ExperimentConfig, entry: TeacherEntry, key: str, train: list[str], index: CaseIndex
 ) -> dict[str | None, list[str]]:
-    """``{subset name: training case ids}``; ``{None: train}`` for a teacher on all training cases."""
+    """``{subset name (a site's name, ``k<i>``, ``fold<i>``): training case ids}``; ``{None: train}`` for a teacher
+    on all training cases."""
     if entry.by is None:
         return {None: train}
     try:
         subsets = teacher_training_sets(index.labeled, train, entry.by, seed=SUBSET_SEED)
     except ValueError as err:
         raise config.error(key, str(err)) from None
-    return {_slug(name): ids for name, ids in subsets.items()}
+    return subsets
 
 
 def student_stage(
@@ -281,6 +288,6 @@ def _join(*parts: str | None) -> str:
     return "-".join(part for part in parts if part)
 
 
-def _slug(text: str) -> str:
+def _slug(text: str | None) -> str | None:
     """A site name as it appears in a stage name (characters other than letters, digits, - and _ become -)."""
-    return re.sub(r"[^A-Za-z0-9_-]+", "-", text).strip("-") or "site"
+    return None if text is None else re.sub(r"[^A-Za-z0-9_-]+", "-", text).strip("-") or "site"

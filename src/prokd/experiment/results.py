@@ -83,6 +83,7 @@ def stage_row(
     """
     return {
         **{key: stage[key] for key in ("stage", "group", "kind", "model", "seed", "run", "teachers", "aggregate")},
+        "site": stage.get("site"),
         "baseline": stage.get("baseline"),
         "labelled": stage.get("labelled"),
         "labelled_cases": labelled_cases,
@@ -136,6 +137,7 @@ def _group(name: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
         "slices": first.get("slices"),
         "teachers": first["teachers"],
         "aggregate": first["aggregate"],
+        "site": first.get("site"),
         "steps": round(_mean_of(rows, "steps")),
         "params": None if params is None else round(params),
         "macs": None if macs is None else round(macs),
@@ -292,6 +294,9 @@ def results_markdown(results: dict[str, Any]) -> str:
         "", "## Size and speed", "", latency_note(results.get("latency")), "", *markdown_table(*speed_table(groups)),
         "", "## Dice per site", "", *markdown_table(["group", *sites], site_rows),
     ]
+    own_site = own_site_table(groups)
+    if own_site[1]:
+        lines += ["", "## Own site and other sites", "", OWN_SITE_NOTE, "", *markdown_table(*own_site)]
     return "\n".join([*lines, *comparisons_markdown(results.get("comparisons", []))]) + "\n"
 
 
@@ -305,6 +310,10 @@ ACCURACY_NOTE = (
     "one seed (`cases` in the last column) it is the sd over its test cases. `(n = 1)`: one value, no spread. "
     "val Dice: the best checkpoint's Dice on the validation cases (mean over seeds; – without validation), what a "
     "recipe is chosen by."
+)
+OWN_SITE_NOTE = (
+    "Models trained on one site's cases: test Dice on that site's test cases and on the other sites' (mean over "
+    "their test cases; ± over seeds is in the table above), and how many Dice points they lose away from home."
 )
 COMPARISON_NOTE = (
     "Change in Dice points (× 100) of the mean over seeds. Beyond spread: the change is larger than the sd over "
@@ -323,6 +332,24 @@ def models_table(groups: list[dict[str, Any]]) -> tuple[list[str], list[list[str
          str(g.get("steps", MISSING)), slices_text(g.get("slices")), f"{g['train_minutes']:.1f}"]
         for g in groups
     ]
+    return header, rows
+
+
+def own_site_table(groups: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of each GROUP trained on one site (a teacher ``by: site``): its test Dice on that site's
+    cases and on the other sites' (the mean over their test cases) and the difference in points; no rows when no
+    group is."""
+    header = ["group", "own site", "Dice there", "Dice elsewhere", "elsewhere − there"]
+    rows = []
+    for group in groups:
+        sites = group["sites"]
+        if group.get("site") not in sites or len(sites) < 2:
+            continue
+        own = sites[group["site"]]["dice"]["mean"]
+        others = [stats["dice"] for site, stats in sites.items() if site != group["site"]]
+        elsewhere = sum(d["mean"] * d["n"] for d in others) / sum(d["n"] for d in others)
+        rows.append([group["group"], group["site"], f"{own:.3f}", f"{elsewhere:.3f}",
+                     signed_points(100 * (elsewhere - own))])
     return header, rows
 
 

@@ -23,7 +23,15 @@ import numpy as np
 
 from prokd.config import load_config
 from prokd.eval.calibration import run_calibration
-from prokd.experiment.results import COMPARISON_NOTE, MISSING, accuracy_table, comparison_table, format_stats
+from prokd.experiment.results import (
+    COMPARISON_NOTE,
+    MISSING,
+    OWN_SITE_NOTE,
+    accuracy_table,
+    comparison_table,
+    format_stats,
+    own_site_table,
+)
 from prokd.experiment.results import latency_note, models_table, speed_table, verdict_lines
 from prokd.report.blocks import Block, Bullets, Facts, Heading, Paragraph, Plot, Table
 from prokd.report.figures import Colour, Curve, GroupPoint, dice_latency, group_colours, pareto_front
@@ -130,6 +138,9 @@ def results(experiment: Experiment, test_cases: list[dict[str, Any]]) -> list[Bl
         Heading("Test Dice per site", 3),
         Table(["group", *sites], site_rows),
     ]
+    own_site = own_site_table(experiment.groups)
+    if own_site[1]:
+        blocks += [Heading("Own site and other sites", 3), Paragraph(OWN_SITE_NOTE), Table(*own_site)]
     if experiment.comparisons:
         blocks += [
             Heading("Distilled students against their baseline and their best teacher", 3),
