@@ -106,3 +106,17 @@ def test_an_exported_file_is_evaluated_on_its_run_split(exported, trained_run, p
     from_run = evaluate_run(trained_run, phantom_data, split="val", write=False)
     assert [row["case"] for row in from_onnx.rows] == [row["case"] for row in from_run.rows]
     np.testing.assert_allclose([r["dice"] for r in from_onnx.rows], [r["dice"] for r in from_run.rows], atol=1e-3)
+
+
+def test_int8_calibration_of_a_run_without_labels_uses_the_images_it_learned_from(trained_run, phantom_data):
+    from prokd.infer.quantize import calibration_slices, learned_from
+    from prokd.runs.checkpoint import load_checkpoint
+
+    payload = load_checkpoint(trained_run / "checkpoints" / "best.pt")
+    assert learned_from(payload) == set(payload["split"]["train"])
+    test = payload["split"]["test"]
+    label_free = {**payload, "split": {"train": [], "val": [], "test": test},
+                  "config": {**payload["config"], "distill": {**(payload["config"]["distill"] or {}), "no_labels": True}}}
+    assert learned_from(label_free) == set(test)
+    slices = calibration_slices(label_free, phantom_data, count=8)
+    assert slices.shape == (8, *calibration_slices(payload, phantom_data, count=8).shape[1:])

@@ -56,21 +56,21 @@ def run_data(checkpoint: Path) -> Path:
 def calibration_slices(
     payload: dict[str, Any], data: str | Path, count: int = CALIBRATION_SLICES
 ) -> np.ndarray:
-    """``count`` network inputs ``(count, C, S, S)`` float32 from the training cases of the checkpoint ``payload``
-    in ``data``: every training case contributes, slices evenly spaced through each volume.
+    """``count`` network inputs ``(count, C, S, S)`` float32 from the images the checkpoint ``payload`` learned from
+    in ``data`` (:func:`learned_from`): every such case contributes, slices evenly spaced through each volume.
 
     Raises:
         FileNotFoundError: ``data`` does not exist.
-        ValueError: none of the run's training cases is in ``data``.
+        ValueError: none of those cases is in ``data``.
     """
     if not Path(data).exists():
         raise FileNotFoundError(f"{data}: calibration data not found (give the run's dataset with --data)")
     preprocess: PreprocessConfig = preprocess_from_checkpoint(payload)
     index = load_cases(data)
-    wanted = set(payload["split"]["train"])
+    wanted = learned_from(payload)
     cases = [case for case in index.labeled if case.case_id in wanted]
     if not cases:
-        raise ValueError(f"{data}: holds none of the run's {len(wanted)} training cases; give the run's dataset")
+        raise ValueError(f"{data}: holds none of the {len(wanted)} cases the run learned from; give the run's dataset")
     preprocessor = Preprocessor(preprocess)
     per_case = -(-count // len(cases))
     inputs = []
@@ -80,6 +80,13 @@ def calibration_slices(
         inputs.append(volume_inputs(grid, preprocess.context)[_spread_indices(len(grid), per_case)])
     stacked = np.concatenate(inputs)
     return stacked[_spread_indices(len(stacked), count)].astype(np.float32)
+
+
+def learned_from(payload: dict[str, Any]) -> set[str]:
+    """The labelled cases whose images the checkpoint ``payload`` learned from: its training cases, or, for a run
+    distilled without labels (``distill.no_labels``), its test cases, whose images it saw without their labels."""
+    distill = payload.get("config", {}).get("distill") or {}
+    return set(payload["split"]["test" if distill.get("no_labels") else "train"])
 
 
 def _spread_indices(length: int, count: int) -> np.ndarray:
