@@ -7,6 +7,7 @@ and are replaced when the same split is evaluated again.
 from __future__ import annotations
 
 import csv
+import io
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from rich.console import Console
 
 from prokd.data.datalist import load_case, load_cases
 from prokd.eval.metrics import case_metrics, format_stats, summarize
+from prokd.files import atomic_write_text
 from prokd.infer.predict import Predictor
 from prokd.table import FittedTable
 from prokd.runs.checkpoint import load_checkpoint, resolve_checkpoint
@@ -112,12 +114,13 @@ def stored_summary(run: str | Path, split: str) -> dict[str, Any] | None:
 
 def write_evaluation(evaluation: Evaluation, out_dir: Path, checkpoint: Path | Sequence[Path]) -> None:
     """``out_dir/cases.csv`` and ``out_dir/summary.json``, which names the checkpoint evaluated (or the
-    checkpoints of an ensemble)."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    with (out_dir / "cases.csv").open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(evaluation.rows[0]))
-        writer.writeheader()
-        writer.writerows(evaluation.rows)
+    checkpoints of an ensemble); each written atomically, ``summary.json`` last (what :func:`stored_summary` and
+    :func:`~prokd.runs.folder.is_fresh` look at)."""
+    table = io.StringIO(newline="")
+    writer = csv.DictWriter(table, fieldnames=list(evaluation.rows[0]))
+    writer.writeheader()
+    writer.writerows(evaluation.rows)
+    atomic_write_text(out_dir / "cases.csv", table.getvalue())
     write_json(
         out_dir / "summary.json",
         {"split": evaluation.split, "checkpoint": str(checkpoint) if isinstance(checkpoint, Path) else

@@ -1,8 +1,9 @@
 """Field-of-view and resolution shifts of a test case, and their exact way back to the original grid.
 
 Sites and scanners frame the prostate differently: a tighter or wider field of view, a finer or coarser in-plane
-grid. A model that learned one framing can fail on another, so the protocol of ``benchmarks/field_of_view.py``
-also predicts every test case
+grid. A model that learned one framing can fail on another, so the protocol (:mod:`prokd.eval.field_of_view_eval`,
+run by ``prokd experiment`` for entries with ``field_of_view: true`` and by ``benchmarks/field_of_view.py``) also
+predicts every test case
 
 - **cropped** to 0.6x its in-plane field of view (centred; what lies outside is not seen, and counts as
   background when the mask goes back),

@@ -1,0 +1,90 @@
+"""The field-of-view protocol on a run: per case and shift, against the ordinary test evaluation; the ceiling;
+stored in ``RUN/eval/field-of-view/`` and reused while newer than the checkpoint."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from prokd.data.datalist import Case, LoadedCase
+from prokd.data.io import Geometry
+from prokd.eval.evaluate import evaluate_predictor
+from prokd.eval.field_of_view import FIELD_OF_VIEW_CURVE
+from prokd.eval.field_of_view_eval import case_rows, field_of_view_of_run, largest_drop
+from prokd.infer.predict import Prediction, Predictor
+from prokd.train.runner import train_run
+
+SHIFTS = [shift.name for shift in FIELD_OF_VIEW_CURVE]
+
+
+@pytest.fixture(scope="module")
+def run(phantom_data, tmp_path_factory, tiny_config):
+    """A unet-tiny run trained for 20 steps on the phantom (64² grid), predicting without flip TTA (half the time)."""
+    config = tiny_config(epochs=2, steps_per_epoch=10)
+    config.model.name = "unet-tiny"
+    config.postprocess.flip_tta = False
+    folder = tmp_path_factory.mktemp("fov") / "run"
+    train_run(phantom_data, folder, config)
+    return folder
+
+
+def test_the_original_shift_is_the_test_evaluation_and_the_result_is_reused_while_fresh(run, phantom_data):
+    test_cases = json.loads((run / "split.json").read_text())["test"][:2]
+    evaluation, computed = field_of_view_of_run(run, phantom_data, test_cases)
+    assert computed and [(row["case"], row["shift"]) for row in evaluation.rows] == [
+        (case, shift) for case in test_cases for shift in SHIFTS
+    ]
+    predictor = Predictor.from_checkpoint(run)
+    ordinary = evaluate_predictor(predictor, phantom_data, "test", {"test": test_cases}, None, None, run)
+    original = {row["case"]: row["dice"] for row in evaluation.rows if row["shift"] == "original"}
+    assert original == {row["case"]: row["dice"] for row in ordinary.rows}  # same predictor and cases, same Dice
+    assert 0 < min(original.values())
+    ceiling = {shift: [row["ceiling"] for row in evaluation.rows if row["shift"] == shift] for shift in SHIFTS}
+    assert all(value == 1.0 for shift in ("original", "pad 1.5x", "pad 2x", "resample 2x") for value in ceiling[shift])
+    assert all(0 < value <= 1 for value in ceiling["crop 0.6x"] + ceiling["resample 0.5x"])
+    assert list(evaluation.summary) == SHIFTS
+    assert evaluation.summary["original"]["dice"]["mean"] == pytest.approx(np.mean(list(original.values())))
+    assert evaluation.summary["pad 2x"]["ceiling"] == {"mean": 1.0, "sd": 0.0, "n": 2}
+
+    out = run / "eval" / "field-of-view"
+    stored = json.loads((out / "summary.json").read_text())
+    assert stored["checkpoint"] == str(run / "checkpoints" / "best.pt") and stored["summary"] == evaluation.summary
+    again, computed = field_of_view_of_run(run, phantom_data, test_cases)
+    assert not computed and again.rows == evaluation.rows and again.summary == evaluation.summary
+    _, computed = field_of_view_of_run(run, phantom_data, test_cases[:1])  # other cases: evaluated again
+    assert computed and not field_of_view_of_run(run, phantom_data, test_cases[:1])[1]
+
+    best = run / "checkpoints" / "best.pt"
+    newer = (out / "summary.json").stat().st_mtime_ns + 10**9
+    os.utime(best, ns=(newer, newer))  # a checkpoint written after the evaluation
+    _, computed = field_of_view_of_run(run, phantom_data, test_cases[:1])
+    assert computed
+
+
+class Thresholded:
+    """A stand-in model: the image's bright voxels (``image > 50``) as the mask."""
+
+    def predict(self, image: np.ndarray, spacing) -> Prediction:
+        return Prediction(image.astype(np.float32) / 100, (image > 50).astype(np.uint8))
+
+
+def test_the_ceiling_is_what_a_crop_cuts_off():
+    """A gland filling every slice ``(3, 40, 50)``: the 0.6x crop keeps its centre ``24 × 30``."""
+    label = np.ones((3, 40, 50), np.uint8)
+    loaded = LoadedCase(Case("c0", Path("c0.nii.gz"), Path("c0_label.nii.gz"), "SiteA"), 100 * label.astype(np.float32), label,
+                        Geometry(spacing=(3.0, 0.5, 0.5)))
+    rows = {row["shift"]: row for row in case_rows(Thresholded(), loaded)}
+    kept = 24 * 30
+    assert rows["crop 0.6x"]["ceiling"] == pytest.approx(2 * kept / (kept + 40 * 50))
+    assert rows["crop 0.6x"]["dice"] == pytest.approx(rows["crop 0.6x"]["ceiling"])
+    assert all(rows[shift]["ceiling"] == 1.0 and rows[shift]["dice"] == 1.0 for shift in SHIFTS if shift != "crop 0.6x")
+    assert {row["case"] for row in rows.values()} == {"c0"} and {row["site"] for row in rows.values()} == {"SiteA"}
+
+
+def test_the_largest_drop_names_the_worst_shift_in_points():
+    assert largest_drop({"crop 0.6x": 0.70, "original": 0.876, "pad 2x": 0.397}) == ("pad 2x", pytest.approx(-47.9))
+    assert largest_drop({"original": 0.8, "resample 2x": 0.81}) == ("resample 2x", pytest.approx(1.0))
