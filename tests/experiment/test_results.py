@@ -17,6 +17,7 @@ from prokd.experiment.results import (
     compare_students,
     comparison_line,
     comparison_table,
+    field_of_view_table,
     format_stats,
     group_rows,
     mean_sd,
@@ -32,13 +33,14 @@ from prokd.experiment.results import (
 ROW_KEYS = {"stage", "group", "kind", "model", "seed", "run", "teachers", "aggregate", "baseline", "labelled", "site",
             "labelled_cases", "budget", "params", "macs", "latency_slice_ms", "latency_volume_ms", "train_minutes",
             "steps", "slices", "distance_unit", "overall", "sites", "case_dice", "teachers_ensemble",
-            "teachers_dice", "val_dice"}
+            "teachers_dice", "val_dice", "field_of_view"}
 GROUP_KEYS = {"group", "kind", "model", "seeds", "labelled_cases", "budget", "slices", "teachers", "aggregate", "steps",
               "site",
               "params",
               "macs", "latency_slice_ms", "latency_volume_ms", "train_minutes", "overall", "sites", "sd_over",
-              "case_dice", "val_dice"}
+              "case_dice", "val_dice", "field_of_view"}
 TRAIN_CASES = 12
+SHIFT_NAMES = ("crop 0.6x", "original", "pad 1.5x", "pad 2x", "resample 0.5x", "resample 2x")
 
 
 def stats(dice: float, n: int) -> dict[str, dict[str, float]]:
@@ -228,10 +230,17 @@ def test_collect_and_write_results_from_a_folder(tmp_path):
     for entry, (_, summary_, facts, log) in zip(plan, STAGES):
         write_stage(out, entry, summary_, facts, log, evaluated_at=2000)
     write_stage(out, stale, *STAGES[1][1:], evaluated_at=500)  # evaluated before its best checkpoint was replaced
+    curve = field_of_view_summary([0.70, 0.876, 0.788, 0.397, 0.862, 0.875])
+    for entry, evaluated_at in ((plan[0], 2000), (plan[1], 500)):  # the student's is older than its checkpoint
+        stored = out / entry["run"] / "eval" / "field-of-view" / "summary.json"
+        stored.parent.mkdir()
+        stored.write_text(json.dumps({"split": "test", "summary": curve}))
+        os.utime(stored, (evaluated_at, evaluated_at))
 
     results = collect_results(out)
     assert results["experiment"] == "hand" and "torch" in results["env"]
     expected = [{**row, "case_dice": {"c1": 0.8}, "val_dice": 0.64} for row in make_rows()]  # cases.csv, metrics
+    expected[0]["field_of_view"] = {shift: {"dice": s["dice"]["mean"], "ceiling": 1.0} for shift, s in curve.items()}
     assert results["rows"] == expected  # the stale and the pending stage are left out
     assert results["latency"] == {"threads": 2, "repeats": 30, "volume_repeats": 3}
     assert [group["group"] for group in results["groups"]] == ["teacher-full", "student-kd"]
@@ -417,3 +426,55 @@ def test_a_teacher_trained_on_one_site_is_scored_there_and_elsewhere():
     header, rows = own_site_table([teacher, student])
     assert header == ["group", "own site", "Dice there", "Dice elsewhere", "elsewhere − there"]
     assert rows == [["teacher-site-A", "A", "0.800", "0.400", "-40.0"]]  # (2 * 0.5 + 0.2) / 3 over the test cases
+
+
+def field_of_view_summary(dice: list[float], ceiling: list[float] | None = None) -> dict[str, Any]:
+    """A stored field-of-view summary over 4 test cases: Dice and ceiling (1 by default) per shift, in the protocol's
+    order: crop 0.6x, original, pad 1.5x, pad 2x, resample 0.5x, resample 2x."""
+    return {shift: {"dice": {"mean": d, "sd": 0.02, "n": 4}, "ceiling": {"mean": c, "sd": 0.0, "n": 4}}
+            for shift, d, c in zip(SHIFT_NAMES, dice, ceiling or [1.0] * 6)}
+
+
+def test_the_field_of_view_curve_of_each_group_and_its_largest_drop():
+    curves = [  # teacher, student-kd seed 0, seed 1 (as STAGES)
+        field_of_view_summary([0.70, 0.876, 0.788, 0.397, 0.862, 0.875], [0.95, 1.0, 1.0, 1.0, 0.972, 1.0]),
+        field_of_view_summary([0.79, 0.80, 0.80, 0.79, 0.80, 0.80]),
+        field_of_view_summary([0.83, 0.84, 0.84, 0.82, 0.84, 0.84]),
+    ]
+    rows = [stage_row(plan_entry(stage), summary_, facts, log, "px", TRAIN_CASES, field_of_view=curve)
+            for (stage, summary_, facts, log), curve in zip(STAGES, curves)]
+    assert rows[0]["field_of_view"]["crop 0.6x"] == {"dice": 0.70, "ceiling": 0.95}
+    teacher, kd = group_rows(rows)
+    assert teacher["field_of_view"] == rows[0]["field_of_view"]
+    assert kd["field_of_view"]["pad 2x"] == pytest.approx({"dice": 0.805, "ceiling": 1.0})  # the mean over seeds
+    assert kd["field_of_view"]["crop 0.6x"]["dice"] == pytest.approx(0.81)
+
+    header, table = field_of_view_table([teacher, kd, *group_rows([scratch_row(0, 0.70)])])  # scratch: not evaluated
+    assert header == ["group", "original", "crop 0.6x", "pad 1.5x", "pad 2x", "resample 0.5x", "resample 2x",
+                      "largest drop", "within 2 points"]
+    assert table == [
+        ["ceiling: the label itself", "1.000", "0.950", "1.000", "1.000", "0.972", "1.000", "-5.0 (crop 0.6x)", "–"],
+        ["teacher-full", "0.876", "0.700", "0.788", "0.397", "0.862", "0.875", "-47.9 (pad 2x)", "no"],
+        ["student-kd", "0.820", "0.810", "0.820", "0.805", "0.820", "0.820", "-1.5 (pad 2x)", "yes"],
+    ]
+    one_seed_evaluated = group_rows([rows[1], {**rows[2], "field_of_view": None}])[0]
+    assert one_seed_evaluated["field_of_view"] is None
+
+    markdown = results_markdown({"experiment": "x", "rows": rows, "groups": [teacher, kd], "latency": None})
+    section = markdown.split("## Field of view")[1]
+    assert "within 2 points of the original at every shift" in section
+    assert "| student-kd | 0.820 | 0.810 | 0.820 | 0.805 | 0.820 | 0.820 | -1.5 (pad 2x) | yes |" in section
+    plain = group_rows(make_rows())
+    assert "## Field of view" not in results_markdown({"experiment": "x", "rows": make_rows(), "groups": plain,
+                                                       "latency": None})
+
+
+def test_groups_tested_on_other_sites_get_their_own_ceiling():
+    curve = {"dice": 0.8, "ceiling": 1.0}
+    here = {"group": "student-a", "sites": {"SiteA": {}, "SiteB": {}}, "field_of_view": {
+        shift: {**curve, "ceiling": 0.9 if shift == "crop 0.6x" else 1.0} for shift in SHIFT_NAMES}}
+    there = {"group": "student-d", "sites": {"SiteD": {}}, "field_of_view": {shift: curve for shift in SHIFT_NAMES}}
+    _, table = field_of_view_table([here, there])
+    assert [row[0] for row in table] == ["ceiling: the label itself (SiteA, SiteB)", "ceiling: the label itself (SiteD)",
+                                         "student-a", "student-d"]
+    assert table[0][2] == "0.900" and table[1][2] == "1.000" and table[2][-2:] == ["+0.0 (crop 0.6x)", "yes"]

@@ -7,8 +7,10 @@ sets each distilled student group against its baseline (the same student without
 entry names, see :func:`prokd.experiment.plan.link_baselines`), against its best teacher and, when evaluated,
 against its teachers' ensemble (:mod:`prokd.eval.ensemble`), in Dice points, and says whether
 the change is larger than the spread (:func:`judge_difference`: the seed spread, or for one seed each the paired
-per-case differences over their common test cases). :func:`verdict_lines` says the same in plain words. The layout is
-the contract with ``prokd report`` (see ``docs/architecture.md``).
+per-case differences over their common test cases). :func:`verdict_lines` says the same in plain words. A stage
+evaluated under the field-of-view shifts (:mod:`prokd.eval.field_of_view_eval`) carries its mean Dice per shift
+into its ROW and GROUP (:func:`field_of_view_table`). The layout is the contract with ``prokd report`` (see
+``docs/architecture.md``).
 
 A mean ± sd is shown as ``mean (n = 1)`` where a single value gives no spread (:func:`format_stats`).
 """
@@ -29,6 +31,8 @@ from prokd.config import load_config
 from prokd.eval.efficiency import format_count, format_ms
 from prokd.eval.ensemble import ENSEMBLE_EVAL, teacher_eval
 from prokd.eval.evaluate import METRICS, stored_summary
+from prokd.eval.field_of_view import FIELD_OF_VIEW_CURVE
+from prokd.eval.field_of_view_eval import FIELD_OF_VIEW_EVAL, FIELD_OF_VIEW_TARGET, largest_drop, within_target
 from prokd.eval.metrics import MISSING, format_stats
 from prokd.files import atomic_write_text
 from prokd.table import markdown_table
@@ -36,6 +40,8 @@ from prokd.runs.folder import environment_info, is_fresh, read_json, write_json
 
 EFFICIENCY_KEYS = ("params", "macs", "latency_slice_ms", "latency_volume_ms")
 LATENCY_SETTINGS = ("threads", "repeats", "volume_repeats")
+FIELD_OF_VIEW_SHIFTS = ("original", *(shift.name for shift in FIELD_OF_VIEW_CURVE if shift.kind != "original"))
+"""The field-of-view table's columns: the original, then the shifts in the protocol's order."""
 CSV_KEYS = ("stage", "group", "kind", "model", "seed", "labelled_cases", "steps", *EFFICIENCY_KEYS, "train_minutes")
 
 
@@ -62,6 +68,7 @@ def stage_row(
     ensemble: dict[str, Any] | None = None,
     retested: dict[str, dict[str, Any]] | None = None,
     val_dice: float | None = None,
+    field_of_view: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The ROW of one stage.
 
@@ -80,6 +87,9 @@ def stage_row(
         retested: ``{teacher stage: the summarize output of that teacher on its test cases}`` for its teachers
             tested on other cases themselves (``eval/teacher-<stage>/summary.json``), as far as evaluated.
         val_dice: its best checkpoint's validation Dice (what recipes are chosen by), None without validation.
+        field_of_view: the summary of its field-of-view evaluation on its test cases
+            (``eval/field-of-view/summary.json``), or None when not evaluated; the row keeps ``{shift: {"dice",
+            "ceiling"}}``, the means over its test cases.
     """
     return {
         **{key: stage[key] for key in ("stage", "group", "kind", "model", "seed", "run", "teachers", "aggregate")},
@@ -99,6 +109,9 @@ def stage_row(
         "case_dice": case_dice,
         "teachers_ensemble": _metric_stats(ensemble["overall"]) if ensemble else None,
         "teachers_dice": {name: summary["overall"]["dice"]["mean"] for name, summary in (retested or {}).items()},
+        "field_of_view": None if field_of_view is None else {
+            shift: {score: stats["mean"] for score, stats in scores.items()} for shift, scores in field_of_view.items()
+        },
     }
 
 
@@ -146,6 +159,7 @@ def _group(name: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
         "sites": per_site,
         "sd_over": "cases" if len(rows) == 1 else "seeds",
         "case_dice": first.get("case_dice") if len(rows) == 1 else None,
+        "field_of_view": _field_of_view_mean(rows),
     }
 
 
@@ -153,6 +167,18 @@ def _mean_of(rows: list[dict[str, Any]], key: str) -> float | None:
     """The mean of ``key`` over ``rows``; None when any row lacks it (not measured yet)."""
     values = [row[key] for row in rows]
     return None if any(value is None for value in values) else float(np.mean(values))
+
+
+def _field_of_view_mean(rows: list[dict[str, Any]]) -> dict[str, dict[str, float]] | None:
+    """The mean over ``rows`` (seeds) of their field-of-view Dice and ceiling per shift; None when any row was not
+    evaluated under the shifts."""
+    curves = [row.get("field_of_view") for row in rows]
+    if any(curve is None for curve in curves):
+        return None
+    return {
+        shift: {score: float(np.mean([curve[shift][score] for curve in curves])) for score in scores}
+        for shift, scores in curves[0].items()
+    }
 
 
 def compare_students(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -243,7 +269,8 @@ def collect_results(out: str | Path) -> dict[str, Any]:
                                   labelled_cases, slices_per_step(run_dir),
                                   {case["case"]: float(case["dice"]) for case in cases},
                                   stored_summary(run_dir, ENSEMBLE_EVAL), _retested(run_dir, stage["teachers"]),
-                                  max((r["val_dice"] for r in log if r.get("val_dice") is not None), default=None)))
+                                  max((r["val_dice"] for r in log if r.get("val_dice") is not None), default=None),
+                                  stored_summary(run_dir, FIELD_OF_VIEW_EVAL)))
     name = yaml.safe_load((out / "experiment.yaml").read_text())["name"]
     return {
         "env": environment_info(),
@@ -279,8 +306,9 @@ def write_results(out: str | Path, results: dict[str, Any]) -> Path:
 
 
 def results_markdown(results: dict[str, Any]) -> str:
-    """The verdict, the GROUPS (what was trained; accuracy; size and speed), their Dice per site and the
-    COMPARISONS, as Markdown tables narrow enough to read in a terminal."""
+    """The verdict, the GROUPS (what was trained; accuracy; size and speed), their Dice per site, the COMPARISONS
+    and, when any group was evaluated under them, the field-of-view shifts, as Markdown tables narrow enough to
+    read in a terminal."""
     lines = [f"# Experiment `{results['experiment']}`", ""]
     groups = results["groups"]
     if not groups:
@@ -297,7 +325,11 @@ def results_markdown(results: dict[str, Any]) -> str:
     own_site = own_site_table(groups)
     if own_site[1]:
         lines += ["", "## Own site and other sites", "", OWN_SITE_NOTE, "", *markdown_table(*own_site)]
-    return "\n".join([*lines, *comparisons_markdown(results.get("comparisons", []))]) + "\n"
+    lines += comparisons_markdown(results.get("comparisons", []))
+    field_of_view = field_of_view_table(groups)
+    if field_of_view[1]:
+        lines += ["", "## Field of view", "", FIELD_OF_VIEW_NOTE, "", *markdown_table(*field_of_view)]
+    return "\n".join(lines) + "\n"
 
 
 MODELS_NOTE = (
@@ -314,6 +346,15 @@ ACCURACY_NOTE = (
 OWN_SITE_NOTE = (
     "Models trained on one site's cases: test Dice on that site's test cases and on the other sites' (mean over "
     "their test cases; ± over seeds is in the table above), and how many Dice points they lose away from home."
+)
+FIELD_OF_VIEW_NOTE = (
+    "3D test Dice when the framing changes (entries with field_of_view: true): every test case also cropped to 0.6x "
+    "or padded to 1.5x and 2x its in-plane field of view (centred; the padding is empty space), or resampled to 0.5x "
+    "and 2x its in-plane resolution, then predicted, its mask mapped back to the original grid and scored against "
+    "the original label; mean over the test cases (and seeds). Largest drop: the shift furthest below the original, "
+    f"in Dice points. The target is within {FIELD_OF_VIEW_TARGET:g} points of the original at every shift. Ceiling: "
+    "the label itself shifted and mapped back, what a crop cuts off or a coarser grid blurs before any model is "
+    "involved."
 )
 COMPARISON_NOTE = (
     "Change in Dice points (× 100) of the mean over seeds. Beyond spread: the change is larger than the sd over "
@@ -351,6 +392,47 @@ def own_site_table(groups: list[dict[str, Any]]) -> tuple[list[str], list[list[s
         rows.append([group["group"], group["site"], f"{own:.3f}", f"{elsewhere:.3f}",
                      signed_points(100 * (elsewhere - own))])
     return header, rows
+
+
+def field_of_view_table(groups: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of the GROUPs evaluated under the field-of-view shifts: their Dice at the original and at
+    each shift, the largest drop in points and whether it is within the target; first the ceilings of their test
+    cases (:func:`field_of_view_ceilings`). No rows when no group was evaluated."""
+    header = ["group", *FIELD_OF_VIEW_SHIFTS, "largest drop", f"within {FIELD_OF_VIEW_TARGET:g} points"]
+    rows = [[name, *_curve_cells(ceiling), MISSING] for name, ceiling in field_of_view_ceilings(groups).items()]
+    for group, dice in field_of_view_dice(groups).items():
+        rows.append([group, *_curve_cells(dice), "yes" if within_target(dice) else "no"])
+    return header, rows
+
+
+def field_of_view_dice(groups: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """``{group: {shift: its mean Dice}}`` of the GROUPs evaluated under the field-of-view shifts, shifts in the
+    table's order (:data:`FIELD_OF_VIEW_SHIFTS`)."""
+    return {group["group"]: _shift_scores(group["field_of_view"], "dice") for group in groups
+            if group.get("field_of_view")}
+
+
+def field_of_view_ceilings(groups: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """``{name: {shift: the ceiling's mean Dice}}``: the label itself shifted and mapped back, on the test cases
+    of the GROUPs evaluated under the field-of-view shifts; one per set of test sites (the first such group's),
+    named ``ceiling: the label itself`` and, when there are several, after the sites."""
+    by_sites = groups_by_test_sites([group for group in groups if group.get("field_of_view")])
+    return {
+        "ceiling: the label itself" + (f" ({', '.join(sites)})" if len(by_sites) > 1 else ""):
+            _shift_scores(members[0]["field_of_view"], "ceiling")
+        for sites, members in by_sites.items()
+    }
+
+
+def _shift_scores(curve: dict[str, dict[str, float]], score: str) -> dict[str, float]:
+    """``{shift: the curve's score}`` (``dice`` or ``ceiling``), in the table's order."""
+    return {shift: curve[shift][score] for shift in FIELD_OF_VIEW_SHIFTS}
+
+
+def _curve_cells(values: dict[str, float]) -> list[str]:
+    """The value at each shift and the largest drop: ``["0.876", "0.700", ..., "-17.6 (crop 0.6x)"]``."""
+    shift, points = largest_drop(values)
+    return [*(f"{value:.3f}" for value in values.values()), f"{signed_points(points)} ({shift})"]
 
 
 def teachers_text(teachers: list[str] | None, aggregate: str | None) -> str:
