@@ -121,6 +121,7 @@ ERRORS = [
     ({"students": [student(teachers=["full"], baseline="b"), student(name="b", test_site="SiteD")]},
      "students[0].baseline: student 'b' is tested on site 'SiteD', this one on the experiment's test cases"),
     ({"students": [student(ensemble=True)]}, "students[0].ensemble: needs teachers"),
+    ({"students": [student(field_of_view="yes")]}, "'students[0].field_of_view' must be bool, got 'yes'"),
 ]
 
 

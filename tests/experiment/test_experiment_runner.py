@@ -31,6 +31,7 @@ from prokd.train.runner import train_run
 
 STAGES = ["teacher-full-seed0", "teacher-site-k0-seed0", "teacher-site-k1-seed0", "student-scratch-seed0",
           "student-kd-seed0", "student-scratch-seed1"]
+FIELD_OF_VIEW_STAGES = ["teacher-full-seed0", "student-kd-seed0"]
 EFFICIENCY_KEYS = {"params", "macs", "latency_slice_ms", "latency_volume_ms", "slice_input", "volume_slices", "threads",
                    "repeats", "volume_repeats"}
 
@@ -45,9 +46,14 @@ def output(console: Console) -> str:
 
 @pytest.fixture(scope="module")
 def experiment(phantom_data, tmp_path_factory, write_experiment):
-    """The tiny experiment (3 teachers, 3 students, 20 steps each) run once into ``out``."""
+    """The tiny experiment (3 teachers, 3 students, 20 steps each) run once into ``out``; the teacher ``full`` and the
+    student ``kd`` are evaluated under the field-of-view shifts too."""
     folder = tmp_path_factory.mktemp("experiment")
     path = write_experiment(folder / "experiment.yaml", phantom_data)
+    entries = yaml.safe_load(path.read_text())
+    for entry in (entries["teachers"][0], entries["students"][1]):
+        entry["field_of_view"] = True
+    path.write_text(yaml.safe_dump(entries, sort_keys=False))
     config = load_experiment(path)
     results = run_experiment(config, folder / "out", console=quiet())
     return path, folder / "out", results
@@ -120,6 +126,21 @@ def test_experiment_writes_the_folder_contract(experiment, phantom_data):
         table = list(csv.DictReader(handle))
     assert [line["stage"] for line in table] == STAGES and "dice_SiteD" in table[0]
     assert "| student-scratch |" in (out / "results" / "results.md").read_text()
+
+    # field_of_view: true: the stage under every shift, on its test cases; the others not
+    for name in STAGES:
+        evaluated = name in FIELD_OF_VIEW_STAGES
+        assert (out / "runs" / name / "eval" / "field-of-view" / "summary.json").is_file() == evaluated
+        assert (rows[name]["field_of_view"] is not None) == evaluated
+    curve = json.loads((out / "runs" / "student-kd-seed0" / "eval" / "field-of-view" / "summary.json").read_text())
+    assert curve["checkpoint"] == str(out / "runs" / "student-kd-seed0" / "checkpoints" / "best.pt")
+    assert kd["field_of_view"] == {shift: {"dice": s["dice"]["mean"], "ceiling": s["ceiling"]["mean"]}
+                                   for shift, s in curve["summary"].items()}
+    assert kd["field_of_view"]["original"]["dice"] == pytest.approx(kd["overall"]["dice"]["mean"])
+    assert groups["student-kd"]["field_of_view"] == kd["field_of_view"]
+    section = (out / "results" / "results.md").read_text().split("## Field of view")[1].split("\n## ")[0]
+    assert [line.split(" | ")[0] for line in section.splitlines() if line.startswith("| ")][2:] == [
+        "| ceiling: the label itself", "| teacher-full", "| student-kd"]  # below the header and its rule
 
 
 def test_rerun_trains_evaluates_and_measures_nothing(experiment, monkeypatch):
@@ -271,7 +292,7 @@ def test_a_stage_whose_split_would_leak_a_teachers_training_case_is_refused(expe
 
 def test_dry_run_at_80_columns_estimates_each_stage_and_the_total(phantom_data, tmp_path, write_experiment,
                                                                   assert_readable):
-    teachers = [{"name": "full", "model": "unet-large", "steps": 20}]
+    teachers = [{"name": "full", "model": "unet-large", "steps": 20, "field_of_view": True}]
     students = [{"name": "scratch", "model": "unet-small", "steps": 20, "seeds": [0, 1]},
                 {"name": "kd-with-a-name-too-long-for-one-line", "model": "unet-small", "steps": 20, "teachers": ["full"]},
                 {"name": "tiny", "model": "unet-tiny", "steps": 20}]
@@ -286,7 +307,11 @@ def test_dry_run_at_80_columns_estimates_each_stage_and_the_total(phantom_data, 
     below = lines[lines.index("student-tiny-seed0") + 1].split()
     assert below == ["unet-tiny", "–", "20", "steps", "?", "new"]  # no measured cost for unet-tiny
     models = {stage.name: stage.model for stage in plan}
-    known = [stage_seconds(s.config, s.split, [models[t] for t in s.teachers]) for s in plan if s.model != "unet-tiny"]
+    known = [stage_seconds(s.config, s.split, [models[t] for t in s.teachers], field_of_view=s.field_of_view)
+             for s in plan if s.model != "unet-tiny"]
+    teacher = plan[0]
+    assert teacher.field_of_view and not any(s.field_of_view for s in plan[1:])
+    assert known[0] > stage_seconds(teacher.config, teacher.split)  # the field-of-view predictions of its test cases
     assert " ".join(text.split()).endswith(f"5 stages, 5 to train: {format_duration(sum(known))} (an estimate from "
                                           "measured step costs, 2 threads), plus 1 stage(s) of models without a "
                                           "measured step cost")

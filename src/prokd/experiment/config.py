@@ -9,14 +9,16 @@ An experiment YAML (see ``configs/experiment_phantom.yaml``)::
     seeds: [0, 1, 2]                    # student seeds; teachers use seeds[0] unless they set `seeds:`
     threads: 2                          # torch threads per stage
     efficiency: {threads: 2}            # latency measurement
-    teachers: [{name, model, steps | minutes, by?, seeds?, test_site?, overrides?}]
+    teachers: [{name, model, steps | minutes, by?, seeds?, test_site?, field_of_view?, overrides?}]
     students: [{name, model, steps | minutes, seeds?, teachers?, labelled?, distill?, test_site?, baseline?,
-                ensemble?, overrides?}]
+                ensemble?, field_of_view?, overrides?}]
 
 ``test_site`` gives an entry its own leave-one-site-out split (drawn with the experiment's ``val_fraction`` and
 seed, or, with ``split.file``, the saved split's training and validation cases of the other sites), so that one
 experiment can hold out each site in turn (regime C: ``configs/promise12_sites.yaml``); a student distils from
-those stages of its teachers that trained on none of its test cases (the teacher of the held-out site is left out). ``overrides`` are dotted run-config keys (``{augment.enabled:
+those stages of its teachers that trained on none of its test cases (the teacher of the held-out site is left out).
+``field_of_view: true`` also evaluates each stage of the entry on its test cases under the field-of-view shifts
+(:mod:`prokd.eval.field_of_view_eval`). ``overrides`` are dotted run-config keys (``{augment.enabled:
 false}``) merged into the base run, leaving its other keys as they are. :func:`load_experiment` checks every key and composes the RunConfig of every entry
 (base + overrides + budget + distillation), so a bad value fails before anything trains. Errors are
 :class:`~prokd.config.ConfigError` naming the file and the key, e.g. ``experiment.yaml: students[2].teachers:
@@ -60,6 +62,7 @@ class TeacherEntry:
     set of a ``folds:K`` cross-validation (the K models of a cross-validation, distilled as one ensemble teacher).
 
     ``test_site``: the site this entry leaves out (its own leave-one-site-out split), None for the experiment's.
+    ``field_of_view``: each stage is also evaluated on its test cases under the field-of-view shifts.
     """
 
     name: str = ""
@@ -69,6 +72,7 @@ class TeacherEntry:
     by: str | None = None
     seeds: list[int] | None = None
     test_site: str | None = None
+    field_of_view: bool = False
     overrides: dict[str, Any] = field(default_factory=dict)
 
 
@@ -82,7 +86,8 @@ class StudentEntry:
     label. ``baseline`` names the student entry a distilled student is compared with, instead of the one trained
     with the same recipe without teachers (e.g. the student trained on the other sites' labels, for one without
     labels). ``ensemble`` also evaluates the teachers' ensemble (the mean of their probabilities) on the test cases,
-    for the comparison.
+    for the comparison. ``field_of_view``: each stage is also evaluated on its test cases under the field-of-view
+    shifts.
     """
 
     name: str = ""
@@ -96,6 +101,7 @@ class StudentEntry:
     test_site: str | None = None
     baseline: str | None = None
     ensemble: bool = False
+    field_of_view: bool = False
     overrides: dict[str, Any] = field(default_factory=dict)
 
     @property

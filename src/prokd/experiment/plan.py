@@ -47,6 +47,8 @@ class Stage:
             the student trained the same way without teachers (same run config but for ``distill`` and seed, same
             training cases), if the experiment has one.
         ensemble: whether the teachers' ensemble is evaluated on the stage's test cases too.
+        field_of_view: whether the stage is evaluated on its test cases under the field-of-view shifts too
+            (``RUN/eval/field-of-view/``).
         site: for a teacher ``by: site``, the site it trained on (its own site in the results).
         retested: its teachers tested on other cases than the stage's, each evaluated on the stage's test cases
             too (``RUN/eval/teacher-<stage>/``), so that the student is compared with them on the same cases.
@@ -66,6 +68,7 @@ class Stage:
     budget: dict[str, int | float | None]
     baseline: str | None = None
     ensemble: bool = False
+    field_of_view: bool = False
     retested: list[str] = dataclasses.field(default_factory=list)
     site: str | None = None
 
@@ -281,6 +284,7 @@ def _stage(
         labelled=getattr(entry, "labelled", None),
         budget={"steps": entry.steps, "minutes": entry.minutes},
         ensemble=getattr(entry, "ensemble", False),
+        field_of_view=entry.field_of_view,
     )
 
 

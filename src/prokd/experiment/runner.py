@@ -50,6 +50,7 @@ from prokd.experiment.results import (
 )
 from prokd.experiment.stages import (
     evaluate_stage,
+    evaluate_stage_field_of_view,
     evaluate_teacher,
     evaluate_teachers_ensemble,
     measure_stages,
@@ -243,14 +244,16 @@ def measure_all(config: ExperimentConfig, plan: list[Stage], out: Path, volume: 
 def run_stage(
     config: ExperimentConfig, stage: Stage, out: Path, console: Console, label: str = "", device: str = "auto"
 ) -> str:
-    """Train (or resume, or reuse) one stage and evaluate it (and, with ``ensemble``, its teachers' ensemble) on the
-    test split, unless that evaluation is newer than its best checkpoint; its efficiency is measured later, with
-    every stage's. Returns its prior status."""
+    """Train (or resume, or reuse) one stage and evaluate it on the test split (with ``field_of_view``, under the
+    field-of-view shifts too; with ``ensemble``, its teachers' ensemble as well), unless that evaluation is newer
+    than its best checkpoint; its efficiency is measured later, with every stage's. Returns its prior status."""
     run_dir = out / stage.run
     status = stage_status(run_dir)
     console.rule(f"{label} {stage.name}: {STATUS_TEXT[status]}".strip())
     train_stage(config.data, run_dir, stage.run_config(out), stage.split, console, device)
     evaluate_stage(run_dir, config.data, console)
+    if stage.field_of_view:
+        evaluate_stage_field_of_view(run_dir, config.data, console)
     if stage.ensemble:
         evaluate_teachers_ensemble(run_dir, config.data, [out / "runs" / name for name in stage.teachers], console)
     for name in stage.retested:
@@ -347,7 +350,7 @@ def stage_estimates(plan: list[Stage]) -> dict[str, float | None]:
     models = {stage.name: stage.model for stage in plan}
     return {
         stage.name: stage_seconds(stage.config, stage.split, [models[name] for name in stage.teachers], stage.ensemble,
-                                  [models[name] for name in stage.retested])
+                                  [models[name] for name in stage.retested], stage.field_of_view)
         for stage in plan
     }
 

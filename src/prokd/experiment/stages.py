@@ -1,5 +1,5 @@
 """One stage's RUN folder: train it fresh, resume it or leave it finished; test evaluation (and its teachers'
-ensemble's); efficiency (the stages of an experiment are timed together, in one interleaved pass:
+ensemble's, and under the field-of-view shifts); efficiency (the stages of an experiment are timed together, in one interleaved pass:
 :func:`measure_stages`).
 
 Used by ``prokd experiment`` and by the benchmark scripts (``benchmarks/common.py``), so that a study can be
@@ -21,6 +21,7 @@ from prokd.data.orientation import read_canonical
 from prokd.eval.efficiency import count_macs, count_parameters, measure_latency
 from prokd.eval.ensemble import ENSEMBLE_EVAL, evaluate_ensemble, teacher_eval
 from prokd.eval.evaluate import Evaluation, evaluate_run, summary_table, write_evaluation
+from prokd.eval.field_of_view_eval import field_of_view_of_run, field_of_view_table
 from prokd.infer.benchmark import benchmark, load_candidates
 from prokd.infer.predict import Predictor
 from prokd.runs.checkpoint import load_checkpoint, resolve_checkpoint
@@ -88,6 +89,22 @@ def evaluate_stage(run_dir: Path, data: Path, console: Console | None = None) ->
     evaluation = evaluate_run(run_dir, data, split="test")
     if console is not None:
         console.print(summary_table(evaluation, title=f"{run_dir.name} — test split"))
+    return evaluation
+
+
+def evaluate_stage_field_of_view(run_dir: Path, data: Path, console: Console | None = None) -> Evaluation | None:
+    """Evaluate the best checkpoint on the run's test cases under every field-of-view shift into
+    ``RUN/eval/field-of-view/`` (:func:`~prokd.eval.field_of_view_eval.field_of_view_of_run`), unless the stored
+    evaluation is newer than the checkpoint.
+
+    Returns:
+        the new evaluation, or None when the existing one is up to date.
+    """
+    evaluation, evaluated = field_of_view_of_run(run_dir, data, read_json(run_dir / "split.json")["test"])
+    if not evaluated:
+        return None
+    if console is not None:
+        console.print(field_of_view_table(evaluation, title=f"{run_dir.name}: field of view — test split"))
     return evaluation
 
 
