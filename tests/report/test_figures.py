@@ -9,10 +9,12 @@ import pytest
 from PIL import Image
 
 from prokd.eval.calibration import calibrate
+from prokd.eval.field_of_view import FIELD_OF_VIEW_CURVE
 from prokd.report.figures import (
     Curve,
     GroupPoint,
     dice_latency,
+    field_of_view_curves,
     group_colours,
     pareto_front,
     reliability_diagrams,
@@ -68,6 +70,9 @@ def test_figures_render_to_png():
     logits = rng.normal(0, 4, 5000)
     labels = (rng.random(5000) < 1 / (1 + np.exp(-logits / 2))).astype(np.uint8)
     diagrams = reliability_diagrams(["t1", "t2", "t3"], [calibrate(logits, labels, ["case"])] * 3)
-    for png in (curves, points, bars, diagrams):
+    shifts = [shift.name for shift in FIELD_OF_VIEW_CURVE]
+    fov = field_of_view_curves({"a": dict.fromkeys(shifts, 0.8), "b": dict.fromkeys(shifts, 0.6)},
+                               {"ceiling": dict.fromkeys(shifts, 1.0)}, colours)
+    for png in (curves, points, bars, diagrams, fov):
         width, height = decode(png).size
         assert width > 400 and height > 250

@@ -7,7 +7,9 @@ import re
 from typer.testing import CliRunner
 
 from prokd.cli import app
-from prokd.report.blocks import Bullets, Facts, Plot, Table
+from prokd.eval.field_of_view import FIELD_OF_VIEW_CURVE
+from prokd.report import sections
+from prokd.report.blocks import Bullets, Facts, Heading, Plot, Table
 from prokd.report.folder import Experiment
 
 GROUPS = ("teacher-a", "teacher-b", "student-multi")
@@ -23,6 +25,7 @@ def test_html_is_self_contained_with_every_group_and_figure(report_index, figure
     assert all(src.startswith("data:image/png;base64,iVBOR") for src in sources)
     assert not re.search(r"""(?:src|href)=["']?(?:https?:)?//""", html)  # nothing fetched from elsewhere
     assert "Pareto-optimal groups (fastest first): student-multi" in html
+    assert "Field of view" not in html  # no group was evaluated under the field-of-view shifts
     assert "4 cases (SiteA 1, SiteB 1, SiteC 1, SiteD 1)" in html
     assert "<td>2 seeds</td>" in html and "<td>4 cases</td>" in html  # teacher-a has two seeds, the others one
     assert "prostate, SiteA" in html  # the multi-teacher student's weight table
@@ -58,6 +61,28 @@ def test_markdown_references_the_written_figures(report_index, figure_count):
     assert sorted(p.name for p in (report / "figures").glob("*.png")) == sorted(link.split("/")[-1] for link in links)
     for group in GROUPS:
         assert f"| {group} |" in markdown
+
+
+def test_the_field_of_view_section_and_figure_appear_for_a_group_evaluated_under_the_shifts(experiment_dir,
+                                                                                             monkeypatch):
+    experiment = Experiment.load(experiment_dir)
+    curve = {shift.name: {"dice": 0.8 if shift.kind == "original" else 0.75, "ceiling": 1.0}
+             for shift in FIELD_OF_VIEW_CURVE}
+    experiment.groups = [{**g, "field_of_view": curve} if g["group"] == "student-multi" else g
+                         for g in experiment.groups]
+    for costly in ("overlays", "teachers", "calibration"):  # whole-volume predictions: not what this is about
+        monkeypatch.setattr(sections, costly, lambda *args: [])
+    _, blocks = sections.report_blocks(experiment)
+    start = blocks.index(Heading("Field of view"))
+    assert blocks[start - 2] == Heading("Dice per site")
+    note, table, plot = blocks[start + 1:start + 4]
+    assert "within 2 points of the original at every shift" in note.text
+    assert table.header[1:7] == ["original", "crop 0.6x", "pad 1.5x", "pad 2x", "resample 0.5x", "resample 2x"]
+    assert table.rows == [
+        ["ceiling: the label itself", *["1.000"] * 6, "+0.0 (crop 0.6x)", "–"],
+        ["student-multi", "0.800", *["0.750"] * 5, "-5.0 (crop 0.6x)", "no"],
+    ]
+    assert isinstance(plot, Plot) and plot.name == "field_of_view" and plot.png.startswith(b"\x89PNG")
 
 
 def test_blocks_escape_html_and_markdown():

@@ -1,6 +1,6 @@
 """The report's plots, drawn with matplotlib's object-oriented API on its Agg canvas (no pyplot, no global
 state) and returned as PNG bytes: training curves, Dice versus CPU latency with the Pareto front, per-site
-Dice bars, reliability diagrams. Colours are fixed per group (:func:`group_colours`) so a group looks the same in every figure.
+Dice bars, Dice under the field-of-view shifts, reliability diagrams. Colours are fixed per group (:func:`group_colours`) so a group looks the same in every figure.
 """
 
 from __future__ import annotations
@@ -16,11 +16,13 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from prokd.eval.calibration import Calibration
+from prokd.eval.field_of_view import FIELD_OF_VIEW_CURVE
 
 __all__ = [
     "Curve",
     "GroupPoint",
     "dice_latency",
+    "field_of_view_curves",
     "group_colours",
     "pareto_front",
     "png_bytes",
@@ -30,6 +32,11 @@ __all__ = [
 ]
 
 DPI = 100
+FIELD_OF_VIEW_PANELS = (
+    (("crop", "pad"), "field of view (× the original's)", "field of view: cropped, padded"),
+    (("resample",), "in-plane pixels per axis (× the original's)", "in-plane resolution: resampled"),
+)
+"""The panels of :func:`field_of_view_curves`: the shift kinds each shows besides the original, axis label, title."""
 SEED_STYLES = ("-", "--", ":", "-.")
 Colour = tuple[float, ...]
 
@@ -157,6 +164,39 @@ def site_dice_bars(
     ax.set(ylabel="test Dice", ylim=(0, 1.05), title="test Dice per site")
     ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize=9, ncols=min(4, len(groups)), loc="upper center", bbox_to_anchor=(0.5, -0.08))
+    return png_bytes(figure)
+
+
+def field_of_view_curves(
+    curves: dict[str, dict[str, float]], ceilings: dict[str, dict[str, float]], colours: dict[str, Colour]
+) -> bytes:
+    """3D test Dice against the shift, one line per group: the field of view (crop and pads; left) and the in-plane
+    resolution (right), the original in both, on a log₂ axis of the shift's factor.
+
+    Args:
+        curves: ``{group: {shift name: Dice}}`` (the names of :data:`~prokd.eval.field_of_view.FIELD_OF_VIEW_CURVE`).
+        ceilings: ``{name: {shift name: Dice}}``, the label itself shifted and mapped back: grey, dashed.
+    """
+    figure = Figure(figsize=(12, 4.2))
+    axes = figure.subplots(1, 2, sharey=True)
+    for ax, (kinds, xlabel, title) in zip(axes, FIELD_OF_VIEW_PANELS):
+        shifts = sorted((s for s in FIELD_OF_VIEW_CURVE if s.kind in (*kinds, "original")), key=lambda s: s.factor)
+        factors = [shift.factor for shift in shifts]
+        first = ax is axes[0]
+        for name, dice in ceilings.items():
+            ax.plot(factors, [dice[s.name] for s in shifts], color="grey", linestyle="--", marker=".",
+                    label=name if first else None)
+        for group, dice in curves.items():
+            ax.plot(factors, [dice[s.name] for s in shifts], color=colours[group], marker="o",
+                    label=group if first else None)
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(factors, [shift.name for shift in shifts])
+        ax.minorticks_off()
+        ax.set(xlabel=xlabel, title=title, ylim=(0, 1.02))
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("test Dice (3D)")
+    figure.legend(loc="outside right upper", fontsize=9)
+    figure.set_layout_engine("constrained")
     return png_bytes(figure)
 
 

@@ -6,9 +6,10 @@
 2. results per group (mean ± sd, over seeds or cases as stated; size and latency), test Dice per site, and
    each distilled student against its baseline and its best teacher;
 3. training curves; 4. Dice versus CPU latency with the Pareto front; 5. per-site Dice bars;
-6. qualitative overlays of the best, median and worst test case;
-7. for multi-teacher students: the teachers' mean aggregation weights and their disagreement;
-8. each teacher's calibration on its validation cases: temperature, NLL and ECE, reliability diagrams.
+6. for the groups evaluated under the field-of-view shifts: their Dice per shift, table and curves;
+7. qualitative overlays of the best, median and worst test case;
+8. for multi-teacher students: the teachers' mean aggregation weights and their disagreement;
+9. each teacher's calibration on its validation cases: temperature, NLL and ECE, reliability diagrams.
 
 Captions say what each figure shows and on how many test cases.
 """
@@ -25,17 +26,21 @@ from prokd.config import load_config
 from prokd.eval.calibration import run_calibration
 from prokd.experiment.results import (
     COMPARISON_NOTE,
+    FIELD_OF_VIEW_NOTE,
     MISSING,
     OWN_SITE_NOTE,
     accuracy_table,
     comparison_table,
+    field_of_view_ceilings,
+    field_of_view_dice,
+    field_of_view_table,
     format_stats,
     own_site_table,
 )
 from prokd.experiment.results import latency_note, models_table, speed_table, verdict_lines
 from prokd.report.blocks import Block, Bullets, Facts, Heading, Paragraph, Plot, Table
 from prokd.report.figures import Colour, Curve, GroupPoint, dice_latency, group_colours, pareto_front
-from prokd.report.figures import reliability_diagrams, site_dice_bars, training_curves
+from prokd.report.figures import field_of_view_curves, reliability_diagrams, site_dice_bars, training_curves
 from prokd.report.folder import Experiment
 from prokd.report.overlays import CONTOUR_NOTE, HEAT_TRUTH_NOTE, SliceView, VolumePredictions, disagreement_figure
 from prokd.report.overlays import overlay_figure, select_cases, slice_view
@@ -70,6 +75,7 @@ def report_blocks(experiment: Experiment) -> tuple[str, list[Block]]:
         *curves(experiment, colours),
         *accuracy_latency(experiment, colours, len(test_cases)),
         *site_bars(experiment, colours, test_cases),
+        *field_of_view(experiment, colours),
         *overlays(experiment, predictions, views, ranking, len(test_cases)),
         *teachers(experiment, predictions, views),
         *calibration(experiment),
@@ -201,6 +207,28 @@ def site_bars(experiment: Experiment, colours: dict[str, Colour], test_cases: li
         f"single-seed groups; no error bar where there is a single value, n = 1). Test cases: {split_note(test_cases)}."
     )
     return [Heading("Dice per site"), Plot("site_dice", site_dice_bars(names, sites, mean, sd, colours), caption)]
+
+
+def field_of_view(experiment: Experiment, colours: dict[str, Colour]) -> list[Block]:
+    """The groups evaluated under the field-of-view shifts (none: no section): their Dice per shift and largest
+    drop, and the Dice against the shift, one line per group."""
+    header_cells, rows = field_of_view_table(experiment.groups)
+    if not rows:
+        return []
+    caption = (
+        "Mean 3D test Dice (over the test cases and seeds) against the shift: left the field of view, cropped to 0.6x "
+        "or padded to 1.5x and 2x; right the in-plane resolution, 0.5x and 2x the pixels per axis; the original in "
+        "both. One line per group evaluated under the shifts, in its colour; grey and dashed, the ceiling: the label "
+        "itself shifted and mapped back."
+    )
+    figure = field_of_view_curves(field_of_view_dice(experiment.groups), field_of_view_ceilings(experiment.groups),
+                                  colours)
+    return [
+        Heading("Field of view"),
+        Paragraph(FIELD_OF_VIEW_NOTE),
+        Table(header_cells, rows),
+        Plot("field_of_view", figure, caption),
+    ]
 
 
 def overlays(
