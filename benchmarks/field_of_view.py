@@ -5,7 +5,9 @@
 
 Every test case of the fixed split is also cropped to 0.6x and padded to 1.5x and 2x its in-plane field of view,
 and resampled to 0.5x and 2x its in-plane resolution (:mod:`prokd.eval.field_of_view`); each prediction is mapped
-back to the original grid and scored in 3D against the original label. Models: the full teacher and every seed
+back to the original grid and scored in 3D against the original label (:mod:`prokd.eval.field_of_view_eval`, as
+``prokd experiment`` does for entries with ``field_of_view: true``; a run's evaluation is stored in
+``RUN/eval/field-of-view/`` and reused while newer than its best checkpoint). Models: the full teacher and every seed
 of the distilled ``unet-small`` and ``mobile-unet`` of ``configs/promise12_deploy.yaml``, as they are predicted
 by ``prokd predict`` (their own preprocessing, flip TTA, largest component).
 
@@ -23,11 +25,9 @@ from typing import Any
 import numpy as np
 from common import DEFAULT_PROMISE12, ROOT, provenance, update_section, write_results
 
-from prokd.data.datalist import load_case, load_cases
 from prokd.eval.field_of_view import FIELD_OF_VIEW_CURVE
-from prokd.eval.metrics import case_metrics
-from prokd.infer.predict import Predictor
-from prokd.runs.checkpoint import load_checkpoint, resolve_checkpoint
+from prokd.eval.field_of_view_eval import FIELD_OF_VIEW_TARGET, field_of_view_of_run, largest_drop, within_target
+from prokd.runs.folder import read_json
 from prokd.table import markdown_table
 
 CEILING = "ceiling: the label itself"
@@ -38,8 +38,6 @@ MODELS = {
     "unet-small, KD": [f"student-kd-all-seed{seed}" for seed in range(3)],
     "mobile-unet, KD": [f"student-kd-all-mobile-seed{seed}" for seed in range(3)],
 }
-TARGET_POINTS = 2.0
-"""Issue 13's target: Dice within this many points of the original at every shift."""
 
 
 def main() -> None:
@@ -64,22 +62,16 @@ def main() -> None:
 
 
 def score_run(run: Path, data: Path, ceiling: bool) -> list[dict[str, Any]]:
-    """3D Dice of every test case of ``run`` under every shift of the protocol and, with ``ceiling``, of the
-    label itself shifted and mapped back (as run :data:`CEILING`)."""
-    payload = load_checkpoint(resolve_checkpoint(run, "best"))
-    predictor = Predictor.from_payload(payload)
+    """3D Dice of every test case of ``run`` under every shift of the protocol
+    (:func:`~prokd.eval.field_of_view_eval.field_of_view_of_run`) and, with ``ceiling``, of the label itself shifted
+    and mapped back (as run :data:`CEILING`)."""
+    evaluation, evaluated = field_of_view_of_run(run, data, read_json(run / "split.json")["test"])
+    print(f"{run.name}: {'evaluated' if evaluated else 'stored evaluation, newer than its best checkpoint'}", flush=True)
     rows = []
-    for case in load_cases(data).select(payload["split"]["test"]):
-        loaded = load_case(case)
-        spacing = loaded.geometry.spacing
-        for shift in FIELD_OF_VIEW_CURVE:
-            prediction = predictor.predict(shift.apply(loaded.image), shift.spacing(spacing))
-            masks = {run.name: prediction.mask, **({CEILING: shift.apply(loaded.label, label=True)} if ceiling else {})}
-            for name, mask in masks.items():
-                dice = case_metrics(shift.restore(mask, loaded.image.shape), loaded.label, spacing)["dice"]
-                rows.append({"run": name, "case": case.case_id, "site": case.site, "shift": shift.name,
-                             "dice": float(dice)})
-        print(f"{run.name} {case.case_id}", flush=True)
+    for row in evaluation.rows:
+        scores = {run.name: row["dice"], **({CEILING: row["ceiling"]} if ceiling else {})}
+        rows += [{"run": name, "case": row["case"], "site": row["site"], "shift": row["shift"], "dice": dice}
+                 for name, dice in scores.items()]
     return rows
 
 
@@ -101,10 +93,9 @@ def markdown(results: dict[str, Any]) -> str:
     body = [[model, *(f"{dice[shift]:.3f}" if shift == "original" else
                       f"{dice[shift]:.3f} ({100 * (dice[shift] - dice['original']):+.1f})" for shift in results["shifts"])]
             for model, dice in means.items()]
-    worst = {model: min(100 * (dice[s] - dice["original"]) for s in results["shifts"])
-             for model, dice in means.items() if model != CEILING}
-    verdict = "; ".join(f"{model}: worst {change:+.1f} points ({'met' if change >= -TARGET_POINTS else 'missed'})"
-                        for model, change in worst.items())
+    verdict = "; ".join(f"{model}: worst {largest_drop(dice)[1]:+.1f} points "
+                        f"({'met' if within_target(dice) else 'missed'})"
+                        for model, dice in means.items() if model != CEILING)
     return "\n".join([
         "## Field of view: 3D test Dice when the framing changes (PROMISE12)",
         "",
@@ -115,7 +106,7 @@ def markdown(results: dict[str, Any]) -> str:
         "",
         *markdown_table(header, body),
         "",
-        f"Target (issue 13): within {TARGET_POINTS:g} points of the original at every shift. {verdict}.",
+        f"Target (issue 13): within {FIELD_OF_VIEW_TARGET:g} points of the original at every shift. {verdict}.",
     ])
 
 
