@@ -66,7 +66,8 @@ def score_run(run: Path, data: Path, ceiling: bool) -> list[dict[str, Any]]:
     (:func:`~prokd.eval.field_of_view_eval.field_of_view_of_run`) and, with ``ceiling``, of the label itself shifted
     and mapped back (as run :data:`CEILING`)."""
     evaluation, evaluated = field_of_view_of_run(run, data, read_json(run / "split.json")["test"])
-    print(f"{run.name}: {'evaluated' if evaluated else 'stored evaluation, newer than its best checkpoint'}", flush=True)
+    reused = "stored evaluation, newer than its best checkpoint"
+    print(f"{run.name}: {'evaluated' if evaluated else reused}", flush=True)
     rows = []
     for row in evaluation.rows:
         scores = {run.name: row["dice"], **({CEILING: row["ceiling"]} if ceiling else {})}

@@ -75,8 +75,8 @@ class Thresholded:
 def test_the_ceiling_is_what_a_crop_cuts_off():
     """A gland filling every slice ``(3, 40, 50)``: the 0.6x crop keeps its centre ``24 × 30``."""
     label = np.ones((3, 40, 50), np.uint8)
-    loaded = LoadedCase(Case("c0", Path("c0.nii.gz"), Path("c0_label.nii.gz"), "SiteA"), 100 * label.astype(np.float32), label,
-                        Geometry(spacing=(3.0, 0.5, 0.5)))
+    case = Case("c0", Path("c0.nii.gz"), Path("c0_label.nii.gz"), "SiteA")
+    loaded = LoadedCase(case, 100 * label.astype(np.float32), label, Geometry(spacing=(3.0, 0.5, 0.5)))
     rows = {row["shift"]: row for row in case_rows(Thresholded(), loaded)}
     kept = 24 * 30
     assert rows["crop 0.6x"]["ceiling"] == pytest.approx(2 * kept / (kept + 40 * 50))

@@ -475,6 +475,6 @@ def test_groups_tested_on_other_sites_get_their_own_ceiling():
         shift: {**curve, "ceiling": 0.9 if shift == "crop 0.6x" else 1.0} for shift in SHIFT_NAMES}}
     there = {"group": "student-d", "sites": {"SiteD": {}}, "field_of_view": {shift: curve for shift in SHIFT_NAMES}}
     _, table = field_of_view_table([here, there])
-    assert [row[0] for row in table] == ["ceiling: the label itself (SiteA, SiteB)", "ceiling: the label itself (SiteD)",
-                                         "student-a", "student-d"]
+    assert [row[0] for row in table] == [
+        "ceiling: the label itself (SiteA, SiteB)", "ceiling: the label itself (SiteD)", "student-a", "student-d"]
     assert table[0][2] == "0.900" and table[1][2] == "1.000" and table[2][-2:] == ["+0.0 (crop 0.6x)", "yes"]

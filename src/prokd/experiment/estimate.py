@@ -4,8 +4,8 @@ A stage trains for its budget: a ``minutes`` budget is its own training time, a 
 optimiser steps times the seconds of one step. Validation (every ``val_every`` epochs) and the test evaluation
 come on top: one whole-volume prediction per validation and test case; with ``field_of_view``, one more prediction
 of every test volume per shift of the field-of-view protocol, a resampled one scaled by its pixel count (0.25x and
-4x: :func:`field_of_view_volumes`). Not included: loading the cases, the
-efficiency timing, and other work sharing the machine's cores.
+4x: :func:`field_of_view_volumes`). Not included: loading the cases, the efficiency timing, and other work sharing
+the machine's cores.
 
 The costs, at the setting of every experiment here (2 threads, batch 8 of 160² slices, augmentation on),
 measured on the project's machine (2 cores; idle unless stated). ``kd-step-time`` is that section of BENCHMARKS.md

@@ -1,6 +1,6 @@
 """One stage's RUN folder: train it fresh, resume it or leave it finished; test evaluation (and its teachers'
-ensemble's, and under the field-of-view shifts); efficiency (the stages of an experiment are timed together, in one interleaved pass:
-:func:`measure_stages`).
+ensemble's, and under the field-of-view shifts); efficiency (the stages of an experiment are timed together, in one
+interleaved pass: :func:`measure_stages`).
 
 Used by ``prokd experiment`` and by the benchmark scripts (``benchmarks/common.py``), so that a study can be
 spread over several sessions: finished runs are reused and interrupted ones resumed from ``last.pt``.

@@ -1,6 +1,7 @@
 """The report's plots, drawn with matplotlib's object-oriented API on its Agg canvas (no pyplot, no global
 state) and returned as PNG bytes: training curves, Dice versus CPU latency with the Pareto front, per-site
-Dice bars, Dice under the field-of-view shifts, reliability diagrams. Colours are fixed per group (:func:`group_colours`) so a group looks the same in every figure.
+Dice bars, Dice under the field-of-view shifts, reliability diagrams. Colours are fixed per group
+(:func:`group_colours`) so a group looks the same in every figure.
 """
 
 from __future__ import annotations
