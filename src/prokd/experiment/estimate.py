@@ -3,8 +3,7 @@
 A stage trains for its budget: a ``minutes`` budget is its own training time, a ``steps`` budget costs its
 optimiser steps times the seconds of one step. Validation (every ``val_every`` epochs) and the test evaluation
 come on top: one whole-volume prediction per validation and test case; with ``field_of_view``, one more prediction
-of every test volume per shift of the field-of-view protocol, a resampled one scaled by its pixel count (0.25x and
-4x: :func:`field_of_view_volumes`). Not included: loading the cases, the efficiency timing, and other work sharing
+of every test volume per shift of the field-of-view protocol. Not included: loading the cases, the efficiency timing, and other work sharing
 the machine's cores.
 
 The costs, at the setting of every experiment here (2 threads, batch 8 of 160² slices, augmentation on),
@@ -32,9 +31,9 @@ volume prediction     unet-large 1.7,      BENCHMARKS.md ``experiment-promise12`
                       unet-small 0.42      volume on the 160² grid with flip TTA (machine shared)
 volume prediction     attention-unet 1.5   3.5 × unet-small: their volume latencies in that run (165 vs 47 ms,
                                            one interleaved pass)
-field-of-view shift   1 volume             a rough figure, not measured: the network runs on the model's grid
-                      prediction; × 0.25   whatever the shift; a resampled volume is counted by its pixels
-                      and × 4 resampled
+field-of-view shift   1 volume             0.8-1.2 predictions of the unshifted volume for every shift (unet-small,
+                      prediction           unet-large; a 256² PROMISE12 volume, 160² grid; machine shared): the
+                                           network runs on the model's grid whatever the shift
 ====================  ===================  ====================================================================
 
 A step's and a prediction's cost is scaled by the batch size and by the area of the grid (``preprocess.size``²).
@@ -108,7 +107,7 @@ def stage_seconds(
     """Wall-clock seconds of training ``config`` and evaluating it on ``split``'s validation and test cases (with
     ``ensemble``, also its teachers' ensemble on the test cases: every teacher predicts every test volume; and
     each teacher of ``retested_models`` on them; with ``field_of_view``, the model again on every test volume under
-    every shift: :func:`field_of_view_volumes`).
+    every shift).
 
     A minutes budget without a measured step cost is its training time alone; a steps budget without one is
     None (unknown).
@@ -125,17 +124,11 @@ def stage_seconds(
         return training
     epochs = min(train.epochs, math.ceil(steps / train.steps_per_epoch))
     predictions = math.ceil(epochs / train.val_every) * len(split["val"]) + len(split["test"])
-    predictions += len(split["test"]) * field_of_view_volumes() if field_of_view else 0
+    predictions += len(split["test"]) * len(FIELD_OF_VIEW_CURVE) if field_of_view else 0
     volumes = predictions * MODEL_COSTS[config.model.name].volume
     evaluated_teachers = [*(teacher_models if ensemble else ()), *retested_models]
     volumes += len(split["test"]) * sum(MODEL_COSTS[model].volume for model in evaluated_teachers)
     return training + volumes * _area_scale(config)
-
-
-def field_of_view_volumes() -> float:
-    """The field-of-view protocol's predictions of one test volume, in predictions of the volume itself: one per
-    shift, a resampled one scaled by its pixel count (``factor²``: 0.25 and 4)."""
-    return sum(shift.factor**2 if shift.kind == "resample" else 1.0 for shift in FIELD_OF_VIEW_CURVE)
 
 
 def _area_scale(config: RunConfig) -> float:
