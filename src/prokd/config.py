@@ -69,7 +69,10 @@ class AugmentConfig:
     """Random 2D augmentation applied to training slices (MONAI transforms); probabilities per slice.
 
     ``zoom_fill``: what surrounds a zoomed-out slice, ``edge`` (its border repeated) or ``dark`` (empty space, as
-    around the body in a wider field of view; :data:`prokd.data.augment.ZOOM_FILLS`)."""
+    around the body in a wider field of view; :data:`prokd.data.augment.ZOOM_FILLS`). ``intensity_strength``
+    scales how far the intensity transforms reach (1: intensity scale and shift ±0.2, bias-field coefficients up to
+    0.3, gamma 0.7-1.5, noise sd 0.1; 2: ±0.4, 0.6, gamma 0.7²-1.5², sd 0.2), for models meant to work on other
+    sites' contrast (:func:`prokd.data.augment.intensity_transforms`)."""
 
     enabled: bool = True
     flip_prob: float = 0.5
@@ -82,9 +85,11 @@ class AugmentConfig:
     bias_field_prob: float = 0.3
     noise_prob: float = 0.2
     contrast_prob: float = 0.3
+    intensity_strength: float = 1.0
 
     def __post_init__(self) -> None:
         _require(self.zoom_fill in ("edge", "dark"), "augment.zoom_fill", "must be 'edge' or 'dark'")
+        _require(0 < self.intensity_strength <= 4, "augment.intensity_strength", "must be in (0, 4]")
 
 
 @dataclass

@@ -4,11 +4,12 @@ MONAI's meta-data tracking off changes nothing but the speed and leaves the trac
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 from monai.data import get_track_meta
 from monai.transforms import Compose
 
-from prokd.config import AugmentConfig
+from prokd.config import AugmentConfig, ConfigError
 from prokd.data.augment import build_augmentation
 
 
@@ -74,3 +75,20 @@ def test_an_edge_zoom_repeats_the_border():
     out = zoomed_out("edge")
     assert out["label"].all()
     assert abs(out["image"][0][RING].mean() - out["image"][0][~RING].mean()) < 0.1
+
+
+def test_intensity_strength_widens_the_reach_of_the_intensity_transforms():
+    def mean_offsets(strength: float) -> np.ndarray:
+        config = AugmentConfig(affine_prob=0.0, flip_prob=0.0, intensity_prob=1.0, bias_field_prob=0.0,
+                               noise_prob=0.0, contrast_prob=0.0, intensity_strength=strength)
+        augment = build_augmentation(config, size=16)
+        augment.set_random_state(seed=0)
+        image = torch.ones(1, 16, 16)
+        return np.array([float(augment({"image": image})["image"].mean()) - 1.0 for _ in range(300)])
+
+    usual, strong = mean_offsets(1.0), mean_offsets(2.0)
+    assert np.abs(usual).max() <= 0.2 + 0.2 + 1e-6  # scale by 1 ± 0.2, then shift by ± 0.2
+    assert np.abs(strong).max() > 0.5 and np.abs(strong).max() <= 0.4 + 0.4 + 1e-6
+    assert strong.std() > 1.5 * usual.std()
+    with pytest.raises(ConfigError, match="augment.intensity_strength"):
+        AugmentConfig(intensity_strength=0.0)

@@ -95,11 +95,17 @@ def build_augmentation(config: AugmentConfig, size: int) -> UntrackedCompose | N
             allow_missing_keys=True,
         ),
     ]
-    intensity = [
-        RandScaleIntensityd("image", factors=0.2, prob=config.intensity_prob),
-        RandShiftIntensityd("image", offsets=0.2, prob=config.intensity_prob),
-        RandBiasFieldd("image", coeff_range=(0.0, 0.3), prob=config.bias_field_prob),
-        RandAdjustContrastd("image", gamma=(0.7, 1.5), prob=config.contrast_prob),
-        RandGaussianNoised("image", std=0.1, prob=config.noise_prob),
+    return UntrackedCompose(spatial + intensity_transforms(config))
+
+
+def intensity_transforms(config: AugmentConfig) -> list[Any]:
+    """The intensity transforms of ``config`` (the image only): scale and shift, bias field, gamma, noise, their
+    reach multiplied by ``config.intensity_strength`` (gamma in log space, so it stays positive)."""
+    k = config.intensity_strength
+    return [
+        RandScaleIntensityd("image", factors=0.2 * k, prob=config.intensity_prob),
+        RandShiftIntensityd("image", offsets=0.2 * k, prob=config.intensity_prob),
+        RandBiasFieldd("image", coeff_range=(0.0, 0.3 * k), prob=config.bias_field_prob),
+        RandAdjustContrastd("image", gamma=(0.7**k, 1.5**k), prob=config.contrast_prob),
+        RandGaussianNoised("image", std=0.1 * k, prob=config.noise_prob),
     ]
-    return UntrackedCompose(spatial + intensity)
