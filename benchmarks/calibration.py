@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from common import DEFAULT_PROMISE12, ROOT, provenance, update_section, write_results
+from common import DEFAULT_PROMISE12, ROOT, provenance, require_trained, update_section, write_results
 from deploy import SEEDS, STUDENTS, TEACHER
 
 from prokd.eval.calibration import calibrate_run, gland_logits, reliability
@@ -32,10 +32,7 @@ from prokd.table import markdown_table
 def main() -> None:
     runs = ROOT / "benchmarks" / "out" / "promise12_deploy" / "runs"
     names = [TEACHER, *(name.format(seed) for name in STUDENTS.values() for seed in SEEDS)]
-    missing = [name for name in names if not (runs / name / "checkpoints" / "best.pt").is_file()]
-    if missing:
-        sys.exit(f"{runs}: not trained yet: {', '.join(missing)} (run benchmarks/experiment.py "
-                 "configs/promise12_deploy.yaml first)")
+    require_trained(runs, names)
     results = {
         "command": shlex.join(["python", "benchmarks/calibration.py", *sys.argv[1:]]),
         "runs": [calibration_row(runs / name, DEFAULT_PROMISE12) for name in names],

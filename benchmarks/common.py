@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import re
+import sys
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -16,11 +18,19 @@ from prokd.experiment.stages import efficiency, finished, train_or_resume
 from prokd.runs.folder import environment_info
 
 __all__ = ["BENCHMARKS_MD", "DEFAULT_PROMISE12", "ROOT", "efficiency", "experiment_markdown", "finished", "mean_sd",
-           "provenance", "train_or_resume", "update_section", "write_results"]
+           "provenance", "require_trained", "train_or_resume", "update_section", "write_results"]
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCHMARKS_MD = ROOT / "BENCHMARKS.md"
 DEFAULT_PROMISE12 = ROOT.parent / "shared" / "data" / "promise12"
+
+
+def require_trained(runs: Path, names: Iterable[str], config: str = "configs/promise12_deploy.yaml") -> None:
+    """Exit with one line naming the RUN folders of ``runs`` that have no ``best.pt`` yet, and the experiment that
+    trains them."""
+    missing = [name for name in names if not (runs / name / "checkpoints" / "best.pt").is_file()]
+    if missing:
+        sys.exit(f"{runs}: not trained yet: {', '.join(missing)} (run benchmarks/experiment.py {config} first)")
 
 
 def write_results(path: Path, results: dict[str, Any], seed: int) -> dict[str, Any]:

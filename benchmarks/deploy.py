@@ -27,7 +27,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from common import DEFAULT_PROMISE12, ROOT, provenance, update_section, write_results
+from common import DEFAULT_PROMISE12, ROOT, provenance, require_trained, update_section, write_results
 from scipy import stats
 
 from prokd.data.datalist import load_case, load_cases
@@ -53,11 +53,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=20)
     args = parser.parse_args()
     runs = args.experiment / "runs"
-    missing = [name for name in [TEACHER, *(s.format(seed) for s in STUDENTS.values() for seed in SEEDS)]
-               if not (runs / name / "checkpoints" / "best.pt").is_file()]
-    if missing:
-        sys.exit(f"{runs}: not trained yet: {', '.join(missing)} (run benchmarks/experiment.py "
-                 "configs/promise12_deploy.yaml first)")
+    require_trained(runs, [TEACHER, *(s.format(seed) for s in STUDENTS.values() for seed in SEEDS)])
     command = shlex.join(["python", "benchmarks/deploy.py", *sys.argv[1:]])
     results = {
         "command": command,

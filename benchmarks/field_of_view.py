@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from common import DEFAULT_PROMISE12, ROOT, provenance, update_section, write_results
+from common import DEFAULT_PROMISE12, ROOT, provenance, require_trained, update_section, write_results
 
 from prokd.eval.field_of_view import FIELD_OF_VIEW_CURVE
 from prokd.eval.field_of_view_eval import FIELD_OF_VIEW_TARGET, field_of_view_of_run, largest_drop, within_target
@@ -47,10 +47,7 @@ def main() -> None:
     args = parser.parse_args()
     runs = args.experiment / "runs"
     trained = [run for names in MODELS.values() for run in names if run != CEILING]
-    missing = [run for run in trained if not (runs / run / "checkpoints" / "best.pt").is_file()]
-    if missing:
-        sys.exit(f"{runs}: not trained yet: {', '.join(missing)} (run benchmarks/experiment.py "
-                 "configs/promise12_deploy.yaml first)")
+    require_trained(runs, trained)
     results = {
         "command": shlex.join(["python", "benchmarks/field_of_view.py", *sys.argv[1:]]),
         "shifts": [shift.name for shift in FIELD_OF_VIEW_CURVE],

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from common import DEFAULT_PROMISE12, ROOT, provenance, update_section, write_results
+from common import DEFAULT_PROMISE12, ROOT, provenance, require_trained, update_section, write_results
 from deploy import SEEDS, STUDENTS
 from scipy import ndimage, stats
 
@@ -91,10 +91,7 @@ CANDIDATES: dict[str, Callable[[Prediction, Prediction], float]] = {
 def main() -> None:
     runs = ROOT / "benchmarks" / "out" / "promise12_deploy" / "runs"
     names = [name.format(seed) for name in STUDENTS.values() for seed in SEEDS]
-    missing = [name for name in names if not (runs / name / "checkpoints" / "best.pt").is_file()]
-    if missing:
-        sys.exit(f"{runs}: not trained yet: {', '.join(missing)} (run benchmarks/experiment.py "
-                 "configs/promise12_deploy.yaml first)")
+    require_trained(runs, names)
     results = {
         "command": shlex.join(["python", "benchmarks/uncertainty_scores.py", *sys.argv[1:]]),
         "cases": [row for name in names for row in score_run(runs / name, DEFAULT_PROMISE12)],
