@@ -212,10 +212,9 @@ def teacher_subsets(
     if entry.by is None:
         return {None: train}
     try:
-        subsets = teacher_training_sets(index.labeled, train, entry.by, seed=SUBSET_SEED)
+        return teacher_training_sets(index.labeled, train, entry.by, seed=SUBSET_SEED)
     except ValueError as err:
         raise config.error(key, str(err)) from None
-    return subsets
 
 
 def student_stage(
@@ -236,7 +235,9 @@ def student_stage(
         for stage in by_teacher[name]
         if stage.seed == config.teacher_seeds(config.teacher(name))[0]
     ]
-    teachers = [stage.name for stage in candidates if not set(stage.split["train"]) & set(split["test"])]
+    test = set(split["test"])
+    kept = [stage for stage in candidates if test.isdisjoint(stage.split["train"])]
+    teachers = [stage.name for stage in kept]
     if entry.teachers and not teachers:
         raise config.error(f"students[{i}].teachers", "every teacher stage trained on a case this student is "
                            "tested on")
@@ -252,7 +253,7 @@ def student_stage(
     own_split = {"train": [], "val": [], "test": split["test"]} if entry.no_labels else {**split, "train": train}
     stage = _stage(config, entry, f"students[{i}]", "student", _join("student", entry.name), seed, own_split, teachers)
     stage.baseline = _join("student", entry.baseline) if entry.baseline else None
-    stage.retested = [t.name for t in candidates if t.name in teachers and set(t.split["test"]) != set(split["test"])]
+    stage.retested = [teacher.name for teacher in kept if set(teacher.split["test"]) != test]
     return stage
 
 
