@@ -9,7 +9,9 @@ back to the original grid and scored in 3D against the original label (:mod:`pro
 ``prokd experiment`` does for entries with ``field_of_view: true``; a run's evaluation is stored in
 ``RUN/eval/field-of-view/`` and reused while newer than its best checkpoint). Models: the full teacher and every seed
 of the distilled ``unet-small`` and ``mobile-unet`` of ``configs/promise12_deploy.yaml``, as they are predicted
-by ``prokd predict`` (their own preprocessing, flip TTA, largest component).
+by ``prokd predict`` (their own preprocessing, flip TTA, largest component); then each again with locate-then-segment
+(:mod:`prokd.infer.framing`, ``prokd predict --relocate 2``), its range of gland extents measured on the run's
+training cases (the runs predate it; training now stores it).
 
 Writes ``benchmarks/results/field_of_view.json`` and the ``field-of-view`` section of ``BENCHMARKS.md``.
 """
@@ -27,6 +29,7 @@ from common import DEFAULT_PROMISE12, ROOT, provenance, require_trained, update_
 
 from prokd.eval.field_of_view import FIELD_OF_VIEW_CURVE
 from prokd.eval.field_of_view_eval import FIELD_OF_VIEW_TARGET, field_of_view_of_run, largest_drop, within_target
+from prokd.infer.framing import EXTENT_PERCENTILES
 from prokd.runs.folder import read_json
 from prokd.table import markdown_table
 
@@ -38,6 +41,10 @@ MODELS = {
     "unet-small, KD": [f"student-kd-all-seed{seed}" for seed in range(3)],
     "mobile-unet, KD": [f"student-kd-all-mobile-seed{seed}" for seed in range(3)],
 }
+RELOCATE = 2
+"""Locate-then-segment passes of the second evaluation of every model."""
+RELOCATED = " + locate-then-segment"
+"""Appended to a model's and its runs' names for that evaluation."""
 
 
 def main() -> None:
@@ -51,37 +58,44 @@ def main() -> None:
     results = {
         "command": shlex.join(["python", "benchmarks/field_of_view.py", *sys.argv[1:]]),
         "shifts": [shift.name for shift in FIELD_OF_VIEW_CURVE],
-        "cases": [row for index, run in enumerate(trained) for row in score_run(runs / run, args.data, index == 0)],
+        "relocate": RELOCATE,
+        "cases": [row for index, run in enumerate(trained) for row in score_run(runs / run, args.data, index == 0)]
+        + [row for run in trained for row in score_run(runs / run, args.data, False, RELOCATE)],
     }
     written = write_results(ROOT / "benchmarks" / "results" / "field_of_view.json", results, seed=0)
     update_section("field-of-view", markdown(written))
     print(markdown(written))
 
 
-def score_run(run: Path, data: Path, ceiling: bool) -> list[dict[str, Any]]:
+def score_run(run: Path, data: Path, ceiling: bool, relocate: int | None = None) -> list[dict[str, Any]]:
     """3D Dice of every test case of ``run`` under every shift of the protocol
-    (:func:`~prokd.eval.field_of_view_eval.field_of_view_of_run`) and, with ``ceiling``, of the label itself shifted
-    and mapped back (as run :data:`CEILING`)."""
-    evaluation, evaluated = field_of_view_of_run(run, data, read_json(run / "split.json")["test"])
+    (:func:`~prokd.eval.field_of_view_eval.field_of_view_of_run`, with ``relocate`` locate-then-segment passes as run
+    ``<name> + locate-then-segment``) and, with ``ceiling``, of the label itself shifted and mapped back (as run
+    :data:`CEILING`)."""
+    evaluation, evaluated = field_of_view_of_run(run, data, read_json(run / "split.json")["test"], relocate)
+    name = run.name + ("" if relocate is None else RELOCATED)
     reused = "stored evaluation, newer than its best checkpoint"
-    print(f"{run.name}: {'evaluated' if evaluated else reused}", flush=True)
+    print(f"{name}: {'evaluated' if evaluated else reused}", flush=True)
     rows = []
     for row in evaluation.rows:
-        scores = {run.name: row["dice"], **({CEILING: row["ceiling"]} if ceiling else {})}
+        scores = {name: row["dice"], **({CEILING: row["ceiling"]} if ceiling else {})}
         rows += [{"run": name, "case": row["case"], "site": row["site"], "shift": row["shift"], "dice": dice}
                  for name, dice in scores.items()]
     return rows
 
 
 def model_means(results: dict[str, Any]) -> dict[str, dict[str, float]]:
-    """Mean 3D Dice per model (all its seeds and test cases) and shift."""
+    """Mean 3D Dice per model (all its seeds and test cases) and shift; each trained model also with
+    locate-then-segment."""
     cases = results["cases"]
+    models = {**MODELS, **{model + RELOCATED: [run + RELOCATED for run in names]
+                           for model, names in MODELS.items() if model != CEILING}}
     return {
         model: {
             shift: float(np.mean([r["dice"] for r in cases if r["run"] in names and r["shift"] == shift]))
             for shift in results["shifts"]
         }
-        for model, names in MODELS.items()
+        for model, names in models.items()
     }
 
 
@@ -100,7 +114,11 @@ def markdown(results: dict[str, Any]) -> str:
         f"Command: `{results['command']}` (after `python benchmarks/experiment.py configs/promise12_deploy.yaml`). "
         f"{provenance(results['env'])} Test cases of the fixed split cropped to 0.6x or padded to 1.5x and 2x their "
         "in-plane field of view, or resampled to 0.5x and 2x their in-plane resolution; masks mapped back to the "
-        "original grid. Mean 3D Dice over the test cases (and seeds), change from the original in points.",
+        "original grid. Mean 3D Dice over the test cases (and seeds), change from the original in points. "
+        f"*+ locate-then-segment*: the same model with up to {results['relocate']} more passes, each on a box around "
+        "the gland found when its extent on the grid is out of the training cases' range (the "
+        f"{EXTENT_PERCENTILES[0]:g}th to {EXTENT_PERCENTILES[1]:g}th percentile), reframed to the range's nearer end "
+        f"(`prokd predict --relocate {results['relocate']}`).",
         "",
         *markdown_table(header, body),
         "",

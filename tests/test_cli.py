@@ -12,6 +12,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+import torch
 import yaml
 from rich.console import Console
 from typer.testing import CliRunner
@@ -117,6 +118,21 @@ def test_predict_with_uncertainty_writes_entropy_maps_and_flags_by_score(trained
     assert calm.exit_code == 0 and "uncertainty" in calm.output and "REVIEW" not in calm.output
     scores = [float(line.split("uncertainty ")[1].split()[0]) for line in (lines[0], calm.output)]
     assert scores[0] != scores[1], "the mirror image's prediction is averaged in"
+
+
+def test_predict_with_locate_then_segment_and_its_refusal_for_a_run_without_the_training_range(
+    trained_run, phantom_data, tmp_path
+):
+    image = sorted((phantom_data.parent / "imagesTr").glob("*.nii.gz"))[0]
+    result = invoke("predict", trained_run, image, "--out", tmp_path / "pred", "--relocate", 2)
+    assert result.exit_code == 0, result.output
+    assert nib.load(tmp_path / "pred" / image.name.replace(".nii.gz", "_mask.nii.gz")).shape == nib.load(image).shape
+    payload = torch.load(trained_run / "checkpoints" / "best.pt", weights_only=False)
+    payload["postprocess"]["gland_extents"] = None  # as in a run trained before locate-then-segment
+    torch.save(payload, tmp_path / "old.pt")
+    result = invoke("predict", tmp_path / "old.pt", image, "--out", tmp_path / "old", "--relocate", 1)
+    assert result.exit_code == 1 and len(result.output.strip().splitlines()) == 1, result.output
+    assert "postprocess.relocate needs postprocess.gland_extents" in result.output and not (tmp_path / "old").exists()
 
 
 def test_predict_refuses_inputs_that_would_write_the_same_mask_before_writing_any(trained_run, phantom_data, tmp_path):

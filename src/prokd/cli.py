@@ -385,6 +385,7 @@ def predict(
     uncertainty: Annotated[bool, typer.Option(help="Also write the entropy map (and, for a multi-teacher RUN, the teachers' disagreement) and print a score per volume.")] = False,
     review_above: Annotated[float, typer.Option(help="Flag a volume for review when its uncertainty score exceeds this.")] = REVIEW_ABOVE,
     flip_tta: Annotated[Optional[bool], typer.Option("--flip-tta/--no-flip-tta", help="Average the prediction with that of the left-right mirror image (twice the network's time).", show_default="the run's postprocess.flip_tta")] = None,
+    relocate: Annotated[Optional[int], typer.Option(min=0, help="Locate-then-segment passes: predict again on a box around the gland when it appears larger or smaller than in training (a tighter or wider field of view); 0: off.", show_default="the run's postprocess.relocate")] = None,
     which: Annotated[str, typer.Option(help="Checkpoint: best or last.")] = "best",
     overwrite: Annotated[bool, typer.Option(help="Replace existing output files.")] = False,
     channel: ChannelOption = None,
@@ -405,6 +406,10 @@ def predict(
             predictor = Predictor.from_checkpoint(run, which)
         if flip_tta is not None:
             predictor.postprocess = dataclasses.replace(predictor.postprocess, flip_tta=flip_tta)
+        if relocate is not None:
+            predictor.postprocess = dataclasses.replace(predictor.postprocess, relocate=relocate)
+            if relocate:
+                predictor.gland_extents()  # a run trained before locate-then-segment: refuse before any output
         teachers = distillation_teachers(run) if uncertainty else []
         check_outputs(files, out, written_maps(probability, uncertainty, bool(teachers)), overwrite)
         check_inputs(predictor, files, predictor.input_channel(channel))

@@ -195,11 +195,30 @@ class TrainConfig:
 
 @dataclass
 class PostprocessConfig:
-    """Whole-volume post-processing of predicted masks."""
+    """Whole-volume prediction and post-processing of its masks.
+
+    Attributes:
+        threshold: foreground probability above which a voxel is gland.
+        largest_component: keep the largest 3D connected component only.
+        flip_tta: average with the prediction of the left-right mirrored slices.
+        relocate: passes of locate-then-segment after the first prediction (:mod:`prokd.infer.framing`): while
+            the gland found appears on the grid larger or smaller than in training, predict again on a square box
+            around it, scaled so that it does not. Each pass taken costs one more prediction. 0: off.
+        gland_extents: ``(low, high)``, the range of the gland's extent on the grid over the training cases, as
+            fractions of the grid's side; measured when a run is trained, so it need not be given.
+    """
 
     threshold: float = 0.5
     largest_component: bool = True
     flip_tta: bool = False
+    relocate: int = 0
+    gland_extents: tuple[float, float] | None = None
+
+    def __post_init__(self) -> None:
+        _require(self.relocate >= 0, "postprocess.relocate", "must be 0 (off) or a number of passes")
+        if self.gland_extents is not None:
+            low, high = self.gland_extents
+            _require(0 < low <= high <= 1, "postprocess.gland_extents", "must satisfy 0 < low <= high <= 1")
 
 
 @dataclass

@@ -11,6 +11,7 @@ from prokd.cli import app
 from prokd.config import ConfigError, DistillConfig, SplitConfig
 from prokd.data.datalist import load_cases
 from prokd.eval.evaluate import evaluate_run
+from prokd.runs.checkpoint import load_checkpoint, resolve_checkpoint
 from prokd.train.runner import make_sampler, prepare_run, train_run
 
 HELD_OUT = "SiteD"
@@ -58,6 +59,10 @@ def test_cli_student_learns_the_held_out_site_without_a_label(phantom_data, othe
     log = [json.loads(line) for line in (student / "metrics.jsonl").read_text().splitlines()]
     assert len(log) == 4
     assert all({"kl", "pseudo"} <= set(record) for record in log)
+    # locate-then-segment's range of gland extents: the teacher's, measured on its labels; the student has none
+    extents = [load_checkpoint(resolve_checkpoint(run, "best"))["postprocess"]["gland_extents"]
+               for run in (other_sites_teacher, student)]
+    assert extents[0] is not None and 0 < extents[0][0] < extents[0][1] < 1 and extents[1] == extents[0]
     assert all(not SUPERVISED_TERMS & set(record) and "val_dice" not in record for record in log)
     result = CliRunner().invoke(app, ["evaluate", str(student), "--data", str(phantom_data)], catch_exceptions=False)
     assert result.exit_code == 0, result.output

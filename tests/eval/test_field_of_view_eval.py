@@ -1,5 +1,6 @@
 """The field-of-view protocol on a run: per case and shift, against the ordinary test evaluation; the ceiling;
-stored in ``RUN/eval/field-of-view/`` and reused while newer than the checkpoint."""
+stored in ``RUN/eval/field-of-view/`` (with locate-then-segment beside it) and reused while newer than the
+checkpoint."""
 
 from __future__ import annotations
 
@@ -14,8 +15,15 @@ from prokd.data.datalist import Case, LoadedCase
 from prokd.data.io import Geometry
 from prokd.eval.evaluate import evaluate_predictor
 from prokd.eval.field_of_view import FIELD_OF_VIEW_CURVE
-from prokd.eval.field_of_view_eval import case_rows, field_of_view_of_run, largest_drop
+from prokd.eval.field_of_view_eval import (
+    case_rows,
+    eval_name,
+    field_of_view_of_run,
+    largest_drop,
+    training_gland_extents,
+)
 from prokd.infer.predict import Prediction, Predictor
+from prokd.runs.checkpoint import load_checkpoint, resolve_checkpoint
 from prokd.train.runner import train_run
 
 SHIFTS = [shift.name for shift in FIELD_OF_VIEW_CURVE]
@@ -88,3 +96,16 @@ def test_the_ceiling_is_what_a_crop_cuts_off():
 def test_the_largest_drop_names_the_worst_shift_in_points():
     assert largest_drop({"crop 0.6x": 0.70, "original": 0.876, "pad 2x": 0.397}) == ("pad 2x", pytest.approx(-47.9))
     assert largest_drop({"original": 0.8, "resample 2x": 0.81}) == ("resample 2x", pytest.approx(1.0))
+
+
+def test_locate_then_segment_is_stored_apart_with_the_range_training_stored(run, phantom_data):
+    test_cases = json.loads((run / "split.json").read_text())["test"][:1]
+    stored = load_checkpoint(resolve_checkpoint(run, "best"))
+    predictor = Predictor.from_payload(stored)
+    assert training_gland_extents(predictor, phantom_data, stored, None) == pytest.approx(
+        stored["postprocess"]["gland_extents"])  # measured again from the split's training cases: the same range
+    relocated, computed = field_of_view_of_run(run, phantom_data, test_cases, relocate=2)
+    assert computed and eval_name(2) == "field-of-view-relocate-2"
+    assert (run / "eval" / "field-of-view-relocate-2" / "summary.json").is_file()
+    assert [(row["case"], row["shift"]) for row in relocated.rows] == [(test_cases[0], shift) for shift in SHIFTS]
+    assert not field_of_view_of_run(run, phantom_data, test_cases, relocate=2)[1]

@@ -41,6 +41,8 @@ class Teacher:
             :mod:`prokd.distill.logit_cache`).
         temperature: its calibration temperature (:mod:`prokd.eval.calibration`); its logits are divided by it
             where the distillation reads them. 1 leaves them as they are.
+        gland_extents: its training cases' range of gland extents on the grid (:mod:`prokd.infer.framing`), or
+            None (runs trained before locate-then-segment).
     """
 
     name: str
@@ -52,6 +54,7 @@ class Teacher:
     site_scores: dict[str, float] | None = None
     checkpoint: Path | None = None
     temperature: float = 1.0
+    gland_extents: tuple[float, float] | None = None
 
     @torch.no_grad()
     def __call__(self, x: torch.Tensor, with_features: bool = False) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -94,6 +97,7 @@ def load_teacher(run: str | Path, taps: list[str] | None = None) -> Teacher:
         score=None if score is None or score < 0 else float(score),
         out_channels=int(payload["model"]["out_channels"]),
         checkpoint=path,
+        gland_extents=payload["postprocess"].get("gland_extents"),
     )
 
 

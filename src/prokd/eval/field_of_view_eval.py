@@ -17,6 +17,7 @@ reused while newer than the run's best checkpoint and of the same cases.
 from __future__ import annotations
 
 import csv
+import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ from prokd.data.datalist import LoadedCase, load_case, load_cases
 from prokd.eval.evaluate import Evaluation, stored_summary, write_evaluation
 from prokd.eval.field_of_view import FIELD_OF_VIEW_CURVE
 from prokd.eval.metrics import dice_score, format_stats, summarize
+from prokd.infer.framing import extent_range
 from prokd.infer.predict import Predictor
 from prokd.runs.checkpoint import load_checkpoint, resolve_checkpoint
 from prokd.table import FittedTable
@@ -33,11 +35,13 @@ __all__ = [
     "FIELD_OF_VIEW_EVAL",
     "FIELD_OF_VIEW_TARGET",
     "case_rows",
+    "eval_name",
     "evaluate_field_of_view",
     "field_of_view_of_run",
     "field_of_view_table",
     "largest_drop",
     "stored_field_of_view",
+    "training_gland_extents",
     "within_target",
 ]
 
@@ -99,32 +103,71 @@ def shift_summary(rows: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, f
     }
 
 
-def field_of_view_of_run(run: str | Path, data: str | Path, case_ids: Sequence[str]) -> tuple[Evaluation, bool]:
+def field_of_view_of_run(
+    run: str | Path, data: str | Path, case_ids: Sequence[str], relocate: int | None = None
+) -> tuple[Evaluation, bool]:
     """The field-of-view evaluation of the best checkpoint of the RUN folder ``run`` on the cases ``case_ids`` of
     ``data`` (with the run's label map): the stored one (:func:`stored_field_of_view`), else evaluated now and
-    written to ``RUN/eval/field-of-view/``.
+    written to ``RUN/eval/<eval_name(relocate)>/``.
+
+    Args:
+        relocate: locate-then-segment passes (:mod:`prokd.infer.framing`) instead of the run's own
+            ``postprocess.relocate``. A run trained before locate-then-segment gets its range of gland extents
+            measured now on its training cases, as training does (:func:`training_gland_extents`).
 
     Returns:
         the evaluation, and whether it was evaluated now (False: the stored one).
     """
-    stored = stored_field_of_view(run, case_ids)
+    name = eval_name(relocate)
+    stored = stored_field_of_view(run, case_ids, name)
     if stored is not None:
         return stored, False
     checkpoint = resolve_checkpoint(run, "best")
     payload = load_checkpoint(checkpoint)
     predictor = Predictor.from_payload(payload, checkpoint)
-    evaluation = evaluate_field_of_view(predictor, data, case_ids, payload["config"].get("label_map"))
-    write_evaluation(evaluation, Path(run) / "eval" / FIELD_OF_VIEW_EVAL, checkpoint)
+    label_map = payload["config"].get("label_map")
+    if relocate is not None:
+        extents = predictor.postprocess.gland_extents or training_gland_extents(predictor, data, payload, label_map)
+        predictor.postprocess = dataclasses.replace(predictor.postprocess, relocate=relocate, gland_extents=extents)
+    evaluation = evaluate_field_of_view(predictor, data, case_ids, label_map)
+    write_evaluation(evaluation, Path(run) / "eval" / name, checkpoint)
     return evaluation, True
 
 
-def stored_field_of_view(run: str | Path, case_ids: Sequence[str]) -> Evaluation | None:
-    """The evaluation in ``RUN/eval/field-of-view/`` if it is newer than the run's best checkpoint and scored the
-    cases ``case_ids``, else None."""
-    summary = stored_summary(run, FIELD_OF_VIEW_EVAL)
+def eval_name(relocate: int | None = None) -> str:
+    """The folder under ``RUN/eval/`` of a field-of-view evaluation: :data:`FIELD_OF_VIEW_EVAL` as the run predicts,
+    with ``-relocate-N`` when N locate-then-segment passes were imposed."""
+    return FIELD_OF_VIEW_EVAL if relocate is None else f"{FIELD_OF_VIEW_EVAL}-relocate-{relocate}"
+
+
+def training_gland_extents(
+    predictor: Predictor, data: str | Path, payload: dict[str, Any], label_map: dict[int, int] | None
+) -> tuple[float, float]:
+    """The range of gland extents on the grid over the training cases a checkpoint's split lists, measured with
+    its preprocessing (:func:`~prokd.infer.framing.extent_range`): what training stores since locate-then-segment.
+
+    Raises:
+        ValueError: none of those cases has a gland (or the run had no training cases).
+    """
+    preprocessor, index = predictor.preprocessor, load_cases(data)
+    labels = []
+    for case in index.select(payload["split"]["train"]):
+        loaded = load_case(case, label_map, predictor.input_channel())
+        labels.append(preprocessor.label_to_grid(loaded.label, preprocessor.plan(loaded.label.shape,
+                                                                                  loaded.geometry.spacing)))
+    extents = extent_range(labels)
+    if extents is None:
+        raise ValueError(f"{data}: no training case of the run has a gland to measure the range of extents on")
+    return extents
+
+
+def stored_field_of_view(run: str | Path, case_ids: Sequence[str], name: str = FIELD_OF_VIEW_EVAL) -> Evaluation | None:
+    """The evaluation in ``RUN/eval/<name>/`` if it is newer than the run's best checkpoint and scored the cases
+    ``case_ids``, else None."""
+    summary = stored_summary(run, name)
     if summary is None:
         return None
-    with (Path(run) / "eval" / FIELD_OF_VIEW_EVAL / "cases.csv").open(newline="") as handle:
+    with (Path(run) / "eval" / name / "cases.csv").open(newline="") as handle:
         rows = [{**row, **{score: float(row[score]) for score in SCORES}} for row in csv.DictReader(handle)]
     if {row["case"] for row in rows} != set(case_ids):
         return None

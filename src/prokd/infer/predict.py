@@ -26,6 +26,7 @@ from prokd.data.slices import volume_inputs
 from prokd.distributed import device_of
 from prokd.memory import PREDICTION_BYTES_PER_VOXEL, available_memory, format_bytes, layer_output_bytes
 from prokd.infer.postprocess import probability_to_mask
+from prokd.infer.framing import gland_box, reframed_plan
 from prokd.infer.uncertainty import binary_entropy, disagreement, disagreement_score, entropy_score
 from prokd.losses import foreground_logit, probabilities
 from prokd.runs.checkpoint import (
@@ -150,8 +151,31 @@ class Predictor:
         self, image: np.ndarray, spacing: tuple[float, float, float] | None, flip_tta: bool | None = None
     ) -> Prediction:
         """Segment a raw volume ``(Z, Y, X)``, axial slices along axis 0 (canonical orientation), with the given
-        spacing (or None when unknown); ``flip_tta`` overrides the post-processing config's."""
-        return self.predict_grid(*self.prepare(image, spacing), flip_tta)
+        spacing (or None when unknown); ``flip_tta`` overrides the post-processing config's.
+
+        With ``postprocess.relocate`` passes (:mod:`prokd.infer.framing`), each predicts again on a box framed
+        around the gland the previous pass found if it appeared larger or smaller than in training; a pass that
+        finds no gland, or one of a training size, ends them."""
+        grid, plan = self.prepare(image, spacing)
+        prediction = self.predict_grid(grid, plan, flip_tta)
+        for _ in range(self.postprocess.relocate):
+            box = gland_box(prediction.mask)
+            plan = None if box is None else reframed_plan(plan, box, self.gland_extents())
+            if plan is None:
+                break
+            prediction = self.predict_grid(self.preprocessor.image_to_grid(image, plan), plan, flip_tta)
+        return prediction
+
+    def gland_extents(self) -> tuple[float, float]:
+        """The training range of gland extents that locate-then-segment reframes into.
+
+        Raises:
+            ValueError: the checkpoint does not carry it.
+        """
+        if self.postprocess.gland_extents is None:
+            raise ValueError("postprocess.relocate needs postprocess.gland_extents, the training cases' range of "
+                             "gland extents on the grid (runs trained since locate-then-segment store it)")
+        return self.postprocess.gland_extents
 
 
 OUTPUT_MAPS = ("mask", "prob", "entropy", "disagreement")

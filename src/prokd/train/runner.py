@@ -6,7 +6,7 @@ supervised run is a distillation run with no teacher.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,7 @@ from prokd.data.splits import load_split, make_split, restrict, save_split, site
 from prokd.distill.setup import build_distillation, check_teachers, infer_unlabeled_sites, inferred_sites_line
 from prokd.distill.teachers import Teacher
 from prokd.distributed import World, joined_world, resolve_device
+from prokd.infer.framing import extent_range
 from prokd.memory import available_memory, format_bytes, layer_output_bytes, training_step_bytes
 from prokd.losses import SegmentationLoss
 from prokd.models import build_model, get_spec
@@ -148,8 +149,9 @@ def write_run_files(
         write_json(run_dir / "inferred_sites.json", inferred_sites)
 
 
-def checkpoint_meta(prepared: PreparedRun) -> dict[str, Any]:
-    """What every checkpoint of the run carries besides its weights: enough to rebuild and predict."""
+def checkpoint_meta(prepared: PreparedRun, teachers: Sequence[Teacher] = ()) -> dict[str, Any]:
+    """What every checkpoint of the run carries besides its weights: enough to rebuild and predict (the
+    distillation's ``teachers`` supply the range of gland extents when the run has no labelled cases)."""
     config = prepared.config
     resolved = config.to_dict()
     return {
@@ -162,10 +164,28 @@ def checkpoint_meta(prepared: PreparedRun) -> dict[str, Any]:
             "kwargs": {**get_spec(config.model.name).default_kwargs, **config.model.kwargs},
         },
         "preprocess": resolved["preprocess"],
-        "postprocess": resolved["postprocess"],
+        "postprocess": _resolved_postprocess(prepared, teachers),
         "config": resolved,
         "split": prepared.split,
     }
+
+
+def _resolved_postprocess(prepared: PreparedRun, teachers: Sequence[Teacher]) -> dict[str, Any]:
+    """The run's post-processing with ``gland_extents`` (the training range of the gland's extent on the grid,
+    for locate-then-segment: :mod:`prokd.infer.framing`) unless the config sets it: measured on the run's
+    labelled training cases, else (distilled without labels) the union of its teachers' ranges when each has one."""
+    postprocess = prepared.config.to_dict()["postprocess"]
+    if postprocess["gland_extents"] is None:
+        labels = [case.label for case in prepared.train_cases if case.label is not None]
+        postprocess["gland_extents"] = extent_range(labels) or _union([t.gland_extents for t in teachers])
+    return postprocess
+
+
+def _union(ranges: Sequence[tuple[float, float] | None]) -> tuple[float, float] | None:
+    """The smallest range holding every one of ``ranges``; None when there are none or one is unknown."""
+    if not ranges or None in ranges:
+        return None
+    return min(low for low, _ in ranges), max(high for _, high in ranges)
 
 
 def make_sampler(
@@ -252,7 +272,7 @@ def train_run(
             objective,
             sampler,
             prepared.val_cases,
-            checkpoint_meta(prepared),
+            checkpoint_meta(prepared, [] if config.distill is None else objective.teachers),
             resume=resume,
             on_epoch_end=on_epoch_end,
             console=console if world.is_main else None,

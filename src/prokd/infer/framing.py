@@ -1,0 +1,125 @@
+"""Locate, then segment: predict again on a square box framed around the gland found, when the gland appeared on
+the grid larger or smaller than any the network was trained on.
+
+A 2D network learns the framing of its training images, i.e. how large the gland appears on its grid. Scanners
+differ: with a wider field of view the gland covers a small part of the image, with a tighter one most of it,
+and a network trained on one framing fails on the other (on PROMISE12 a 2x wider field of view costs the teacher
+48 Dice points, BENCHMARKS.md ``field-of-view``). Coarse-to-fine segmenters locate the organ first and segment a
+box around it, repeating while the box moves (Zhou et al., "A Fixed-Point Model for Pancreas Segmentation in
+Abdominal CT Scans", MICCAI 2017). Here the same network does both, and a volume is reframed only when the gland
+it found is out of the range of the training cases; its size is then brought to the nearer end of that range:
+
+    side of the box = extent of the located gland / the nearer end of the training range (fractions of the side)
+
+where an extent is the longer side of the in-plane bounding box of the gland over all slices, and the range runs
+from the 10th to the 90th percentile over the run's training cases (:func:`extent_range`, stored in the checkpoint
+as ``postprocess.gland_extents``). A gland within the range keeps the first prediction, so a volume framed as in
+training costs nothing and changes nothing. The box is centred on the located gland; where it reaches beyond the
+image the grid is padded as in any other plan (:class:`~prokd.data.preprocess.GridPlan`), and the prediction maps
+back to the original grid the same way. Each pass costs one more prediction of the volume.
+
+Chosen on the 4 validation cases of the fixed PROMISE12 split (``unet-small`` from scratch, seed 0), against
+reframing every volume to the median extent and against the full range (0th to 100th percentile): an
+exploration, not a benchmark; the test numbers are in BENCHMARKS.md ``field-of-view``.
+
+Shapes: masks ``(Z, Y, X)``; a grid plan maps ``(Z, Y, X)`` to ``(Z, S, S)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from prokd.data.preprocess import GridPlan
+
+__all__ = ["EXTENT_PERCENTILES", "EXTENT_TOLERANCE", "GlandBox", "extent_range", "gland_box", "grid_extent", "reframed_plan"]
+
+EXTENT_PERCENTILES = (10.0, 90.0)
+"""The percentiles of the training cases' gland extents that bound the range a volume is left alone in."""
+EXTENT_TOLERANCE = 0.05
+"""How far (relative) beyond the range an extent may be and still count as in it: a gland just reframed to an end of
+the range is measured again with a pixel more or less, and should not be reframed once more for that."""
+
+
+@dataclass(frozen=True)
+class GlandBox:
+    """The in-plane bounding box of a mask's union over slices: its centre (row, col) and its ``extent``, the
+    longer of its two sides, in pixels."""
+
+    row: float
+    col: float
+    extent: float
+
+
+def gland_box(mask: np.ndarray) -> GlandBox | None:
+    """The :class:`GlandBox` of a mask ``(Z, Y, X)`` (nonzero = gland); ``None`` when the mask is empty."""
+    footprint = np.asarray(mask).any(axis=0)
+    if not footprint.any():
+        return None
+    rows, cols = np.flatnonzero(footprint.any(axis=1)), np.flatnonzero(footprint.any(axis=0))
+    height, width = rows[-1] - rows[0] + 1, cols[-1] - cols[0] + 1
+    return GlandBox((rows[0] + rows[-1] + 1) / 2, (cols[0] + cols[-1] + 1) / 2, float(max(height, width)))
+
+
+def extent_range(grid_labels: Sequence[np.ndarray]) -> tuple[float, float] | None:
+    """The range of the gland's extent on the grid over training cases, as fractions of the grid's side: the
+    :data:`EXTENT_PERCENTILES` of the cases' extents.
+
+    Args:
+        grid_labels: per case, its label on the grid ``(Z, S, S)`` (cases without any gland are skipped).
+
+    Returns:
+        ``(low, high)`` in (0, 1], or ``None`` when no case has a gland.
+    """
+    fractions = [box.extent / label.shape[-1] for label in grid_labels if (box := gland_box(label))]
+    if not fractions:
+        return None
+    low, high = np.percentile(fractions, EXTENT_PERCENTILES)
+    return float(low), float(high)
+
+
+def grid_extent(plan: GridPlan, box: GlandBox) -> float:
+    """The extent of ``box`` (found in the volume's pixels) on the grid of ``plan``, as a fraction of its side."""
+    y0, y1, x0, x1 = plan.crop_box
+    scale = max(plan.resampled_shape[0] / (y1 - y0), plan.resampled_shape[1] / (x1 - x0))
+    return box.extent * scale / plan.size
+
+
+def reframed_plan(plan: GridPlan, box: GlandBox, extents: tuple[float, float]) -> GridPlan | None:
+    """A plan framing the gland ``box`` at the nearer end of the range ``extents`` when its extent on the grid of
+    ``plan`` is out of it, else ``None`` (the prediction on ``plan`` stands).
+
+    Args:
+        plan: the plan of the last prediction (its volume shape and grid size are kept).
+        box: the gland that prediction found, in the volume's pixels.
+        extents: ``(low, high)``, the training cases' range of extents (:func:`extent_range`).
+    """
+    low, high = extents
+    extent = grid_extent(plan, box)
+    if low * (1 - EXTENT_TOLERANCE) <= extent <= high * (1 + EXTENT_TOLERANCE):
+        return None
+    return _framed_plan(plan, box, min(max(extent, low), high))
+
+
+def _framed_plan(plan: GridPlan, box: GlandBox, extent: float) -> GridPlan:
+    """A grid plan whose square crop is centred on ``box`` and sized so that the box's extent covers the fraction
+    ``extent`` of the grid's side; the part of the square outside the image is padding."""
+    rows, cols = plan.volume_shape[1:]
+    side = max(1, round(box.extent / extent))
+    scale = plan.size / side
+    crop, resampled, offset = [], [], []
+    for centre, length in ((box.row, rows), (box.col, cols)):
+        start = round(centre - side / 2)
+        first, last = max(start, 0), min(start + side, length)
+        crop += [first, last]
+        resampled.append(max(1, round((last - first) * scale)))
+        offset.append(round((first - start) * scale))
+    return GridPlan(
+        volume_shape=plan.volume_shape,
+        crop_box=tuple(crop),
+        resampled_shape=tuple(resampled),
+        offset=tuple(offset),
+        size=plan.size,
+    )

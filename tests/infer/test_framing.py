@@ -1,0 +1,105 @@
+"""Locate-then-segment: the gland's box and extent, reframing only out of the training range, and predictions
+that map back to the original grid."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from prokd.config import ConfigError, PostprocessConfig, PreprocessConfig
+from prokd.data.preprocess import Preprocessor
+from prokd.infer.framing import extent_range, gland_box, grid_extent, reframed_plan
+from prokd.infer.predict import Predictor
+
+
+class RecordingBrightPixels(nn.Module):
+    """Foreground where the centre channel is above half its brightest value; keeps every batch it sees."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[torch.Tensor] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.seen.append(x.clone())
+        return (x[:, :1] - x.amax() / 2) * 10.0
+
+
+def box_volume(side: int, size: int = 100) -> tuple[np.ndarray, np.ndarray]:
+    """A (4, size, size) volume, dark, with a bright square gland of ``side`` pixels off-centre, and its mask."""
+    image = np.full((4, size, size), 10.0, dtype=np.float32)
+    mask = np.zeros(image.shape, dtype=np.uint8)
+    mask[1:3, 30 : 30 + side, 40 : 40 + side] = 1
+    image[mask > 0] = 100.0
+    return image, mask
+
+
+def test_gland_box_is_the_union_footprint_and_none_when_empty():
+    mask = np.zeros((3, 20, 30), dtype=np.uint8)
+    mask[0, 2:6, 4:8] = 1
+    mask[2, 4:12, 6:10] = 1
+    box = gland_box(mask)
+    assert (box.row, box.col, box.extent) == (7.0, 7.0, 10.0)  # rows 2..11, cols 4..9
+    assert gland_box(np.zeros_like(mask)) is None
+
+
+def test_extent_range_is_the_training_percentiles_of_the_extents_on_the_grid():
+    labels = []
+    for side in range(10, 60, 5):  # extents 0.1 .. 0.55 of a 100-pixel grid
+        label = np.zeros((2, 100, 100), dtype=np.uint8)
+        label[0, :side, :side // 2] = 1
+        labels.append(label)
+    low, high = extent_range(labels + [np.zeros((2, 100, 100), dtype=np.uint8)])  # the empty case is skipped
+    assert low == pytest.approx(np.percentile(np.arange(10, 60, 5) / 100, 10))
+    assert high == pytest.approx(np.percentile(np.arange(10, 60, 5) / 100, 90))
+    assert extent_range([np.zeros((2, 8, 8))]) is None
+
+
+def test_a_gland_within_the_range_is_not_reframed_and_one_outside_is_brought_to_the_nearer_end():
+    preprocessor = Preprocessor(PreprocessConfig(size=50))
+    image, mask = box_volume(side=10)
+    plan = preprocessor.plan(image.shape)
+    box = gland_box(mask)
+    assert grid_extent(plan, box) == pytest.approx(0.1)
+    assert reframed_plan(plan, box, (0.05, 0.2)) is None
+    for extents, target in (((0.3, 0.5), 0.3), ((0.02, 0.05), 0.05)):
+        framed = reframed_plan(plan, box, extents)
+        assert grid_extent(framed, box) == pytest.approx(target, rel=0.05)
+        on_grid = gland_box(preprocessor.label_to_grid(mask, framed))
+        assert on_grid.extent / framed.size == pytest.approx(target, abs=0.04)
+        assert (on_grid.row, on_grid.col) == pytest.approx((framed.size / 2, framed.size / 2), abs=1.5)
+
+
+def test_a_box_reaching_past_the_image_is_padded_and_maps_back():
+    preprocessor = Preprocessor(PreprocessConfig(size=40))
+    image, mask = box_volume(side=30, size=60)  # gland at rows/cols 30-60 and 40-70: clipped at the border
+    mask = mask[:, :, :60]
+    plan = preprocessor.plan(mask.shape)
+    framed = reframed_plan(plan, gland_box(mask), (0.2, 0.25))
+    back = preprocessor.grid_to_volume(preprocessor.label_to_grid(mask, framed).astype(np.float32), framed) > 0.5
+    assert 2 * (back & (mask > 0)).sum() / (back.sum() + mask.sum()) > 0.95
+
+
+@pytest.mark.parametrize("side, passes", [(10, 2), (50, 1)])
+def test_predictor_reframes_a_small_gland_until_in_range_and_leaves_a_typical_one(side, passes):
+    image, mask = box_volume(side)
+    model = RecordingBrightPixels()
+    postprocess = PostprocessConfig(largest_component=False, relocate=4, gland_extents=(0.3, 0.6))
+    prediction = Predictor(model, PreprocessConfig(size=50), postprocess).predict(image, spacing=None)
+    # one batch (4 slices) per pass: the small gland is framed at 0.3, then found in range and left: 2 of the 5
+    # allowed passes
+    assert len(model.seen) == passes
+    assert 2 * (prediction.mask & mask).sum() / (prediction.mask.sum() + mask.sum()) > 0.9
+    last_grid = model.seen[-1][:, 0].numpy()
+    last_grid = last_grid > last_grid.max() / 2
+    assert gland_box(last_grid).extent / 50 == pytest.approx(max(side / 100, 0.3), abs=0.04)
+
+
+def test_relocating_without_a_training_range_is_refused():
+    postprocess = PostprocessConfig(relocate=1)
+    predictor = Predictor(RecordingBrightPixels(), PreprocessConfig(size=50), postprocess)
+    with pytest.raises(ValueError, match="postprocess.gland_extents"):
+        predictor.predict(box_volume(10)[0], spacing=None)
+    with pytest.raises(ConfigError, match="postprocess.gland_extents"):
+        PostprocessConfig(gland_extents=(0.5, 0.2))
