@@ -408,8 +408,8 @@ def predict(
             predictor.postprocess = dataclasses.replace(predictor.postprocess, flip_tta=flip_tta)
         if relocate is not None:
             predictor.postprocess = dataclasses.replace(predictor.postprocess, relocate=relocate)
-            if relocate:
-                predictor.gland_extents()  # a run trained before locate-then-segment: refuse before any output
+        if predictor.postprocess.relocate:
+            predictor.gland_extents()  # a run trained before locate-then-segment: refused before any output
         teachers = distillation_teachers(run) if uncertainty else []
         check_outputs(files, out, written_maps(probability, uncertainty, bool(teachers)), overwrite)
         check_inputs(predictor, files, predictor.input_channel(channel))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 
 import pytest
 from typer.testing import CliRunner
@@ -12,7 +13,7 @@ from prokd.config import ConfigError, DistillConfig, SplitConfig
 from prokd.data.datalist import load_cases
 from prokd.eval.evaluate import evaluate_run
 from prokd.runs.checkpoint import load_checkpoint, resolve_checkpoint
-from prokd.train.runner import make_sampler, prepare_run, train_run
+from prokd.train.runner import checkpoint_meta, make_sampler, prepare_run, train_run
 
 HELD_OUT = "SiteD"
 SUPERVISED_TERMS = {"dice", "lovasz", "ce"}
@@ -89,6 +90,12 @@ def test_only_the_site_images_are_sampled_and_none_with_its_label(
     assert sampler.cases == [] and sampler.unlabeled_fraction == 1.0
     batch = sampler.batch(sampler.seed(0))
     assert not batch.labelled.any() and batch.y.sum() == 0
+    config.postprocess.relocate = 2  # locate-then-segment needs a range of gland extents: the teachers' only
+    without_range = SimpleNamespace(gland_extents=None)
+    with pytest.raises(ConfigError, match="'postprocess.relocate' needs the training range of gland extents"):
+        checkpoint_meta(prepared, [without_range])
+    assert checkpoint_meta(prepared, [SimpleNamespace(gland_extents=(0.2, 0.4)), SimpleNamespace(
+        gland_extents=(0.3, 0.5))])["postprocess"]["gland_extents"] == (0.2, 0.5)  # the union of the teachers'
     config.sites = None  # every labelled case is a test case then, the teacher's training cases too: refused
     with pytest.raises(ConfigError, match="trained on cases SiteA_000, SiteA_002, SiteB_000"):
         prepare_run(phantom_data, tmp_path / "everywhere", config)

@@ -40,7 +40,7 @@ def test_gland_box_is_the_union_footprint_and_none_when_empty():
     mask[0, 2:6, 4:8] = 1
     mask[2, 4:12, 6:10] = 1
     box = gland_box(mask)
-    assert (box.row, box.col, box.extent) == (7.0, 7.0, 10.0)  # rows 2..11, cols 4..9
+    assert (box.row, box.col, box.height, box.width, box.extent) == (7.0, 7.0, 10, 6, 10)  # rows 2..11, cols 4..9
     assert gland_box(np.zeros_like(mask)) is None
 
 
@@ -71,6 +71,21 @@ def test_a_gland_within_the_range_is_not_reframed_and_one_outside_is_brought_to_
         assert (on_grid.row, on_grid.col) == pytest.approx((framed.size / 2, framed.size / 2), abs=1.5)
 
 
+def test_non_square_slices_are_measured_per_axis_and_reframed_keeping_the_pixel_aspect():
+    preprocessor = Preprocessor(PreprocessConfig(size=50))
+    mask = np.zeros((3, 60, 120), dtype=np.uint8)
+    mask[1, 20:32, 40:64] = 1  # 12 x 24 pixels: a 10 x 10 square on the 50 x 50 grid (rows x5/6, cols x5/12)
+    plan = preprocessor.plan(mask.shape)
+    box = gland_box(mask)
+    assert grid_extent(plan, box) == pytest.approx(0.2)
+    assert grid_extent(plan, box) == pytest.approx(gland_box(preprocessor.label_to_grid(mask, plan)).extent / 50)
+    framed = reframed_plan(plan, box, (0.4, 0.6))
+    on_grid = gland_box(preprocessor.label_to_grid(mask, framed))
+    assert on_grid.height == pytest.approx(20, abs=1) and on_grid.width == pytest.approx(20, abs=1)
+    back = preprocessor.grid_to_volume(preprocessor.label_to_grid(mask, framed).astype(np.float32), framed) > 0.5
+    assert 2 * (back & (mask > 0)).sum() / (back.sum() + mask.sum()) > 0.95
+
+
 def test_a_box_reaching_past_the_image_is_padded_and_maps_back():
     preprocessor = Preprocessor(PreprocessConfig(size=40))
     image, mask = box_volume(side=30, size=60)  # gland at rows/cols 30-60 and 40-70: clipped at the border
@@ -94,6 +109,23 @@ def test_predictor_reframes_a_small_gland_until_in_range_and_leaves_a_typical_on
     last_grid = model.seen[-1][:, 0].numpy()
     last_grid = last_grid > last_grid.max() / 2
     assert gland_box(last_grid).extent / 50 == pytest.approx(max(side / 100, 0.3), abs=0.04)
+
+
+class FirstPassOnly(RecordingBrightPixels):
+    """Finds the bright gland on its first pass only, nothing after."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits = super().forward(x)
+        return logits if len(self.seen) == 1 else torch.full_like(logits, -10.0)
+
+
+def test_a_reframed_pass_that_finds_nothing_keeps_the_gland_found_before():
+    image, mask = box_volume(10)
+    model = FirstPassOnly()
+    postprocess = PostprocessConfig(largest_component=False, relocate=3, gland_extents=(0.3, 0.6))
+    prediction = Predictor(model, PreprocessConfig(size=50), postprocess).predict(image, spacing=None)
+    assert len(model.seen) == 2  # the second pass found nothing: no third
+    assert 2 * (prediction.mask & mask).sum() / (prediction.mask.sum() + mask.sum()) > 0.9
 
 
 def test_relocating_without_a_training_range_is_refused():

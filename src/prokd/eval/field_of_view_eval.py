@@ -144,7 +144,8 @@ def training_gland_extents(
     predictor: Predictor, data: str | Path, payload: dict[str, Any], label_map: dict[int, int] | None
 ) -> tuple[float, float]:
     """The range of gland extents on the grid over the training cases a checkpoint's split lists, measured with
-    its preprocessing (:func:`~prokd.infer.framing.extent_range`): what training stores since locate-then-segment.
+    its preprocessing (:func:`~prokd.infer.framing.extent_range`): what training stores since locate-then-segment
+    for a run with labelled training cases (a run without them stores its teachers' range instead).
 
     Raises:
         ValueError: none of those cases has a gland (or the run had no training cases).

@@ -154,8 +154,8 @@ class Predictor:
         spacing (or None when unknown); ``flip_tta`` overrides the post-processing config's.
 
         With ``postprocess.relocate`` passes (:mod:`prokd.infer.framing`), each predicts again on a box framed
-        around the gland the previous pass found if it appeared larger or smaller than in training; a pass that
-        finds no gland, or one of a training size, ends them."""
+        around the gland the previous pass found if it appeared larger or smaller than in training. A gland of a
+        training size ends them, and so does a pass that finds no gland (its prediction is dropped)."""
         grid, plan = self.prepare(image, spacing)
         prediction = self.predict_grid(grid, plan, flip_tta)
         for _ in range(self.postprocess.relocate):
@@ -163,7 +163,10 @@ class Predictor:
             plan = None if box is None else reframed_plan(plan, box, self.gland_extents())
             if plan is None:
                 break
-            prediction = self.predict_grid(self.preprocessor.image_to_grid(image, plan), plan, flip_tta)
+            framed = self.predict_grid(self.preprocessor.image_to_grid(image, plan), plan, flip_tta)
+            if not framed.mask.any():
+                break
+            prediction = framed
         return prediction
 
     def gland_extents(self) -> tuple[float, float]:
@@ -174,7 +177,8 @@ class Predictor:
         """
         if self.postprocess.gland_extents is None:
             raise ValueError("postprocess.relocate needs postprocess.gland_extents, the training cases' range of "
-                             "gland extents on the grid (runs trained since locate-then-segment store it)")
+                             "gland extents on the grid (runs trained, and .onnx files exported, since "
+                             "locate-then-segment carry it)")
         return self.postprocess.gland_extents
 
 

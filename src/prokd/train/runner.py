@@ -178,6 +178,9 @@ def _resolved_postprocess(prepared: PreparedRun, teachers: Sequence[Teacher]) ->
     if postprocess["gland_extents"] is None:
         labels = [case.label for case in prepared.train_cases if case.label is not None]
         postprocess["gland_extents"] = extent_range(labels) or _union([t.gland_extents for t in teachers])
+    if postprocess["relocate"] and postprocess["gland_extents"] is None:
+        raise ConfigError("'postprocess.relocate' needs the training range of gland extents: the run has no labelled "
+                          "training case with a gland and its teachers store none (set postprocess.gland_extents)")
     return postprocess
 
 
@@ -260,6 +263,7 @@ def train_run(
             cached = objective.teacher_logits if config.distill.cache_teachers else None
             sampler = make_sampler(prepared, context=objective.context, unlabeled=unlabeled, teacher_maps=cached)
         check_memory(prepared, [] if config.distill is None else objective.teachers, sampler, world)
+        meta = checkpoint_meta(prepared, [] if config.distill is None else objective.teachers)
         world.barrier()  # every process has checked the folder before rank 0 writes it
         if world.is_main:
             write_run_files(prepared, data, resume=resume, overwrite=overwrite, teachers=teachers,
@@ -272,7 +276,7 @@ def train_run(
             objective,
             sampler,
             prepared.val_cases,
-            checkpoint_meta(prepared, [] if config.distill is None else objective.teachers),
+            meta,
             resume=resume,
             on_epoch_end=on_epoch_end,
             console=console if world.is_main else None,
