@@ -75,6 +75,21 @@ def test_site_aggregation_scores_each_teacher_on_the_validation_cases_per_site(
     assert record["site_scores"] == {site: summary[site]["dice"]["mean"] for site in val_sites}
 
 
+def test_site_scores_given_in_aggregate_kwargs_are_not_evaluated(
+    phantom_data, teacher_run, tmp_path, tiny_config, monkeypatch
+):
+    def refuse(*_):
+        raise AssertionError("the teacher was evaluated although the config gives its site scores")
+
+    monkeypatch.setattr("prokd.distill.setup.validation_site_scores", refuse)
+    config = tiny_config(epochs=1, steps_per_epoch=2)
+    scores = {site: [0.5] for site in ("SiteA", "SiteB", "SiteC", "SiteD")}
+    config.distill = DistillConfig(teachers=[str(teacher_run)], aggregate="site", aggregate_kwargs={"scores": scores})
+    train_run(phantom_data, tmp_path / "student", config)
+    (record,) = json.loads((tmp_path / "student" / "teachers.json").read_text())
+    assert record["site_scores"] is None
+
+
 def test_distill_needs_teachers(phantom_data, tmp_path, tiny_config):
     config = tiny_config()
     config.distill = DistillConfig()

@@ -61,7 +61,8 @@ def _cases_in(part: str, case_ids: list[str]) -> str:
 def build_distillation(
     prepared: PreparedRun, seg_loss: SegmentationLoss, data: str | Path, world: World = World()
 ) -> tuple[DistillationObjective, list[dict[str, Any]]]:
-    """Load the run's teachers (with their validation Dice per site for the ``site`` aggregation and their
+    """Load the run's teachers (with their validation Dice per site for the ``site`` aggregation, unless its
+    ``aggregate_kwargs`` give the scores, and their
     temperature for ``distill.calibrate``, fitted on ``data`` when not stored in the teacher's RUN folder yet) and
     build its distillation objective; nothing is written to the student's RUN folder.
 
@@ -72,7 +73,7 @@ def build_distillation(
     runs = teacher_runs(config.distill.teachers)
     teachers = [load_teacher(run, config.distill.teacher_taps) for run in runs]
     for run, teacher in zip(runs, teachers):
-        if config.distill.aggregate == "site":
+        if config.distill.aggregate == "site" and "scores" not in config.distill.aggregate_kwargs:
             teacher.site_scores = validation_site_scores(run, data)
         if config.distill.calibrate:
             teacher.temperature = run_calibration(run, data).temperature
