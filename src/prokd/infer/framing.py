@@ -37,7 +37,15 @@ import numpy as np
 
 from prokd.data.preprocess import GridPlan
 
-__all__ = ["EXTENT_PERCENTILES", "EXTENT_TOLERANCE", "GlandBox", "extent_range", "gland_box", "grid_extent", "reframed_plan"]
+__all__ = [
+    "EXTENT_PERCENTILES",
+    "EXTENT_TOLERANCE",
+    "GlandBox",
+    "extent_range",
+    "gland_box",
+    "grid_extent",
+    "reframed_plan",
+]
 
 EXTENT_PERCENTILES = (10.0, 90.0)
 """The percentiles of the training cases' gland extents that bound the range a volume is left alone in."""
