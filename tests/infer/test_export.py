@@ -30,7 +30,12 @@ def test_export_matches_pytorch_and_keeps_preprocessing(exported, trained_run):
     assert exported.torch_ms > 0 and exported.onnx_ms > 0
     model = OnnxModel(exported.path)
     assert model.metadata["prokd.model"] == "unet-small"
-    assert model.config("preprocess", type(Predictor.from_checkpoint(trained_run).preprocessor.config)).size == 64
+    reference = Predictor.from_checkpoint(trained_run)
+    assert model.config("preprocess", type(reference.preprocessor.config)).size == 64
+    # the training range of gland extents travels too, so `prokd predict model.onnx --relocate N` can reframe
+    carried = load_onnx_predictor(exported.path, threads=1).postprocess
+    assert carried.gland_extents is not None and carried.gland_extents == pytest.approx(
+        reference.postprocess.gland_extents)
 
 
 def test_onnx_predictor_segments_a_volume_like_pytorch(exported, trained_run, phantom_data):
