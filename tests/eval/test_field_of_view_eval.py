@@ -102,7 +102,7 @@ def test_locate_then_segment_is_stored_apart_with_the_range_training_stored(run,
     test_cases = json.loads((run / "split.json").read_text())["test"][:1]
     stored = load_checkpoint(resolve_checkpoint(run, "best"))
     predictor = Predictor.from_payload(stored)
-    assert training_gland_extents(predictor, phantom_data, stored, None) == pytest.approx(
+    assert training_gland_extents(predictor, phantom_data, stored) == pytest.approx(
         stored["postprocess"]["gland_extents"])  # measured again from the split's training cases: the same range
     relocated, computed = field_of_view_of_run(run, phantom_data, test_cases, relocate=2)
     assert computed and eval_name(2) == "field-of-view-relocate-2"

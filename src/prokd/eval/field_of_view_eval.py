@@ -127,7 +127,7 @@ def field_of_view_of_run(
     predictor = Predictor.from_payload(payload, checkpoint)
     label_map = payload["config"].get("label_map")
     if relocate is not None:
-        extents = predictor.postprocess.gland_extents or training_gland_extents(predictor, data, payload, label_map)
+        extents = predictor.postprocess.gland_extents or training_gland_extents(predictor, data, payload)
         predictor.postprocess = dataclasses.replace(predictor.postprocess, relocate=relocate, gland_extents=extents)
     evaluation = evaluate_field_of_view(predictor, data, case_ids, label_map)
     write_evaluation(evaluation, Path(run) / "eval" / name, checkpoint)
@@ -140,11 +140,9 @@ def eval_name(relocate: int | None = None) -> str:
     return FIELD_OF_VIEW_EVAL if relocate is None else f"{FIELD_OF_VIEW_EVAL}-relocate-{relocate}"
 
 
-def training_gland_extents(
-    predictor: Predictor, data: str | Path, payload: dict[str, Any], label_map: dict[int, int] | None
-) -> tuple[float, float]:
-    """The range of gland extents on the grid over the training cases a checkpoint's split lists, measured with
-    its preprocessing (:func:`~prokd.infer.framing.extent_range`): what training stores since locate-then-segment
+def training_gland_extents(predictor: Predictor, data: str | Path, payload: dict[str, Any]) -> tuple[float, float]:
+    """The range of gland extents on the grid over the training cases a checkpoint's split lists (read with its
+    label map), measured with its preprocessing (:func:`~prokd.infer.framing.extent_range`): what training stores since locate-then-segment
     for a run with labelled training cases (a run without them stores its teachers' range instead).
 
     Raises:
@@ -153,7 +151,7 @@ def training_gland_extents(
     preprocessor, index = predictor.preprocessor, load_cases(data)
     labels = []
     for case in index.select(payload["split"]["train"]):
-        loaded = load_case(case, label_map, predictor.input_channel())
+        loaded = load_case(case, payload["config"].get("label_map"), predictor.input_channel())
         labels.append(preprocessor.label_to_grid(loaded.label, preprocessor.plan(loaded.label.shape,
                                                                                   loaded.geometry.spacing)))
     extents = extent_range(labels)

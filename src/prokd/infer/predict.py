@@ -25,8 +25,8 @@ from prokd.data.preprocess import GridPlan, Preprocessor
 from prokd.data.slices import volume_inputs
 from prokd.distributed import device_of
 from prokd.memory import PREDICTION_BYTES_PER_VOXEL, available_memory, format_bytes, layer_output_bytes
-from prokd.infer.postprocess import probability_to_mask
 from prokd.infer.framing import gland_box, reframed_plan
+from prokd.infer.postprocess import probability_to_mask
 from prokd.infer.uncertainty import binary_entropy, disagreement, disagreement_score, entropy_score
 from prokd.losses import foreground_logit, probabilities
 from prokd.runs.checkpoint import (

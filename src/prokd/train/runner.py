@@ -164,17 +164,19 @@ def checkpoint_meta(prepared: PreparedRun, teachers: Sequence[Teacher] = ()) -> 
             "kwargs": {**get_spec(config.model.name).default_kwargs, **config.model.kwargs},
         },
         "preprocess": resolved["preprocess"],
-        "postprocess": _resolved_postprocess(prepared, teachers),
+        "postprocess": _resolved_postprocess(dict(resolved["postprocess"]), prepared, teachers),
         "config": resolved,
         "split": prepared.split,
     }
 
 
-def _resolved_postprocess(prepared: PreparedRun, teachers: Sequence[Teacher]) -> dict[str, Any]:
-    """The run's post-processing with ``gland_extents`` (the training range of the gland's extent on the grid,
-    for locate-then-segment: :mod:`prokd.infer.framing`) unless the config sets it: measured on the run's
-    labelled training cases, else (distilled without labels) the union of its teachers' ranges when each has one."""
-    postprocess = prepared.config.to_dict()["postprocess"]
+def _resolved_postprocess(
+    postprocess: dict[str, Any], prepared: PreparedRun, teachers: Sequence[Teacher]
+) -> dict[str, Any]:
+    """The run's post-processing ``postprocess`` (a copy, completed here) with ``gland_extents`` (the training range
+    of the gland's extent on the grid, for locate-then-segment: :mod:`prokd.infer.framing`) unless the config sets
+    it: measured on the run's labelled training cases, else (distilled without labels) the union of its teachers'
+    ranges when each has one."""
     if postprocess["gland_extents"] is None:
         labels = [case.label for case in prepared.train_cases if case.label is not None]
         postprocess["gland_extents"] = extent_range(labels) or _union([t.gland_extents for t in teachers])
@@ -262,8 +264,9 @@ def train_run(
                     console.print(inferred_sites_line(inferred_sites), highlight=False, soft_wrap=True)
             cached = objective.teacher_logits if config.distill.cache_teachers else None
             sampler = make_sampler(prepared, context=objective.context, unlabeled=unlabeled, teacher_maps=cached)
-        check_memory(prepared, [] if config.distill is None else objective.teachers, sampler, world)
-        meta = checkpoint_meta(prepared, [] if config.distill is None else objective.teachers)
+        frozen_teachers = [] if config.distill is None else objective.teachers
+        check_memory(prepared, frozen_teachers, sampler, world)
+        meta = checkpoint_meta(prepared, frozen_teachers)
         world.barrier()  # every process has checked the folder before rank 0 writes it
         if world.is_main:
             write_run_files(prepared, data, resume=resume, overwrite=overwrite, teachers=teachers,
