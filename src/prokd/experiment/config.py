@@ -15,7 +15,7 @@ An experiment YAML (see ``configs/experiment_phantom.yaml``)::
 
 ``test_site`` gives an entry its own leave-one-site-out split (drawn with the experiment's ``val_fraction`` and
 seed, or, with ``split.file``, the saved split's training and validation cases of the other sites), so that one
-experiment can hold out each site in turn (regime C: ``configs/promise12_sites.yaml``); a student distils from
+experiment can hold out each site in turn (regime C: ``configs/promise12_regime_c.yaml``); a student distils from
 those stages of its teachers that trained on none of its test cases (the teacher of the held-out site is left out).
 ``field_of_view: true`` also evaluates each stage of the entry on its test cases under the field-of-view shifts
 (:mod:`prokd.eval.field_of_view_eval`). ``overrides`` are dotted run-config keys (``{augment.enabled:
