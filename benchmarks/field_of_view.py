@@ -2,6 +2,7 @@
 
     python benchmarks/experiment.py configs/promise12_deploy.yaml    # first: the teacher and the students
     python benchmarks/field_of_view.py
+    python benchmarks/field_of_view.py --experiment promise12_regime_b --variants framings   # the 4-label students
 
 Every test case of the fixed split is also cropped to 0.6x and padded to 1.5x and 2x its in-plane field of view,
 and resampled to 0.5x and 2x its in-plane resolution (:mod:`prokd.eval.field_of_view`); each prediction is mapped
@@ -11,9 +12,11 @@ back to the original grid and scored in 3D against the original label (:mod:`pro
 of the distilled ``unet-small`` and ``mobile-unet`` of ``configs/promise12_deploy.yaml``, as they are predicted
 by ``prokd predict`` (their own preprocessing, flip TTA, largest component); then each again with locate-then-segment
 (:mod:`prokd.infer.framing`, ``prokd predict --relocate 2``), its range of gland extents measured on the run's
-training cases (the runs predate it; training now stores it).
+training cases when the checkpoint predates it, and with a framing search (the first prediction made at several
+zooms about the image centre, the most confident kept: ``prokd predict --framings 0.5,0.7,1,1.5,2``).
 
-Writes ``benchmarks/results/field_of_view.json`` and the ``field-of-view`` section of ``BENCHMARKS.md``.
+Writes ``benchmarks/results/field_of_view.json`` and the ``field-of-view`` section of ``BENCHMARKS.md`` (for another
+experiment: ``field_of_view_<name>.json`` and ``field-of-view-<name>``).
 """
 
 from __future__ import annotations
@@ -35,45 +38,71 @@ from prokd.table import markdown_table
 
 CEILING = "ceiling: the label itself"
 """The Dice the label reaches after the shift and back: what a crop cuts off or a coarser grid blurs."""
-MODELS = {
-    CEILING: [CEILING],
-    "teacher unet-large": ["teacher-full-seed0"],
-    "unet-small, KD": [f"student-kd-all-seed{seed}" for seed in range(3)],
-    "mobile-unet, KD": [f"student-kd-all-mobile-seed{seed}" for seed in range(3)],
+EXPERIMENTS = {
+    "promise12_deploy": {
+        "teacher unet-large": ["teacher-full-seed0"],
+        "unet-small, KD": [f"student-kd-all-seed{seed}" for seed in range(3)],
+        "mobile-unet, KD": [f"student-kd-all-mobile-seed{seed}" for seed in range(3)],
+    },
+    "promise12_regime_b": {
+        "unet-small, 4 labels + calibrated site teachers": [
+            f"student-mkd-site-pseudo-calibrated-seed{seed}" for seed in range(3)
+        ],
+    },
 }
+"""The models evaluated per experiment (``benchmarks/out/<name>``): their runs, one per seed."""
+DEFAULT_EXPERIMENT = "promise12_deploy"
+"""Its results are ``field_of_view.json`` and the ``field-of-view`` section; another experiment's carry its name."""
 RELOCATE = 2
-"""Locate-then-segment passes of the second evaluation of every model."""
-RELOCATED = " + locate-then-segment"
-"""Appended to a model's and its runs' names for that evaluation."""
+"""Locate-then-segment passes of the ``relocate`` variant."""
+FRAMINGS = [0.5, 0.7, 1.0, 1.5, 2.0]
+"""Zooms of the first pass of the ``framings`` variant (the most confident prediction is kept)."""
+VARIANTS = {
+    "as-trained": ("", None),
+    "relocate": (" + locate-then-segment", {"relocate": RELOCATE}),
+    "framings": (" + framing search", {"framings": FRAMINGS}),
+}
+"""Each model is evaluated as it predicts and with post-processing keys imposed: ``--variants`` name them; the
+suffix is appended to the names of the model and of its runs."""
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--experiment", type=Path, default=ROOT / "benchmarks" / "out" / "promise12_deploy")
+    parser.add_argument("--experiment", choices=sorted(EXPERIMENTS), default=DEFAULT_EXPERIMENT,
+                        help="the experiment under benchmarks/out/ whose runs are evaluated")
+    parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
     parser.add_argument("--data", type=Path, default=DEFAULT_PROMISE12)
     args = parser.parse_args()
-    runs = args.experiment / "runs"
-    trained = [run for names in MODELS.values() for run in names if run != CEILING]
+    runs = ROOT / "benchmarks" / "out" / args.experiment / "runs"
+    models = EXPERIMENTS[args.experiment]
+    trained = [run for names in models.values() for run in names]
     require_trained(runs, trained)
+    variants = ["as-trained", *(v for v in args.variants if v != "as-trained")]
     results = {
         "command": shlex.join(["python", "benchmarks/field_of_view.py", *sys.argv[1:]]),
+        "experiment": args.experiment,
+        "models": models,
+        "variants": [VARIANTS[v][0] for v in variants],
         "shifts": [shift.name for shift in FIELD_OF_VIEW_CURVE],
         "relocate": RELOCATE,
-        "cases": [row for index, run in enumerate(trained) for row in score_run(runs / run, args.data, index == 0)]
-        + [row for run in trained for row in score_run(runs / run, args.data, False, RELOCATE)],
+        "framings": FRAMINGS,
+        "cases": [row for variant in variants for index, run in enumerate(trained)
+                  for row in score_run(runs / run, args.data, index == 0 and variant == "as-trained", variant)],
     }
-    written = write_results(ROOT / "benchmarks" / "results" / "field_of_view.json", results, seed=0)
-    update_section("field-of-view", markdown(written))
+    suffix = "" if args.experiment == DEFAULT_EXPERIMENT else f"_{args.experiment}"
+    written = write_results(ROOT / "benchmarks" / "results" / f"field_of_view{suffix}.json", results, seed=0)
+    update_section("field-of-view" + suffix.replace("_", "-", 1), markdown(written))
     print(markdown(written))
 
 
-def score_run(run: Path, data: Path, ceiling: bool, relocate: int | None = None) -> list[dict[str, Any]]:
+def score_run(run: Path, data: Path, ceiling: bool, variant: str = "as-trained") -> list[dict[str, Any]]:
     """3D Dice of every test case of ``run`` under every shift of the protocol
-    (:func:`~prokd.eval.field_of_view_eval.field_of_view_of_run`, with ``relocate`` locate-then-segment passes as run
-    ``<name> + locate-then-segment``) and, with ``ceiling``, of the label itself shifted and mapped back (as run
-    :data:`CEILING`)."""
-    evaluation, evaluated = field_of_view_of_run(run, data, read_json(run / "split.json")["test"], relocate)
-    name = run.name + ("" if relocate is None else RELOCATED)
+    (:func:`~prokd.eval.field_of_view_eval.field_of_view_of_run`, with the post-processing of ``variant``, a key of
+    :data:`VARIANTS`, as run ``<name><suffix>``) and, with ``ceiling``, of the label itself shifted and mapped back
+    (as run :data:`CEILING`)."""
+    suffix, postprocess = VARIANTS[variant]
+    evaluation, evaluated = field_of_view_of_run(run, data, read_json(run / "split.json")["test"], postprocess)
+    name = run.name + suffix
     reused = "stored evaluation, newer than its best checkpoint"
     print(f"{name}: {'evaluated' if evaluated else reused}", flush=True)
     rows = []
@@ -85,11 +114,11 @@ def score_run(run: Path, data: Path, ceiling: bool, relocate: int | None = None)
 
 
 def model_means(results: dict[str, Any]) -> dict[str, dict[str, float]]:
-    """Mean 3D Dice per model (all its seeds and test cases) and shift; each trained model also with
-    locate-then-segment."""
+    """Mean 3D Dice per model (all its seeds and test cases) and shift; each trained model also with every
+    variant evaluated."""
     cases = results["cases"]
-    models = {**MODELS, **{model + RELOCATED: [run + RELOCATED for run in names]
-                           for model, names in MODELS.items() if model != CEILING}}
+    models = {CEILING: [CEILING], **{model + suffix: [run + suffix for run in names] for suffix in results["variants"]
+                                     for model, names in results["models"].items()}}
     return {
         model: {
             shift: float(np.mean([r["dice"] for r in cases if r["run"] in names and r["shift"] == shift]))
@@ -108,23 +137,30 @@ def markdown(results: dict[str, Any]) -> str:
     verdict = "; ".join(f"{model}: worst {largest_drop(dice)[1]:+.1f} points "
                         f"({'met' if within_target(dice) else 'missed'})"
                         for model, dice in means.items() if model != CEILING)
+    zooms = [f"{z:g}" for z in results["framings"]]
+    explained = {
+        VARIANTS["relocate"][0]: f"*{VARIANTS['relocate'][0].strip(' +')}*: the same model with up to "
+        f"{results['relocate']} more passes, each on a box around the gland found when its extent on the grid is out "
+        f"of the training cases' range (the {EXTENT_PERCENTILES[0]:g}th to {EXTENT_PERCENTILES[1]:g}th percentile), "
+        f"reframed to the range's nearer end (`prokd predict --relocate {results['relocate']}`).",
+        VARIANTS["framings"][0]: f"*{VARIANTS['framings'][0].strip(' +')}*: the first prediction made at zooms "
+        f"{', '.join(zooms)} about the image centre, the most confident kept (`prokd predict --framings "
+        f"{','.join(zooms)}`).",
+    }
+    title = "" if results["experiment"] == DEFAULT_EXPERIMENT else f", `{results['experiment']}`"
     return "\n".join([
-        "## Field of view: 3D test Dice when the framing changes (PROMISE12)",
+        f"## Field of view: 3D test Dice when the framing changes (PROMISE12{title})",
         "",
-        f"Command: `{results['command']}` (after `python benchmarks/experiment.py configs/promise12_deploy.yaml`). "
+        f"Command: `{results['command']}` (after `python benchmarks/experiment.py configs/{results['experiment']}.yaml`). "
         f"{provenance(results['env'])} Test cases of the fixed split cropped to 0.6x or padded to 1.5x and 2x their "
         "in-plane field of view, or resampled to 0.5x and 2x their in-plane resolution; masks mapped back to the "
         "original grid. Mean 3D Dice over the test cases (and seeds), change from the original in points. "
-        f"*+ locate-then-segment*: the same model with up to {results['relocate']} more passes, each on a box around "
-        "the gland found when its extent on the grid is out of the training cases' range (the "
-        f"{EXTENT_PERCENTILES[0]:g}th to {EXTENT_PERCENTILES[1]:g}th percentile), reframed to the range's nearer end "
-        f"(`prokd predict --relocate {results['relocate']}`).",
+        + " ".join(explained[suffix] for suffix in results["variants"] if suffix in explained),
         "",
         *markdown_table(header, body),
         "",
         f"Target (issue 13): within {FIELD_OF_VIEW_TARGET:g} points of the original at every shift. {verdict}.",
     ])
-
 
 if __name__ == "__main__":
     main()

@@ -81,11 +81,11 @@ def batch_for(mode: Mode, objective: torch.nn.Module, preprocess: PreprocessConf
     size = preprocess.size
     x = torch.randn(BATCH, preprocess.in_channels, size, size)
     y = (torch.rand(BATCH, 1, size, size) > 0.9).float()
-    labelled = torch.tensor([True, False] * (BATCH // 2))
+    labeled = torch.tensor([True, False] * (BATCH // 2))
     cached = None
     if mode.cached:
         cached = torch.cat([t(x)[0] for t in objective.teachers], dim=1)
-    return Batch(x, y, labelled, teacher=cached)
+    return Batch(x, y, labeled, teacher=cached)
 
 
 def step_ms(mode: Mode, size: int, steps: int) -> float:

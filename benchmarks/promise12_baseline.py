@@ -35,7 +35,7 @@ def fixed_split(data: Path) -> dict[str, list[str]]:
         return load_split(SPLIT_FILE)
     split = holdout_split(load_cases(data).labeled, val_fraction=4 / 36, test_fraction=8 / 36, seed=0)
     SPLIT_FILE.parent.mkdir(parents=True, exist_ok=True)
-    save_split(split, SPLIT_FILE, seed=0, mode="holdout", data="PROMISE12 (36 labelled cases)")
+    save_split(split, SPLIT_FILE, seed=0, mode="holdout", data="PROMISE12 (36 labeled cases)")
     return split
 
 

@@ -20,14 +20,14 @@ PROMISE12 = Path(os.environ.get("PROKD_PROMISE12", Path(__file__).resolve().pare
 
 @pytest.fixture(scope="session")
 def phantom_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A 4-site phantom, 3 labelled + 1 unlabeled case per site, as NIfTI + dataset.json."""
+    """A 4-site phantom, 3 labeled + 1 unlabeled case per site, as NIfTI + dataset.json."""
     from prokd.data.phantom import write_phantom
 
     return write_phantom(tmp_path_factory.mktemp("phantom"), cases_per_site=3, unlabeled_per_site=1, seed=0)
 
 
 class DamagedDataset:
-    """A copy of a dataset whose labelled images are not volumes (found only when a run reads them);
+    """A copy of a dataset whose labeled images are not volumes (found only when a run reads them);
     :meth:`repair` puts the real images back."""
 
     def __init__(self, datalist: Path, folder: Path) -> None:
@@ -42,7 +42,7 @@ class DamagedDataset:
 
 @pytest.fixture
 def damaged_phantom(phantom_data: Path, tmp_path: Path) -> DamagedDataset:
-    """The phantom with unreadable labelled images, in ``tmp_path/damaged``; ``.repair()`` fixes it."""
+    """The phantom with unreadable labeled images, in ``tmp_path/damaged``; ``.repair()`` fixes it."""
     return DamagedDataset(phantom_data, tmp_path / "damaged")
 
 

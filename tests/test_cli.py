@@ -63,7 +63,7 @@ def test_evaluate_writes_tables(trained_run, phantom_data):
 
 
 def zonal_datalist(phantom_data: Path, folder: Path) -> Path:
-    """The phantom's labelled cases with zonal masks: 1 below the gland's median slice, 2 from it up."""
+    """The phantom's labeled cases with zonal masks: 1 below the gland's median slice, 2 from it up."""
     listing = json.loads(phantom_data.read_text())
     root = phantom_data.parent
     training = []
@@ -133,6 +133,16 @@ def test_predict_with_locate_then_segment_and_its_refusal_for_a_run_without_the_
     result = invoke("predict", tmp_path / "old.pt", image, "--out", tmp_path / "old", "--relocate", 1)
     assert result.exit_code == 1 and len(result.output.strip().splitlines()) == 1, result.output
     assert "postprocess.relocate needs postprocess.gland_extents" in result.output and not (tmp_path / "old").exists()
+
+
+def test_predict_at_several_framings_and_its_refusal_of_a_bad_zoom(trained_run, phantom_data, tmp_path):
+    image = sorted((phantom_data.parent / "imagesTr").glob("*.nii.gz"))[0]
+    result = invoke("predict", trained_run, image, "--out", tmp_path / "pred", "--framings", "0.7,1,1.5")
+    assert result.exit_code == 0, result.output
+    assert nib.load(tmp_path / "pred" / image.name.replace(".nii.gz", "_mask.nii.gz")).shape == nib.load(image).shape
+    for bad, message in (("1,x", "--framings must list zooms"), ("1,-2", "postprocess.framings")):
+        result = invoke("predict", trained_run, image, "--out", tmp_path / "bad", "--framings", bad)
+        assert result.exit_code == 1 and message in result.output and not (tmp_path / "bad").exists(), result.output
 
 
 def test_predict_refuses_inputs_that_would_write_the_same_mask_before_writing_any(trained_run, phantom_data, tmp_path):
@@ -236,7 +246,7 @@ def test_data_phantom_writes_a_dataset_and_refuses_to_overwrite_it(tmp_path):
 
 
 def two_channel_datalist(phantom_data: Path, folder: Path) -> Path:
-    """Six of the phantom's labelled cases as MSD Task05_Prostate stores them: 4D images, T2 (channel 0) and an
+    """Six of the phantom's labeled cases as MSD Task05_Prostate stores them: 4D images, T2 (channel 0) and an
     ADC-like inverted copy (channel 1)."""
     listing = json.loads(phantom_data.read_text())
     root = phantom_data.parent

@@ -34,7 +34,7 @@ def test_demo_experiment_seeds_and_scales_the_shipped_steps(phantom_data):
     assert [e.steps for e in tiny.students] == [1, 1, 1, 1] and tiny.run.train.steps_per_epoch == 1
     scratch, kd, scratch4, mkd = config.students
     assert (kd.teachers, kd.distill["cache_teachers"]) == (["full"], True)
-    assert (mkd.teachers, mkd.labelled, scratch4.labelled, scratch4.teachers) == (["k7"], 4, 4, [])
+    assert (mkd.teachers, mkd.labeled, scratch4.labeled, scratch4.teachers) == (["k7"], 4, 4, [])
     assert mkd.distill["cache_teachers"] and mkd.distill["pseudo"] > 0 and mkd.distill["unlabeled_fraction"] > 0
     assert len({e.steps for e in config.students}) == 1, "students compared with equal step budgets"
 

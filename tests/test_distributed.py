@@ -77,7 +77,7 @@ def test_two_processes_train_like_one_with_the_same_global_batch(phantom_data, t
 
 def test_two_processes_distil_with_trained_adapters_and_gate_like_one(phantom_data, tmp_path, tiny_yaml):
     """Two teachers, learned gate and feature adapters (the objective's own parameters are synchronised too),
-    unlabeled slices with pseudo-labels and the consistency term (the labelled / unlabeled split differs between
+    unlabeled slices with pseudo-labels and the consistency term (the labeled / unlabeled split differs between
     the shares)."""
     teacher = tmp_path / "teacher"
     train_run(phantom_data, teacher, load_yaml(tiny_yaml))

@@ -91,6 +91,14 @@ def parse_label_map(text: str | None) -> dict[int, int] | None:
         raise ConfigError(f"--label-map must look like '1:1,2:1', got {text!r}") from None
 
 
+def parse_framings(text: str) -> list[float]:
+    """``"0.5,1,2"`` → ``[0.5, 1.0, 2.0]`` (zooms are checked by ``PostprocessConfig``)."""
+    try:
+        return [float(zoom) for zoom in text.split(",")]
+    except ValueError:
+        raise ConfigError(f"--framings must list zooms such as '0.5,0.7,1,1.5,2', got {text!r}") from None
+
+
 def parse_overrides(pairs: list[str]) -> dict[str, Any]:
     """``["train.lr=0.001", "augment.enabled=false"]`` → dotted keys with YAML-typed values."""
     overrides = {}
@@ -131,7 +139,7 @@ def from_config(default: object) -> str:
 DataOption = Annotated[Path, typer.Option(callback=absolute_path, help="Dataset: datalist JSON, folder with dataset.json, or MSD/nnU-Net folder.")]
 OutOption = Annotated[Path, typer.Option(callback=absolute_path, help="RUN folder to create.")]
 ConfigOption = Annotated[Optional[Path], typer.Option(callback=absolute_path, help="YAML run config; flags override it.", show_default="the built-in defaults")]
-SitesOption = Annotated[Optional[str], typer.Option(help="Use labels of these sites only, comma-separated (distill --no-labels: the sites learnt without labels, whose labelled cases are tested).", show_default=from_config("all sites"))]
+SitesOption = Annotated[Optional[str], typer.Option(help="Use labels of these sites only, comma-separated (distill --no-labels: the sites learnt without labels, whose labeled cases are tested).", show_default=from_config("all sites"))]
 CasesOption = Annotated[Optional[int], typer.Option(help="Use labels of at most K cases.", show_default=from_config("all cases"))]
 EpochsOption = Annotated[Optional[int], typer.Option(help="Number of epochs.", show_default=from_config(DEFAULTS.train.epochs))]
 MinutesOption = Annotated[Optional[float], typer.Option(help="Time budget for training, in minutes.", show_default=from_config("no time budget"))]
@@ -219,7 +227,7 @@ def run_training(
 @data_app.command("phantom")
 def data_phantom(
     out: Annotated[Path, typer.Argument(callback=absolute_path, help="Folder to write (imagesTr/, labelsTr/, imagesUn/, dataset.json).")],
-    cases_per_site: Annotated[int, typer.Option(help="Labelled cases per site (4 sites).")] = 6,
+    cases_per_site: Annotated[int, typer.Option(help="Labeled cases per site (4 sites).")] = 6,
     unlabeled_per_site: Annotated[int, typer.Option(help="Unlabeled cases per site.")] = 2,
     seed: Annotated[int, typer.Option(help="Seed of the phantom's anatomy and noise.")] = 0,
 ) -> None:
@@ -315,7 +323,7 @@ def distill(
     label_map: LabelMapOption = None,
     channel: ChannelOption = None,
     unlabeled: UnlabeledOption = None,
-    no_labels: Annotated[bool, typer.Option("--no-labels", help="Learn from no label (config key distill.no_labels): KD terms only, on the images of --sites, those of its labelled cases included, which are the test cases; best.pt is the last epoch.")] = False,
+    no_labels: Annotated[bool, typer.Option("--no-labels", help="Learn from no label (config key distill.no_labels): KD terms only, on the images of --sites, those of its labeled cases included, which are the test cases; best.pt is the last epoch.")] = False,
     set_: SetOption = [],
     split: SplitOption = None,
     resume: ResumeOption = False,
@@ -341,7 +349,7 @@ def distill(
 def evaluate(
     run: Annotated[Path, typer.Argument(callback=absolute_path, help="RUN folder, checkpoint file or .onnx file from `prokd export`.")],
     data: Annotated[Path, typer.Option(callback=absolute_path, help="The dataset the run was trained on (or another with the same case ids).")],
-    split: Annotated[str, typer.Option(help="train, val, test, or all labelled cases.")] = "test",
+    split: Annotated[str, typer.Option(help="train, val, test, or all labeled cases.")] = "test",
     which: Annotated[str, typer.Option(help="Checkpoint: best or last.")] = "best",
     cases: Annotated[bool, typer.Option(help="Also print the per-case table.")] = False,
     label_map: Annotated[Optional[str], typer.Option(help="Map label values to {0,1}, e.g. '1:1,2:1' (default: the run's).")] = None,
@@ -386,6 +394,7 @@ def predict(
     review_above: Annotated[float, typer.Option(help="Flag a volume for review when its uncertainty score exceeds this.")] = REVIEW_ABOVE,
     flip_tta: Annotated[Optional[bool], typer.Option("--flip-tta/--no-flip-tta", help="Average the prediction with that of the left-right mirror image (twice the network's time).", show_default="the run's postprocess.flip_tta")] = None,
     relocate: Annotated[Optional[int], typer.Option(min=0, help="Locate-then-segment passes: predict again on a box around the gland when it appears larger or smaller than in training (a tighter or wider field of view); 0: off.", show_default="the run's postprocess.relocate")] = None,
+    framings: Annotated[Optional[str], typer.Option(help="Zooms about the image centre to make the first prediction at, keeping the most confident, e.g. 0.5,0.7,1,1.5,2 for a field of view of unknown width (one prediction each).", show_default="the run's postprocess.framings")] = None,
     which: Annotated[str, typer.Option(help="Checkpoint: best or last.")] = "best",
     overwrite: Annotated[bool, typer.Option(help="Replace existing output files.")] = False,
     channel: ChannelOption = None,
@@ -408,6 +417,8 @@ def predict(
             predictor.postprocess = dataclasses.replace(predictor.postprocess, flip_tta=flip_tta)
         if relocate is not None:
             predictor.postprocess = dataclasses.replace(predictor.postprocess, relocate=relocate)
+        if framings is not None:
+            predictor.postprocess = dataclasses.replace(predictor.postprocess, framings=parse_framings(framings))
         if predictor.postprocess.relocate:
             predictor.gland_extents()  # a run trained before locate-then-segment: refused before any output
         teachers = distillation_teachers(run) if uncertainty else []

@@ -127,7 +127,7 @@ class LossConfig:
 
 @dataclass
 class SplitConfig:
-    """Case-level split of the labelled cases (see :mod:`prokd.data.splits`).
+    """Case-level split of the labeled cases (see :mod:`prokd.data.splits`).
 
     ``mode`` is ``holdout`` (site-stratified train/val/test fractions), ``kfold`` (``fold`` of ``folds``)
     or ``loso`` (leave ``test_site`` out; validation is drawn from the other sites).
@@ -206,6 +206,10 @@ class PostprocessConfig:
             around it, scaled so that it does not. Each pass taken costs one more prediction. 0: off.
         gland_extents: ``(low, high)``, the range of the gland's extent on the grid over the training cases, as
             fractions of the grid's side; measured when a run is trained, so it need not be given.
+        framings: zooms about the image centre the first prediction is made at (:mod:`prokd.infer.framing`): 1 the
+            volume's own framing, 2 the central half of its field of view (for a field of view twice as wide as in
+            training), 0.5 twice its field of view; with several, the most confident prediction is kept (the first
+            listed on a tie). Each costs one prediction of the volume.
     """
 
     threshold: float = 0.5
@@ -213,9 +217,12 @@ class PostprocessConfig:
     flip_tta: bool = False
     relocate: int = 0
     gland_extents: tuple[float, float] | None = None
+    framings: list[float] = field(default_factory=lambda: [1.0])
 
     def __post_init__(self) -> None:
         _require(self.relocate >= 0, "postprocess.relocate", "must be 0 (off) or a number of passes")
+        _require(bool(self.framings) and min(self.framings) > 0, "postprocess.framings",
+                 "must list at least one zoom, each positive")
         if self.gland_extents is not None:
             low, high = self.gland_extents
             _require(0 < low <= high <= 1, "postprocess.gland_extents", "must satisfy 0 < low <= high <= 1")
@@ -233,16 +240,16 @@ class DistillConfig:
         pseudo: weight of the segmentation loss (Dice + Lovász + CE) against the aggregated teachers' mask
             (foreground probability at T = 1 above 0.5) on unlabeled slices (0 disables it).
         pseudo_foreground_only: apply the pseudo-label term only to unlabeled slices where that mask has
-            foreground. Unlabeled slices are drawn uniformly (labelled ones mostly with foreground), so most of
+            foreground. Unlabeled slices are drawn uniformly (labeled ones mostly with foreground), so most of
             them have an empty mask, whose Dice + Lovász + CE pull the student towards predicting nothing: in
             the phantom demo a student distilled with it never found the gland (test Dice 0.46, seed 1). Slices
             left out still get the KL term. Off by default, so recipes written before it keep their meaning.
-        pseudo_joint: put the pseudo-labelled slices into the same segmentation loss as the labelled ones, so
-            each counts once, as a labelled slice does (needs ``pseudo`` = 1). As a separate term, the one or two
-            unlabeled slices of a batch weigh as much as all its labelled ones, and their noisy gradient slowed
+        pseudo_joint: put the pseudo-labeled slices into the same segmentation loss as the labeled ones, so
+            each counts once, as a labeled slice does (needs ``pseudo`` = 1). As a separate term, the one or two
+            unlabeled slices of a batch weigh as much as all its labeled ones, and their noisy gradient slowed
             the students. In exploratory runs, not a benchmark (phantom, 80² at 2 mm, 450 steps, 20 test cases,
             seed 0): test Dice 0.73 separate vs 0.80 joint with one teacher and 25 % unlabeled slices, and 0.77 vs
-            0.81 for a student with 4 labelled cases and two 7-case teachers (0.75 from scratch). Off by default,
+            0.81 for a student with 4 labeled cases and two 7-case teachers (0.75 from scratch). Off by default,
             as above.
         feature_term: registered feature term: ``hint``, ``attention`` or ``affinity``.
         feature_kwargs: keyword arguments of the feature term.
@@ -258,7 +265,7 @@ class DistillConfig:
             teachers on them by their scores on that site (an image of unknown site gets the teachers' mean scores
             otherwise). Needs ``aggregate: site``, unlabeled images (``unlabeled_fraction`` > 0) and teachers
             trained on one site each; the inferred sites are written to ``RUN/inferred_sites.json``.
-        gate: weight of the learned gate's own loss on labelled slices (``learned`` only).
+        gate: weight of the learned gate's own loss on labeled slices (``learned`` only).
         consistency: weight of the weak-to-strong consistency term on unlabeled slices (0 disables it;
             :mod:`prokd.distill.consistency`, FixMatch style): the student's prediction on a photometrically
             perturbed, pixel-aligned copy of each unlabeled slice must match the target on the slice itself
@@ -273,12 +280,12 @@ class DistillConfig:
             trained on other sites). Every slice comes from an image used without its label: the run's test cases
             (transductive: their images, never their labels) and the dataset's unlabeled images, both from the
             run's ``sites`` when given (images without a site are then left out); the loss is the KD terms alone.
-            A drawn split makes the labelled cases of ``sites`` (all sites when unset) the test cases, with no
+            A drawn split makes the labeled cases of ``sites`` (all sites when unset) the test cases, with no
             training or validation case; a given split must list test cases only. Without validation cases the
             last checkpoint is the best (:mod:`prokd.train.loop`). Needs a term that teaches the student's output
             without labels (``kl``, ``pseudo``, or ``consistency`` with ``consistency_target: teachers``), and
             excludes ``unlabeled_fraction`` (every slice is unlabeled), the ``learned`` aggregation (its gate
-            learns on labelled slices) and ``max_cases``.
+            learns on labeled slices) and ``max_cases``.
         cache_teachers: compute each teacher's logits once per (un-augmented) slice and move them with the slice
             through the spatial augmentation (the teacher forward pass dominates a KD step on a CPU); kept in memory
             and on disk under ``RUN/checkpoints/teacher-logits/`` (keyed by the teacher checkpoint's hash and the
@@ -318,7 +325,7 @@ class DistillConfig:
         _require(min(self.kl, self.feature, self.pseudo, self.consistency) >= 0, "distill", "term weights must be >= 0")
         _require(self.restrict in ("none", "uncertain", "boundary"), "distill.restrict", "must be none, uncertain or boundary")
         _require(not self.pseudo_joint or self.pseudo == 1.0, "distill.pseudo_joint",
-                 "needs pseudo: 1 (pseudo-labelled slices then weigh as labelled ones)")
+                 "needs pseudo: 1 (pseudo-labeled slices then weigh as labeled ones)")
         _require(0.0 <= self.unlabeled_fraction < 1.0, "distill.unlabeled_fraction", "must be in [0, 1)")
         _require(self.consistency == 0 or self.unlabeled_share > 0, "distill.consistency",
                  "applies to unlabeled slices only (set distill.unlabeled_fraction > 0)")
@@ -353,7 +360,7 @@ class DistillConfig:
         _require(self.unlabeled_fraction == 0, "distill.unlabeled_fraction",
                  "must stay 0 with distill.no_labels: every slice is drawn from unlabeled images")
         _require(self.aggregate != "learned", "distill.aggregate",
-                 "learned trains its gate on labelled slices; distill.no_labels has none (choose another aggregation)")
+                 "learned trains its gate on labeled slices; distill.no_labels has none (choose another aggregation)")
 
 
 @dataclass
@@ -363,9 +370,9 @@ class RunConfig:
     Besides the sections, four keys choose the data:
 
     Attributes:
-        sites: train on the labelled cases of these sites only (None: all sites); with ``distill.no_labels``, the
-            sites the student learns without labels, whose labelled cases are its test cases.
-        max_cases: train on at most this many labelled cases, chosen site-stratified (None: all).
+        sites: train on the labeled cases of these sites only (None: all sites); with ``distill.no_labels``, the
+            sites the student learns without labels, whose labeled cases are its test cases.
+        max_cases: train on at most this many labeled cases, chosen site-stratified (None: all).
         label_map: label value → 0 or 1, for labels other than {0, 1} (e.g. ``{1: 1, 2: 1}`` merges zones).
         unlabeled_include_test: a distillation also draws its unlabeled images from the dataset's test images
             (a datalist's ``test`` entries, ``imagesTs/``); by default only images listed under ``unlabeled``.

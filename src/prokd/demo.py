@@ -1,6 +1,6 @@
 """``prokd demo``: the distillation experiment on the built-in phantom, offline, in about 5 minutes on 2 CPU cores.
 
-phantom (4 sites, 10 labelled + 2 unlabeled cases each) → the experiment of ``prokd/demo.yaml`` (a teacher on all
+phantom (4 sites, 10 labeled + 2 unlabeled cases each) → the experiment of ``prokd/demo.yaml`` (a teacher on all
 training cases and two limit-trained teachers on 7 cases each; ``unet-small`` students from scratch and distilled,
 with all labels and with 4) → results table → report → verdict, all with budgets in optimiser steps::
 

@@ -65,9 +65,9 @@ def test_site_rows_aggregate_the_loaded_cases(mixed_datalist):
     rows = check_cases(load_cases(mixed_datalist, require_files=False)).site_rows()
     unknown = {"spacing": "unknown"}
     assert rows == [
-        {"site": "A", "cases": 1, "labelled": 1, "slices": 2, "in_plane": "4x5", **unknown, "foreground": 0.25},
-        {"site": "B", "cases": 1, "labelled": 1, "slices": 3, "in_plane": "6x6", **unknown, "foreground": 1.0},
-        {"site": "unknown", "cases": 1, "labelled": 0, "slices": 5, "in_plane": "4x5", **unknown, "foreground": None},
+        {"site": "A", "cases": 1, "labeled": 1, "slices": 2, "in_plane": "4x5", **unknown, "foreground": 0.25},
+        {"site": "B", "cases": 1, "labeled": 1, "slices": 3, "in_plane": "6x6", **unknown, "foreground": 1.0},
+        {"site": "unknown", "cases": 1, "labeled": 0, "slices": 5, "in_plane": "4x5", **unknown, "foreground": None},
     ]
 
 

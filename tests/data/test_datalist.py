@@ -35,7 +35,7 @@ def write_json(path: Path, data: object) -> Path:
 
 @pytest.fixture
 def datalist(tmp_path: Path) -> Path:
-    """Two labelled cases (one with an absolute path), one validation case, two unlabeled entries, one test image."""
+    """Two labeled cases (one with an absolute path), one validation case, two unlabeled entries, one test image."""
     for name in ("a", "b", "c", "u1_0000", "u2", "t1"):
         volume(tmp_path / "img" / f"{name}.nii.gz")
     for name in ("a", "b", "c"):

@@ -35,7 +35,7 @@ def test_foreground_fraction_one_draws_only_foreground_slices():
     sampler = SliceSampler([grid_case()], batch_size=64, context=1, foreground_fraction=1.0)
     batch = sampler.batch(sampler.seed(0))
     x, y = batch.x, batch.y
-    assert batch.labelled.all()
+    assert batch.labeled.all()
     assert x.shape == (64, 3, 32, 32) and y.shape == (64, 1, 32, 32)
     assert set(x[:, 1, 0, 0].tolist()) <= {4.0, 5.0}
     assert (y.flatten(1).sum(1) == 16 * 16).all()
@@ -66,24 +66,24 @@ def test_unlabeled_images_are_mixed_in_at_the_given_fraction():
     sampler = SliceSampler([grid_case()], batch_size=400, unlabeled=[unlabeled], unlabeled_fraction=0.25)
     batch = sampler.batch(sampler.seed(0))
     from_unlabeled = batch.x[:, 0, 0, 0] >= 100.0
-    assert torch.equal(from_unlabeled, ~batch.labelled)
+    assert torch.equal(from_unlabeled, ~batch.labeled)
     assert 0.18 < from_unlabeled.float().mean() < 0.32
-    assert batch.y[~batch.labelled].sum() == 0
+    assert batch.y[~batch.labeled].sum() == 0
     sites = {"c0": "SiteA", "u0": "SiteB"}
     assert batch.sites == tuple(sites[case_id] for case_id, _ in batch.keys)
     with pytest.raises(ValueError, match="needs unlabeled cases"):
         SliceSampler([grid_case()], batch_size=2, unlabeled_fraction=0.5)
 
 
-def test_without_labelled_cases_every_sample_is_unlabeled():
+def test_without_labeled_cases_every_sample_is_unlabeled():
     unlabeled = grid_case("u0")
     unlabeled.label = None
     sampler = SliceSampler([], batch_size=64, unlabeled=[unlabeled], unlabeled_fraction=1.0)
     batch = sampler.batch(sampler.seed(0))
-    assert not batch.labelled.any() and batch.y.sum() == 0
+    assert not batch.labeled.any() and batch.y.sum() == 0
     assert {case_id for case_id, _ in batch.keys} == {"u0"}
-    assert len({z for _, z in batch.keys}) > 5  # any slice, not the labelled foreground ones
-    with pytest.raises(ValueError, match="needs labelled cases unless every sample is unlabeled"):
+    assert len({z for _, z in batch.keys}) > 5  # any slice, not the labeled foreground ones
+    with pytest.raises(ValueError, match="needs labeled cases unless every sample is unlabeled"):
         SliceSampler([], batch_size=2, unlabeled=[unlabeled], unlabeled_fraction=0.5)
 
 

@@ -131,7 +131,7 @@ def test_site_test_split_tests_every_case_of_the_sites_and_trains_on_none():
     assert site_test_split(cases, ["B", "D"]) == {
         "train": [], "val": [], "test": [*(f"B{i:02d}" for i in range(12)), "D00", "D01"]}
     assert site_test_split(cases)["test"] == sorted(c.case_id for c in cases)
-    with pytest.raises(ValueError, match="site 'Z' has no labelled cases here; sites are: A, B, C, D"):
+    with pytest.raises(ValueError, match="site 'Z' has no labeled cases here; sites are: A, B, C, D"):
         site_test_split(cases, ["A", "Z"])
 
 

@@ -44,9 +44,9 @@ def test_weights_are_a_partition_of_unity_and_probs_their_weighted_mean(mode):
     torch.manual_seed(0)
     teacher_probs = torch.rand(3, 4, 1, 8, 8)
     label = (torch.rand(4, 1, 8, 8) > 0.5).long()
-    labelled = torch.tensor([True, False, True, False])
+    labeled = torch.tensor([True, False, True, False])
     aggregator = build_aggregator(mode, 3, **MODES[mode])
-    result = aggregator(teacher_probs, label=label, labelled=labelled, image=torch.randn(4, 2, 8, 8))
+    result = aggregator(teacher_probs, label=label, labeled=labeled, image=torch.randn(4, 2, 8, 8))
     assert result.weights.shape == (3, 4, 1, 8, 8) and result.probs.shape == (4, 1, 8, 8)
     assert (result.weights >= 0).all()
     torch.testing.assert_close(result.weights.sum(dim=0), torch.ones(4, 1, 8, 8))
@@ -86,7 +86,7 @@ def test_weighted_rejects_bad_scores(kwargs):
         build_aggregator("weighted", 2, **kwargs)
 
 
-def test_adaptive_labelled_hand_value():
+def test_adaptive_labeled_hand_value():
     # y = [1, 0]; teacher 0 = y, teacher 1 = 1 - y. Window 1: pixel agreement 1 vs 0; Dice (2 + 1) / (1 + 1 + 1) = 1
     # vs (0 + 1) / (1 + 1 + 1) = 1/3; reliability 1 vs 1/6, so w_0 = sigmoid(10 * 5/6) at both pixels.
     label = torch.tensor([1.0, 0.0]).view(1, 1, 1, 2)
@@ -101,7 +101,7 @@ def test_adaptive_trusts_the_teacher_that_matches_the_label_where_there_is_one()
     wrong = square(0.2, 0.7, lo=2, hi=12)
     teachers = torch.stack([wrong, right, wrong]).expand(-1, 2, -1, -1, -1)
     labels = label.expand(2, -1, -1, -1)
-    result = build_aggregator("adaptive", 3)(teachers, label=labels, labelled=torch.tensor([True, False]))
+    result = build_aggregator("adaptive", 3)(teachers, label=labels, labeled=torch.tensor([True, False]))
     assert result.weights[1, 0].min() > 0.8
     unlabeled = build_aggregator("adaptive", 3)(teachers[:, 1:])
     torch.testing.assert_close(result.weights[:, 1:], unlabeled.weights)
@@ -187,7 +187,7 @@ def test_inputs_are_checked():
     with pytest.raises(ValueError, match=r"label must be \(1, 1, 4, 4\)"):
         aggregator(torch.rand(2, 1, 1, 4, 4), label=torch.zeros(1, 1, 4, 5))
     with pytest.raises(ValueError, match="no label was given"):
-        aggregator(torch.rand(2, 1, 1, 4, 4), labelled=torch.tensor([True]))
+        aggregator(torch.rand(2, 1, 1, 4, 4), labeled=torch.tensor([True]))
     with pytest.raises(ValueError, match=r"image must be \(1, C, 4, 4\)"):
         aggregator(torch.rand(2, 1, 1, 4, 4), image=torch.zeros(1, 1, 4, 3))
     with pytest.raises(ValueError, match="needs an image with 1 channels, got None"):
@@ -199,7 +199,7 @@ def test_normalised_entropy_hand_values():
     torch.testing.assert_close(normalised_entropy(probs), torch.tensor([0.0, entropy_bits(0.25), 1.0, 0.0]))
 
 
-def test_gate_loss_is_the_bce_over_labelled_samples():
+def test_gate_loss_is_the_bce_over_labeled_samples():
     probs = torch.tensor([0.8, 0.5]).view(2, 1, 1, 1)
     result = AggregateResult(probs=probs, weights=torch.ones(1, 2, 1, 1, 1))
     label = torch.ones(2, 1, 1, 1)

@@ -167,12 +167,12 @@ def test_objective_adds_the_weighted_term_and_forwards_only_the_unlabeled_strong
     assert sizes == [3, 3, 2]
     assert terms["consistency"] > 0 and 1 - 0.4**2 <= terms["consistency_mask"] <= 1  # threshold 0.5: all but the cutout
     assert loss.item() == pytest.approx(base.item() + 2.0 * terms["consistency"], rel=1e-5)
-    labelled = mixed_batch()
-    labelled.labelled[:] = True
+    labeled = mixed_batch()
+    labeled.labeled[:] = True
     sizes.clear()
-    loss, terms = with_term(student, labelled)
+    loss, terms = with_term(student, labeled)
     assert sizes == [3] and "consistency" not in terms
-    assert loss.item() == without(student, labelled)[0].item()
+    assert loss.item() == without(student, labeled)[0].item()
 
 
 @pytest.mark.parametrize("source", ["student", "teachers"])
@@ -192,20 +192,20 @@ def test_cached_and_fresh_teacher_logits_give_the_same_term():
     torch.manual_seed(2)
     label = np.zeros((6, 32, 32), dtype=np.uint8)
     label[:, 8:24, 8:24] = 1
-    labelled = GridCase("c0", "SiteA", torch.randn(6, 32, 32).numpy(), label, plan)
+    labeled = GridCase("c0", "SiteA", torch.randn(6, 32, 32).numpy(), label, plan)
     unlabeled = GridCase("u0", "SiteA", torch.randn(6, 32, 32).numpy(), None, plan)
     teacher, student = make_teacher(), build_model("unet-tiny", 1, 1)
     config = {"consistency": 1.0, "consistency_target": "teachers", "consistency_threshold": 0.5,
               "unlabeled_fraction": 0.5}
     fresh, cached = objective_for(student, teacher, **config), objective_for(student, teacher, cache_teachers=True, **config)
-    sampler = SliceSampler([labelled], batch_size=8, unlabeled=[unlabeled], unlabeled_fraction=0.5,
+    sampler = SliceSampler([labeled], batch_size=8, unlabeled=[unlabeled], unlabeled_fraction=0.5,
                            teacher_maps=cached.teacher_logits)
     batch = sampler.batch(sampler.seed(0))
-    assert 0 < int((~batch.labelled).sum()) < 8
+    assert 0 < int((~batch.labeled).sum()) < 8
     torch.manual_seed(3)
     _, from_cache = cached(student, batch)
     torch.manual_seed(3)
-    _, from_teacher = fresh(student, Batch(batch.x, batch.y, batch.labelled, batch.keys))
+    _, from_teacher = fresh(student, Batch(batch.x, batch.y, batch.labeled, batch.keys))
     assert from_cache["consistency"] > 0
     assert from_cache["consistency"] == pytest.approx(from_teacher["consistency"], rel=1e-5)
 

@@ -34,7 +34,7 @@ def other_sites_teacher(phantom_data, tmp_path_factory, tiny_config):
 
 @pytest.fixture(scope="module")
 def site_cases(phantom_data):
-    """``(labelled, unlabeled)`` case ids of the held-out site."""
+    """``(labeled, unlabeled)`` case ids of the held-out site."""
     index = load_cases(phantom_data)
     return ([c.case_id for c in index.labeled if c.site == HELD_OUT],
             [c.case_id for c in index.unlabeled if c.site == HELD_OUT])
@@ -54,9 +54,9 @@ def test_cli_student_learns_the_held_out_site_without_a_label(phantom_data, othe
     result = distill(phantom_data, other_sites_teacher, student, "--epochs", 4, "--set", "distill.pseudo=1")
     assert result.exit_code == 0, result.output
     assert "no validation cases: best.pt is the last epoch" in result.output
-    labelled, _ = site_cases
+    labeled, _ = site_cases
     split = json.loads((student / "split.json").read_text())
-    assert (split["train"], split["val"], split["test"]) == ([], [], labelled)
+    assert (split["train"], split["val"], split["test"]) == ([], [], labeled)
     log = [json.loads(line) for line in (student / "metrics.jsonl").read_text().splitlines()]
     assert len(log) == 4
     assert all({"kl", "pseudo"} <= set(record) for record in log)
@@ -68,10 +68,10 @@ def test_cli_student_learns_the_held_out_site_without_a_label(phantom_data, othe
     result = CliRunner().invoke(app, ["evaluate", str(student), "--data", str(phantom_data)], catch_exceptions=False)
     assert result.exit_code == 0, result.output
     summary = json.loads((student / "eval" / "test" / "summary.json").read_text())["summary"]
-    assert set(summary) == {HELD_OUT, "overall"} and summary["overall"]["dice"]["n"] == len(labelled)
+    assert set(summary) == {HELD_OUT, "overall"} and summary["overall"]["dice"]["n"] == len(labeled)
     # the teacher's test cases are the same SiteD cases; the student, without a label, comes close to it
     teacher = evaluate_run(other_sites_teacher, phantom_data, split="test").summary["overall"]["dice"]
-    assert teacher["n"] == len(labelled) and teacher["mean"] > 0.4
+    assert teacher["n"] == len(labeled) and teacher["mean"] > 0.4
     assert summary["overall"]["dice"]["mean"] >= 0.75 * teacher["mean"]
 
 
@@ -83,20 +83,20 @@ def test_only_the_site_images_are_sampled_and_none_with_its_label(
     config.distill = DistillConfig(teachers=[str(other_sites_teacher)], no_labels=True)
     prepared = prepare_run(phantom_data, tmp_path / "student", config)
     images = prepared.unlabeled_cases()
-    labelled, unlabeled = site_cases
-    assert [case.case_id for case in images] == labelled + unlabeled  # the test cases' images, transductively
+    labeled, unlabeled = site_cases
+    assert [case.case_id for case in images] == labeled + unlabeled  # the test cases' images, transductively
     assert all(case.label is None for case in images) and prepared.val_cases == []
     sampler = make_sampler(prepared, unlabeled=images)
     assert sampler.cases == [] and sampler.unlabeled_fraction == 1.0
     batch = sampler.batch(sampler.seed(0))
-    assert not batch.labelled.any() and batch.y.sum() == 0
+    assert not batch.labeled.any() and batch.y.sum() == 0
     config.postprocess.relocate = 2  # locate-then-segment needs a range of gland extents: the teachers' only
     without_range = SimpleNamespace(gland_extents=None)
     with pytest.raises(ConfigError, match="'postprocess.relocate' needs the training range of gland extents"):
         checkpoint_meta(prepared, [without_range])
     assert checkpoint_meta(prepared, [SimpleNamespace(gland_extents=(0.2, 0.4)), SimpleNamespace(
         gland_extents=(0.3, 0.5))])["postprocess"]["gland_extents"] == (0.2, 0.5)  # the union of the teachers'
-    config.sites = None  # every labelled case is a test case then, the teacher's training cases too: refused
+    config.sites = None  # every labeled case is a test case then, the teacher's training cases too: refused
     with pytest.raises(ConfigError, match="trained on cases SiteA_000, SiteA_002, SiteB_000"):
         prepare_run(phantom_data, tmp_path / "everywhere", config)
 

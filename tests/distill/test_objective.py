@@ -27,11 +27,11 @@ def make_teacher(name: str = "unet-small", seed: int = 0, preprocess: Preprocess
     return Teacher(name, model, preprocess, get_spec(name).default_taps, score=0.8, out_channels=1)
 
 
-def batch(labelled: bool = False, channels: int = 1) -> Batch:
+def batch(labeled: bool = False, channels: int = 1) -> Batch:
     torch.manual_seed(1)
     y = torch.zeros(2, 1, 32, 32)
     y[:, :, 8:24, 8:24] = 1
-    return Batch(torch.randn(2, channels, 32, 32), y, torch.tensor([labelled, labelled]))
+    return Batch(torch.randn(2, channels, 32, 32), y, torch.tensor([labeled, labeled]))
 
 
 def objective_for(student, teachers, **config) -> DistillationObjective:
@@ -53,7 +53,7 @@ def test_gradients_reach_student_and_adapters_only():
     teacher = make_teacher("unet-large")
     student = build_model("unet-small", 1, 1)
     objective = objective_for(student, [teacher], kl=1.0, feature=1.0, feature_term="hint")
-    loss, terms = objective(student, batch(labelled=True))
+    loss, terms = objective(student, batch(labeled=True))
     assert {"dice", "lovasz", "ce", "kl", "feature"} <= set(terms)
     loss.backward()
     assert all(p.grad is None for p in teacher.model.parameters())
@@ -91,7 +91,7 @@ def test_several_teachers_every_aggregation(mode):
         teacher.site_scores = {"SiteA": 0.5}
     student = build_model("unet-tiny", 1, 1)
     objective = objective_for(student, teachers, aggregate=mode, feature=0.5, feature_term="affinity")
-    loss, terms = objective(student, batch(labelled=True))
+    loss, terms = objective(student, batch(labeled=True))
     loss.backward()
     assert ("gate" in terms) == (mode == "learned")
     assert len(objective.feature_terms) == 3
@@ -155,7 +155,7 @@ def test_cached_teacher_logits_equal_fresh_ones_and_run_once_per_slice():
     assert sum(calls) == len(case.image), "each slice of the case through the teacher once"
     for batch, loss in zip(drawn, losses):
         assert batch.teacher.shape == (16, 2, 32, 32)
-        plain = Batch(batch.x, batch.y, batch.labelled, batch.keys)
+        plain = Batch(batch.x, batch.y, batch.labeled, batch.keys)
         assert loss == pytest.approx(fresh(student, plain)[0].item(), rel=1e-5)
 
 
@@ -172,8 +172,8 @@ def test_pseudo_label_term_is_the_segmentation_loss_against_the_teacher_mask_on_
     pseudo, _ = SegmentationLoss()(logits[1:], teacher_mask[1:])
     assert terms["pseudo"] == pytest.approx(pseudo.item(), rel=1e-5)
     assert loss.item() == pytest.approx(supervised.item() + 2.0 * pseudo.item(), rel=1e-5)
-    _, labelled_only = objective(student, batch(labelled=True))
-    assert "pseudo" not in labelled_only
+    _, labeled_only = objective(student, batch(labeled=True))
+    assert "pseudo" not in labeled_only
 
 
 def test_pseudo_label_term_can_skip_unlabeled_slices_whose_teacher_mask_is_empty(monkeypatch):
@@ -196,14 +196,14 @@ def test_pseudo_label_term_can_skip_unlabeled_slices_whose_teacher_mask_is_empty
     assert "pseudo" not in terms, "no unlabeled slice with foreground: no pseudo-label term"
 
 
-def test_joint_pseudo_labels_join_the_labelled_slices_in_one_segmentation_loss(monkeypatch):
+def test_joint_pseudo_labels_join_the_labeled_slices_in_one_segmentation_loss(monkeypatch):
     student = build_model("unet-small", 1, 1)
     torch.manual_seed(3)
     labels = torch.zeros(3, 1, 32, 32)
     labels[0, :, 4:12, 4:12] = 1.0
     three = Batch(torch.randn(3, 1, 32, 32), labels, torch.tensor([True, False, False]))
     teachers_mask = torch.zeros(3, 1, 32, 32)
-    teachers_mask[:2, :, 8:24, 8:24] = 1.0  # the teachers' mask on the labelled slice must not replace its label
+    teachers_mask[:2, :, 8:24, 8:24] = 1.0  # the teachers' mask on the labeled slice must not replace its label
     objective = objective_for(student, [make_teacher()], kl=0.0, pseudo=1.0, pseudo_joint=True,
                               pseudo_foreground_only=True)
     monkeypatch.setattr(objective, "_plain_aggregate", lambda outputs, result: teachers_mask)

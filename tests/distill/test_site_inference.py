@@ -89,17 +89,17 @@ def test_a_teacher_must_know_one_site(phantom_data, site_teachers):
     run = site_teachers / "SiteB"
     assert teacher_site(run, index) == "SiteB"
     first, second = training_cases(run)
-    mixed = relabelled(index, {first: "SiteA"})
+    mixed = relabeled(index, {first: "SiteA"})
     with pytest.raises(ConfigError) as caught:
         teacher_site(run, mixed)
     assert str(caught.value) == (f"distill.infer_sites needs teachers trained on one site each; teacher {run} was "
                                  "trained on cases of sites SiteA, SiteB")
     with pytest.raises(ConfigError, match="was trained on cases without a site$"):
-        teacher_site(run, relabelled(index, {first: UNKNOWN_SITE, second: UNKNOWN_SITE}))
+        teacher_site(run, relabeled(index, {first: UNKNOWN_SITE, second: UNKNOWN_SITE}))
 
 
-def relabelled(index: CaseIndex, sites: dict[str, str]) -> CaseIndex:
-    """``index`` with the labelled cases named in ``sites`` moved to the given sites."""
+def relabeled(index: CaseIndex, sites: dict[str, str]) -> CaseIndex:
+    """``index`` with the labeled cases named in ``sites`` moved to the given sites."""
     labeled = [replace(case, site=sites.get(case.case_id, case.site)) for case in index.labeled]
     return CaseIndex(index.root, labeled, index.unlabeled, index.test)
 

@@ -104,8 +104,17 @@ def test_locate_then_segment_is_stored_apart_with_the_range_training_stored(run,
     predictor = Predictor.from_payload(stored)
     assert training_gland_extents(predictor, phantom_data, stored) == pytest.approx(
         stored["postprocess"]["gland_extents"])  # measured again from the split's training cases: the same range
-    relocated, computed = field_of_view_of_run(run, phantom_data, test_cases, relocate=2)
-    assert computed and eval_name(2) == "field-of-view-relocate-2"
+    relocated, computed = field_of_view_of_run(run, phantom_data, test_cases, {"relocate": 2})
+    assert computed and eval_name({"relocate": 2}) == "field-of-view-relocate-2"
     assert (run / "eval" / "field-of-view-relocate-2" / "summary.json").is_file()
     assert [(row["case"], row["shift"]) for row in relocated.rows] == [(test_cases[0], shift) for shift in SHIFTS]
-    assert not field_of_view_of_run(run, phantom_data, test_cases, relocate=2)[1]
+    assert not field_of_view_of_run(run, phantom_data, test_cases, {"relocate": 2})[1]
+
+
+def test_a_framing_search_is_stored_apart_under_its_zooms(run, phantom_data):
+    test_cases = json.loads((run / "split.json").read_text())["test"][:1]
+    assert eval_name({"framings": [0.5, 1.0, 2.0]}) == "field-of-view-framings-0.5-1-2"
+    searched, computed = field_of_view_of_run(run, phantom_data, test_cases, {"framings": [0.5, 1.0, 2.0]})
+    assert computed and (run / "eval" / "field-of-view-framings-0.5-1-2" / "summary.json").is_file()
+    plain, _ = field_of_view_of_run(run, phantom_data, test_cases)
+    assert [row["shift"] for row in searched.rows] == [row["shift"] for row in plain.rows] == SHIFTS

@@ -107,7 +107,7 @@ def test_experiment_writes_the_folder_contract(experiment, phantom_data):
     assert set(kd["sites"]) == {"SiteA", "SiteB", "SiteC", "SiteD"} and kd["distance_unit"] == "mm"
     assert kd["steps"] == 20 and kd["train_minutes"] >= 0
     train_cases = len(json.loads((out / "runs" / "student-kd-seed0" / "split.json").read_text())["train"])
-    assert kd["labelled_cases"] == train_cases and rows["teacher-site-k0-seed0"]["labelled_cases"] == 2
+    assert kd["labeled_cases"] == train_cases and rows["teacher-site-k0-seed0"]["labeled_cases"] == 2
     groups = {group["group"]: group for group in results["groups"]}
     assert list(groups) == ["teacher-full", "teacher-site-k0", "teacher-site-k1", "student-scratch", "student-kd"]
     scratch = groups["student-scratch"]
@@ -395,7 +395,7 @@ def test_a_student_without_labels_is_compared_with_its_baseline_its_teachers_and
     rows = {row["stage"]: row for row in results["rows"]}
     assert set(rows["student-three-sites-seed0"]["sites"]) == set(rows["student-no-labels-seed0"]["sites"]) == {"SiteD"}
     label_free = rows["student-no-labels-seed0"]
-    assert (label_free["labelled_cases"], label_free["slices"]) == (0, {"batch": 8, "unlabeled": 8.0})
+    assert (label_free["labeled_cases"], label_free["slices"]) == (0, {"batch": 8, "unlabeled": 8.0})
     log = [json.loads(line) for line in (student / "metrics.jsonl").read_text().splitlines()]
     assert all({"kl", "pseudo"} <= set(record) and not {"dice", "val_dice"} & set(record) for record in log)
     (comparison,) = results["comparisons"]

@@ -14,7 +14,7 @@ from prokd.data.splits import holdout_split
 from prokd.experiment.config import load_experiment
 from prokd.experiment.plan import make_plan
 
-PLAN_KEYS = {"stage", "kind", "group", "model", "seed", "run", "teachers", "aggregate", "labelled", "budget", "site",
+PLAN_KEYS = {"stage", "kind", "group", "model", "seed", "run", "teachers", "aggregate", "labeled", "budget", "site",
              "baseline"}
 
 
@@ -33,7 +33,7 @@ def test_site_teachers_and_students_seed_by_seed(tmp_path, phantom_data, index, 
     students = [
         {"name": "scratch", "model": "unet-tiny", "steps": 20},
         {"name": "kd", "model": "unet-tiny", "steps": 30, "teachers": ["full"]},
-        {"name": "mkd", "model": "unet-tiny", "steps": 20, "seeds": [1], "teachers": ["site"], "labelled": 2,
+        {"name": "mkd", "model": "unet-tiny", "steps": 20, "seeds": [1], "teachers": ["site"], "labeled": 2,
          "distill": {"aggregate": "weighted"}},
     ]
     plan = plan_for(tmp_path, phantom_data, index, write_experiment, seeds=[0, 1], teachers=teachers, students=students)
@@ -55,7 +55,7 @@ def test_site_teachers_and_students_seed_by_seed(tmp_path, phantom_data, index, 
     assert len(full.split["train"]) == 4
     # the multi-teacher student distils from all four site teachers and keeps the labels of 2 training cases
     assert mkd.teachers == [f"teacher-site-{site}-seed0" for site in sites]
-    assert (mkd.aggregate, mkd.labelled, mkd.group, mkd.seed) == ("weighted", 2, "student-mkd", 1)
+    assert (mkd.aggregate, mkd.labeled, mkd.group, mkd.seed) == ("weighted", 2, "student-mkd", 1)
     assert len(mkd.split["train"]) == 2 and set(mkd.split["train"]) <= set(full.split["train"])
     assert mkd.config.distill.teachers == [f"runs/{name}" for name in mkd.teachers]
     out = tmp_path / "exp"
@@ -77,9 +77,9 @@ def test_distilled_students_are_linked_to_the_scratch_student_of_the_same_recipe
     kd = {"model": "unet-tiny", "steps": 20, "teachers": ["full"]}
     students = [
         {"name": "scratch", "model": "unet-tiny", "steps": 20},
-        {"name": "scratch-2", "model": "unet-tiny", "steps": 20, "labelled": 2},
+        {"name": "scratch-2", "model": "unet-tiny", "steps": 20, "labeled": 2},
         {"name": "kd", **kd},
-        {"name": "kd-2", **kd, "labelled": 2, "distill": {"aggregate": "mean"}},
+        {"name": "kd-2", **kd, "labeled": 2, "distill": {"aggregate": "mean"}},
         {"name": "kd-longer", **kd, "steps": 30},
         {"name": "kd-lr", **kd, "overrides": {"train.lr": 0.01}},
         {"name": "kd-plus-unlabeled", **kd, "overrides": {"train.batch_size": 12},
@@ -118,7 +118,7 @@ def test_entries_with_a_test_site_leave_it_out_and_a_student_without_labels_keep
     assert set(three_sites.split["train"]) == {case for teacher in held_out[:3] for case in teacher.split["train"]}
     assert no_labels.split == {"train": [], "val": [], "test": site_d}
     assert (no_labels.config.no_labels, no_labels.config.sites, no_labels.teachers) == (True, ["SiteD"], others)
-    assert (no_labels.baseline, no_labels.ensemble, no_labels.labelled) == ("student-three-sites", True, None)
+    assert (no_labels.baseline, no_labels.ensemble, no_labels.labeled) == ("student-three-sites", True, None)
     assert scratch.config.split.mode == "holdout" and scratch.split["test"] != site_d and not scratch.ensemble
 
 
@@ -196,8 +196,8 @@ def test_saved_split_file_is_used(tmp_path, phantom_data, index, write_experimen
 @pytest.mark.parametrize(
     ("changes", "message"),
     [
-        ({"students": [{"name": "s", "model": "unet-tiny", "steps": 5, "labelled": 10}]},
-         "students[0].labelled: cannot choose 10 cases"),
+        ({"students": [{"name": "s", "model": "unet-tiny", "steps": 5, "labeled": 10}]},
+         "students[0].labeled: cannot choose 10 cases"),
         ({"teachers": [{"name": "t", "model": "unet-tiny", "steps": 5, "by": "cases:5"}], "students": []},
          "teachers[0].by: cannot draw"),
         ({"teachers": [{"name": "full", "model": "unet-tiny", "steps": 5, "by": "site"},
@@ -217,5 +217,5 @@ def test_expansion_errors_name_the_key(tmp_path, phantom_data, index, write_expe
 
 def test_split_file_with_unknown_case(tmp_path, phantom_data, index, write_experiment):
     (tmp_path / "split.json").write_text(json.dumps({"train": ["nope"], "val": [], "test": ["SiteA_000"]}))
-    with pytest.raises(ConfigError, match=r"split.file: case 'nope' is not a labelled case"):
+    with pytest.raises(ConfigError, match=r"split.file: case 'nope' is not a labeled case"):
         plan_for(tmp_path, phantom_data, index, write_experiment, split={"file": str(Path(tmp_path / "split.json"))})

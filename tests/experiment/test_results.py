@@ -30,11 +30,11 @@ from prokd.experiment.results import (
     write_results,
 )
 
-ROW_KEYS = {"stage", "group", "kind", "model", "seed", "run", "teachers", "aggregate", "baseline", "labelled", "site",
-            "labelled_cases", "budget", "params", "macs", "latency_slice_ms", "latency_volume_ms", "train_minutes",
+ROW_KEYS = {"stage", "group", "kind", "model", "seed", "run", "teachers", "aggregate", "baseline", "labeled", "site",
+            "labeled_cases", "budget", "params", "macs", "latency_slice_ms", "latency_volume_ms", "train_minutes",
             "steps", "slices", "distance_unit", "overall", "sites", "case_dice", "teachers_ensemble",
             "teachers_dice", "val_dice", "field_of_view"}
-GROUP_KEYS = {"group", "kind", "model", "seeds", "labelled_cases", "budget", "slices", "teachers", "aggregate", "steps",
+GROUP_KEYS = {"group", "kind", "model", "seeds", "labeled_cases", "budget", "slices", "teachers", "aggregate", "steps",
               "site",
               "params",
               "macs", "latency_slice_ms", "latency_volume_ms", "train_minutes", "overall", "sites", "sd_over",
@@ -69,7 +69,7 @@ STAGES = [  # (plan entry, summary, efficiency, last metrics.jsonl record)
 
 
 def plan_entry(partial: dict[str, Any]) -> dict[str, Any]:
-    return {"teachers": [], "aggregate": None, "labelled": None, "budget": {"steps": 50, "minutes": None},
+    return {"teachers": [], "aggregate": None, "labeled": None, "budget": {"steps": 50, "minutes": None},
             "run": f"runs/{partial['stage']}", **partial}
 
 
@@ -82,7 +82,7 @@ def test_rows_and_groups_against_hand_computed_values():
     rows = make_rows()
     assert all(set(row) == ROW_KEYS for row in rows)
     assert (rows[0]["train_minutes"], rows[0]["steps"], rows[0]["distance_unit"]) == (2.0, 100, "px")
-    assert (rows[0]["labelled_cases"], rows[0]["labelled"]) == (12, None)
+    assert (rows[0]["labeled_cases"], rows[0]["labeled"]) == (12, None)
     assert rows[0]["budget"] == {"steps": 50, "minutes": None}
     assert rows[1]["overall"]["dice"] == {"mean": 0.80, "sd": 0.05, "n": 4}
     assert rows[1]["teachers"] == ["teacher-full-seed0"]
@@ -102,7 +102,7 @@ def test_rows_and_groups_against_hand_computed_values():
     assert kd["sites"]["SiteB"]["dice"] == pytest.approx({"mean": 0.91, "sd": 0.02 / 2**0.5, "n": 2})
     assert (kd["params"], kd["macs"]) == (400_000, 48_000_000)
     assert (kd["latency_slice_ms"], kd["latency_volume_ms"], kd["train_minutes"]) == pytest.approx((11.0, 400.0, 1.25))
-    assert (kd["steps"], kd["labelled_cases"], teacher["steps"]) == (50, 12, 100)
+    assert (kd["steps"], kd["labeled_cases"], teacher["steps"]) == (50, 12, 100)
 
 
 def test_rows_before_the_latency_is_measured_have_no_efficiency():
@@ -128,7 +128,7 @@ def test_distilled_students_are_compared_with_their_baseline_and_best_teacher():
         row["baseline"] = "student-scratch"
     (comparison,) = compare_students(rows)
     assert comparison["group"] == "student-kd" and comparison["baseline"] == "student-scratch"
-    assert (comparison["teachers"], comparison["labelled"]) == (1, None)
+    assert (comparison["teachers"], comparison["labeled"]) == (1, None)
     assert comparison["dice"] == pytest.approx({"mean": 0.83, "sd": 0.06 / 2**0.5, "n": 2})
     assert comparison["baseline_dice"] == pytest.approx({"mean": 0.72, "sd": 0.04 / 2**0.5, "n": 2})
     assert comparison["change_points"] == pytest.approx(11.0)
@@ -249,7 +249,7 @@ def test_collect_and_write_results_from_a_folder(tmp_path):
     assert json.loads((out / "results" / "results.json").read_text()) == results
     with (out / "results" / "results.csv").open() as handle:
         lines = list(csv.reader(handle))
-    assert lines[0] == ["stage", "group", "kind", "model", "seed", "labelled_cases", "steps", "params", "macs",
+    assert lines[0] == ["stage", "group", "kind", "model", "seed", "labeled_cases", "steps", "params", "macs",
                         "latency_slice_ms", "latency_volume_ms", "train_minutes", "dice", "dice_sd", "iou", "hd95",
                         "assd", "dice_SiteA", "dice_SiteB"]
     assert lines[2] == ["student-kd-seed0", "student-kd", "student", "unet-small", "0", "12", "50", "400000",
@@ -287,10 +287,10 @@ NO_SPREAD = "(no spread to judge it by: one seed against several, or different t
 
 
 def hand_comparison(group: str, dice: dict, baseline: str | None, baseline_dice: dict | None, beyond: bool | None,
-                    teachers: int = 1, labelled: int | None = None) -> dict[str, Any]:
+                    teachers: int = 1, labeled: int | None = None) -> dict[str, Any]:
     change = 100 * (dice["mean"] - baseline_dice["mean"]) if baseline_dice else None
     spread = None if beyond is None else {"over": "seeds", "beyond": beyond, "sd": [dice["sd"], baseline_dice["sd"]]}
-    return {"group": group, "teachers": teachers, "labelled": labelled, "dice": dice, "baseline": baseline,
+    return {"group": group, "teachers": teachers, "labeled": labeled, "dice": dice, "baseline": baseline,
             "baseline_dice": baseline_dice, "change_points": change, "spread": spread, "beyond_spread": beyond,
             "best_teacher": "teacher-full-seed0", "best_teacher_dice": 0.85,
             "teacher_gap_points": 100 * (dice["mean"] - 0.85)}
@@ -308,7 +308,7 @@ def test_verdict_lines_say_whether_a_change_exceeds_the_seed_spread():
         "comparisons": [
             hand_comparison("student-kd", kd, "student-scratch", scratch, True),
             hand_comparison("student-kd-noisy", noisy, "student-scratch", scratch, False),
-            hand_comparison("student-mkd-adaptive", mkd, "student-scratch4", scratch4, None, teachers=4, labelled=4),
+            hand_comparison("student-mkd-adaptive", mkd, "student-scratch4", scratch4, None, teachers=4, labeled=4),
             hand_comparison("student-alone", kd, None, None, None),
         ],
     }
@@ -318,7 +318,7 @@ def test_verdict_lines_say_whether_a_change_exceeds_the_seed_spread():
         "vs its teacher teacher-full-seed0: -1.9 points",
         "student-kd-noisy vs student-scratch: +1.0 Dice points (within the seed spread: sd 2.0 and 1.1 points); "
         "vs its teacher teacher-full-seed0: -4.0 points",
-        "student-mkd-adaptive (4 labelled cases) vs student-scratch4 with the same 4 labelled cases: +12.0 Dice points "
+        "student-mkd-adaptive (4 labeled cases) vs student-scratch4 with the same 4 labeled cases: +12.0 Dice points "
         f"{NO_SPREAD}; vs its best teacher teacher-full-seed0: -23.0 points",
         "student-alone: no student trained on the same cases without teachers to compare with; "
         "vs its teacher teacher-full-seed0: -1.9 points",

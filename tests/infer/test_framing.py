@@ -10,7 +10,14 @@ from torch import nn
 
 from prokd.config import ConfigError, PostprocessConfig, PreprocessConfig
 from prokd.data.preprocess import Preprocessor
-from prokd.infer.framing import extent_range, gland_box, grid_extent, reframed_plan
+from prokd.infer.framing import (
+    centred_plan,
+    extent_range,
+    framing_confidence,
+    gland_box,
+    grid_extent,
+    reframed_plan,
+)
 from prokd.infer.predict import Predictor
 
 
@@ -135,3 +142,51 @@ def test_relocating_without_a_training_range_is_refused():
         predictor.predict(box_volume(10)[0], spacing=None)
     with pytest.raises(ConfigError, match="postprocess.gland_extents"):
         PostprocessConfig(gland_extents=(0.5, 0.2))
+
+
+def test_centred_plan_zooms_about_the_centre_keeping_the_plan_at_zoom_one():
+    preprocessor = Preprocessor(PreprocessConfig(size=50))
+    image, mask = box_volume(side=10)
+    plan = preprocessor.plan(image.shape)
+    assert centred_plan(plan, 1.0) is plan
+    closer = centred_plan(plan, 2.0)
+    assert closer.crop_box == (25, 75, 25, 75) and closer.resampled_shape == (50, 50)
+    assert grid_extent(closer, gland_box(mask)) == pytest.approx(2 * grid_extent(plan, gland_box(mask)))
+    wider = centred_plan(plan, 0.5)  # the whole image in the central half of the grid, padding around it
+    assert wider.crop_box == (0, 100, 0, 100) and wider.resampled_shape == (25, 25)
+    back = preprocessor.grid_to_volume(preprocessor.label_to_grid(mask, wider).astype(np.float32), wider) > 0.5
+    assert 2 * (back & (mask > 0)).sum() / (back.sum() + mask.sum()) > 0.8
+
+
+def test_framing_confidence_is_the_mean_probability_over_the_mask():
+    probability = np.array([[[0.9, 0.7, 0.2]]], dtype=np.float32)
+    assert framing_confidence(probability, probability > 0.5) == pytest.approx(0.8)
+    assert framing_confidence(probability, np.zeros_like(probability)) == 0.0
+
+
+class SurerOfLargerGlands(RecordingBrightPixels):
+    """Bright pixels as foreground, with logits the sharper the more of the grid they cover: sure of a gland framed
+    large, unsure of one framed small."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        centre = x[:, :1]
+        bright = (centre > centre.amax() / 2).float().mean()
+        return super().forward(x) * bright * 10
+
+
+@pytest.mark.parametrize("framings, passes", [([1.0], 1), ([1.0, 2.0], 2), ([2.0, 1.0], 2)])
+def test_the_first_pass_keeps_the_most_confident_framing(framings, passes):
+    image, mask = box_volume(10)
+    model = SurerOfLargerGlands()
+    postprocess = PostprocessConfig(largest_component=False, framings=framings)
+    prediction = Predictor(model, PreprocessConfig(size=50), postprocess).predict(image, spacing=None)
+    assert len(model.seen) == passes
+    assert 2 * (prediction.mask & mask).sum() / (prediction.mask.sum() + mask.sum()) > 0.9
+    sureness = prediction.probability[mask > 0].mean()
+    assert (sureness > 0.99) == (2.0 in framings)  # the zoomed-in framing was kept when offered
+
+
+def test_framings_must_be_positive_zooms():
+    for framings in ([], [1.0, 0.0]):
+        with pytest.raises(ConfigError, match="postprocess.framings"):
+            PostprocessConfig(framings=framings)

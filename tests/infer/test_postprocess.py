@@ -1,4 +1,4 @@
-"""Largest connected component inside the bounding box: the same masks as labelling the whole volume."""
+"""Largest connected component inside the bounding box: the same masks as labeling the whole volume."""
 
 from __future__ import annotations
 
@@ -10,12 +10,12 @@ from prokd.infer.postprocess import bounding_box, largest_component
 
 
 def whole_volume_largest(mask: np.ndarray) -> np.ndarray:
-    labelled, count = ndimage.label(mask, structure=np.ones((3, 3, 3), dtype=bool))
+    labeled, count = ndimage.label(mask, structure=np.ones((3, 3, 3), dtype=bool))
     if count == 0:
         return np.zeros(mask.shape, np.uint8)
-    sizes = np.bincount(labelled.ravel())
+    sizes = np.bincount(labeled.ravel())
     sizes[0] = 0
-    return (labelled == sizes.argmax()).astype(np.uint8)
+    return (labeled == sizes.argmax()).astype(np.uint8)
 
 
 @pytest.mark.parametrize("seed", range(6))

@@ -64,7 +64,7 @@ def experiment_dir(phantom_data, tiny_config, tmp_path_factory) -> Path:
 def plan_entry(stage: str, group: str, kind: str, model: str, seed: int, teachers: list[str]) -> dict[str, Any]:
     return {
         "stage": stage, "kind": kind, "group": group, "model": model, "seed": seed, "run": f"runs/{stage}",
-        "teachers": teachers, "aggregate": "adaptive" if teachers else None, "labelled": None,
+        "teachers": teachers, "aggregate": "adaptive" if teachers else None, "labeled": None,
         "budget": {"steps": 10, "minutes": None},
     }
 
@@ -86,7 +86,7 @@ def result_row(root: Path, entry: dict[str, Any]) -> dict[str, Any]:
     stats = lambda s: {m: {k: s[m][k] for k in ("mean", "sd", "n")} for m in METRICS}  # noqa: E731
     return {
         **{k: entry[k] for k in ("stage", "group", "kind", "model", "seed", "run", "teachers", "aggregate")},
-        "baseline": None, "labelled": None, "labelled_cases": train_cases, "budget": entry["budget"],
+        "baseline": None, "labeled": None, "labeled_cases": train_cases, "budget": entry["budget"],
         **{k: efficiency[k] for k in ("params", "macs", "latency_slice_ms", "latency_volume_ms")},
         "train_minutes": log[-1]["elapsed_seconds"] / 60, "steps": log[-1]["step"], "distance_unit": "mm",
         "overall": stats(summary["overall"]),
@@ -100,7 +100,7 @@ def teacher_comparison(rows: list[dict[str, Any]], stage: str) -> dict[str, Any]
     student = next(row for row in rows if row["stage"] == stage)
     best = max(student["teachers"], key=dice.__getitem__)
     return {
-        "group": student["group"], "teachers": len(student["teachers"]), "labelled": None,
+        "group": student["group"], "teachers": len(student["teachers"]), "labeled": None,
         "dice": {"mean": dice[stage], "sd": 0.0, "n": 1}, "baseline": None,
         "baseline_dice": None, "change_points": None, "beyond_spread": None, "best_teacher": best,
         "best_teacher_dice": dice[best], "teacher_gap_points": 100 * (dice[stage] - dice[best]),
@@ -124,7 +124,7 @@ def group_summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
     return {
         "group": first["group"], "kind": first["kind"], "model": first["model"], "seeds": [r["seed"] for r in rows],
-        **{k: first[k] for k in ("labelled_cases", "budget", "teachers", "aggregate")},
+        **{k: first[k] for k in ("labeled_cases", "budget", "teachers", "aggregate")},
         "steps": round(mean(r["steps"] for r in rows)),
         **{k: mean(r[k] for r in rows) for k in ("params", "macs", "latency_slice_ms", "latency_volume_ms")},
         "train_minutes": mean(r["train_minutes"] for r in rows),

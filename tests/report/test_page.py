@@ -44,7 +44,7 @@ def test_the_page_opens_with_the_summary_and_links_every_figure_to_its_full_size
     assert re.search(r"<li>student-multi: no student trained on the same cases without teachers to compare with; "
                      r"vs its best teacher teacher-[ab]-seed0: [+-][0-9.]+ points</li>", summary)
     assert "<li>Best model overall: " in summary and "Compared: 2 teacher and 1 student groups" in summary
-    assert "<th>labelled cases</th>" in summary and "<td>10 steps</td>" in summary and "<td>2, adaptive</td>" in summary
+    assert "<th>labeled cases</th>" in summary and "<td>10 steps</td>" in summary and "<td>2, adaptive</td>" in summary
     links = re.findall(r'<a href="(figures/[^"]+\.png)"[^>]*><img src="data:image/png', html)
     assert len(links) == figure_count and "figures/overlays.png" in links
     assert all((report_index.parent / link).is_file() for link in links)

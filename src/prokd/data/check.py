@@ -19,7 +19,7 @@ class CaseStats:
 
     Attributes:
         case_id, site: from the dataset description.
-        labelled: whether the case has a label.
+        labeled: whether the case has a label.
         slices, rows, cols: the volume shape ``(Z, Y, X)``.
         spacing: ``(z, y, x)`` in mm, or ``None`` when unknown.
         foreground_fraction: fraction of voxels in the mask, ``None`` for unlabeled cases.
@@ -27,7 +27,7 @@ class CaseStats:
 
     case_id: str
     site: str
-    labelled: bool
+    labeled: bool
     slices: int
     rows: int
     cols: int
@@ -50,9 +50,9 @@ class CheckReport:
         """One row per site, sorted by site name, aggregating the cases that loaded.
 
         Returns:
-            dicts with ``site``, ``cases``, ``labelled``, ``slices`` (total), ``in_plane`` (e.g.
+            dicts with ``site``, ``cases``, ``labeled``, ``slices`` (total), ``in_plane`` (e.g.
             ``"160x160, 256x256"``), ``spacing`` (per-axis ranges in mm, e.g. ``"(3-4, 0.5, 0.5) mm"``,
-            or ``"unknown"``) and ``foreground`` (mean foreground fraction of the labelled cases, or ``None``).
+            or ``"unknown"``) and ``foreground`` (mean foreground fraction of the labeled cases, or ``None``).
         """
         by_site: dict[str, list[CaseStats]] = {}
         for stats in self.cases:
@@ -61,7 +61,7 @@ class CheckReport:
 
 
 def check_cases(index: CaseIndex, label_map: dict[int, int] | None = None, channel: int | None = None) -> CheckReport:
-    """Load every labelled, unlabeled and test case of ``index``, collecting one error line per bad case.
+    """Load every labeled, unlabeled and test case of ``index``, collecting one error line per bad case.
 
     Args:
         index: the dataset.
@@ -84,7 +84,7 @@ def render_report(report: CheckReport, console: Console) -> None:
     for column, justify, wrap in (
         ("Site", "left", False),
         ("Cases", "right", False),
-        ("Labelled", "right", False),
+        ("Labeled", "right", False),
         ("Slices", "right", False),
         ("In-plane (rows x cols)", "left", True),
         ("Spacing (z, y, x)", "left", True),
@@ -93,7 +93,7 @@ def render_report(report: CheckReport, console: Console) -> None:
         table.add_column(column, justify=justify, wrap=wrap)
     for row in report.site_rows():
         foreground = "-" if row["foreground"] is None else f"{row['foreground']:.2%}"
-        cells = (row["site"], row["cases"], row["labelled"], row["slices"], row["in_plane"], row["spacing"], foreground)
+        cells = (row["site"], row["cases"], row["labeled"], row["slices"], row["in_plane"], row["spacing"], foreground)
         table.add_row(*(str(cell) for cell in cells))
     console.print(table)
     if report.ok:
@@ -106,10 +106,10 @@ def render_report(report: CheckReport, console: Console) -> None:
 
 def _case_stats(loaded: LoadedCase) -> CaseStats:
     slices, rows, cols = loaded.image.shape
-    labelled = loaded.label is not None
-    foreground = float(np.count_nonzero(loaded.label)) / loaded.label.size if labelled else None
+    labeled = loaded.label is not None
+    foreground = float(np.count_nonzero(loaded.label)) / loaded.label.size if labeled else None
     case = loaded.case
-    return CaseStats(case.case_id, case.site, labelled, slices, rows, cols, loaded.geometry.spacing, foreground)
+    return CaseStats(case.case_id, case.site, labeled, slices, rows, cols, loaded.geometry.spacing, foreground)
 
 
 def _site_row(site: str, cases: list[CaseStats]) -> dict[str, Any]:
@@ -117,7 +117,7 @@ def _site_row(site: str, cases: list[CaseStats]) -> dict[str, Any]:
     return {
         "site": site,
         "cases": len(cases),
-        "labelled": sum(c.labelled for c in cases),
+        "labeled": sum(c.labeled for c in cases),
         "slices": sum(c.slices for c in cases),
         "in_plane": ", ".join(f"{rows}x{cols}" for rows, cols in sorted({(c.rows, c.cols) for c in cases})),
         "spacing": _spacing_range([c.spacing for c in cases]),

@@ -5,7 +5,7 @@ Three sources are accepted by :func:`load_cases`:
 1. a datalist JSON file (the MONAI / Medical Segmentation Decathlon ``dataset.json`` layout)::
 
        {"training":  [{"image": "imagesTr/a.nii.gz", "label": "labelsTr/a.nii.gz", "site": "A"}, ...],
-        "validation": [...],                       # optional, labelled like "training"
+        "validation": [...],                       # optional, labeled like "training"
         "unlabeled": ["imagesUn/b.nii.gz", ...],   # optional, path strings or {"image", "site"?, "case"?}
         "test":      [...]}                        # optional, test images in the form of "unlabeled"
 
@@ -41,7 +41,7 @@ from prokd.config import ConfigError
 from prokd.data.io import SUPPORTED_SUFFIXES, Geometry, VolumeError, non_finite_problem, volume_suffix
 from prokd.data.orientation import read_canonical
 
-LABELLED_KEYS = ("training", "validation")
+LABELED_KEYS = ("training", "validation")
 UNLABELED_KEYS = ("unlabeled",)
 TEST_KEYS = ("test",)
 GRID_TOLERANCE_MM = 1e-4
@@ -56,7 +56,7 @@ class DatasetError(ValueError):
 
 @dataclass(frozen=True)
 class Case:
-    """One volume and, for labelled cases, its binary mask."""
+    """One volume and, for labeled cases, its binary mask."""
 
     case_id: str
     image: Path
@@ -66,7 +66,7 @@ class Case:
 
 @dataclass
 class CaseIndex:
-    """The cases of a dataset, labelled, unlabeled and test images, in the order the source lists them.
+    """The cases of a dataset, labeled, unlabeled and test images, in the order the source lists them.
 
     Attributes:
         root: the folder paths are relative to (the datalist's folder, or the MSD/nnU-Net folder).
@@ -82,11 +82,11 @@ class CaseIndex:
     test: list[Case] = field(default_factory=list)
 
     def sites(self) -> list[str]:
-        """The sorted sites of the labelled cases."""
+        """The sorted sites of the labeled cases."""
         return sorted({case.site for case in self.labeled})
 
     def case(self, case_id: str) -> Case:
-        """The labelled, unlabeled or test case with this id.
+        """The labeled, unlabeled or test case with this id.
 
         Raises:
             KeyError: no case has this id.
@@ -195,7 +195,7 @@ def _read_json(path: Path) -> dict[str, Any]:
 def _index_datalist(datalist: Path, data: dict[str, Any], require_files: bool) -> CaseIndex:
     if not isinstance(data.get("training"), list):
         raise DatasetError(f"{datalist}: needs a 'training' list of {{'image', 'label'}} entries")
-    labeled = _listed_cases(datalist, data, LABELLED_KEYS, True, require_files)
+    labeled = _listed_cases(datalist, data, LABELED_KEYS, True, require_files)
     unlabeled = _listed_cases(datalist, data, UNLABELED_KEYS, False, require_files)
     test = _listed_cases(datalist, data, TEST_KEYS, False, require_files)
     _require_unique_ids(datalist, labeled + unlabeled + test)
@@ -203,11 +203,11 @@ def _index_datalist(datalist: Path, data: dict[str, Any], require_files: bool) -
 
 
 def _listed_cases(
-    datalist: Path, data: dict[str, Any], keys: tuple[str, ...], labelled: bool, require_files: bool
+    datalist: Path, data: dict[str, Any], keys: tuple[str, ...], labeled: bool, require_files: bool
 ) -> list[tuple[str, Case]]:
     """``(where, case)`` for every entry under ``keys``; ``where`` names it, e.g. ``training[3]``."""
     return [
-        (f"{key}[{i}]", _datalist_case(datalist, f"{key}[{i}]", entry, labelled, require_files))
+        (f"{key}[{i}]", _datalist_case(datalist, f"{key}[{i}]", entry, labeled, require_files))
         for key in keys
         for i, entry in enumerate(_entries(datalist, data, key))
     ]
@@ -220,18 +220,18 @@ def _entries(datalist: Path, data: dict[str, Any], key: str) -> list[Any]:
     return entries
 
 
-def _datalist_case(datalist: Path, where: str, entry: Any, labelled: bool, require_files: bool) -> Case:
-    if isinstance(entry, str) and not labelled:
+def _datalist_case(datalist: Path, where: str, entry: Any, labeled: bool, require_files: bool) -> Case:
+    if isinstance(entry, str) and not labeled:
         entry = {"image": entry}
     if not isinstance(entry, dict):
-        expected = "an object with 'image' and 'label'" if labelled else "a path or an object with 'image'"
+        expected = "an object with 'image' and 'label'" if labeled else "a path or an object with 'image'"
         raise DatasetError(f"{datalist}: {where} must be {expected}, got {entry!r}")
     fields = {key: _text_field(datalist, where, entry, key) for key in ("image", "label", "case", "site")}
-    for key in ("image", "label") if labelled else ("image",):
+    for key in ("image", "label") if labeled else ("image",):
         if fields[key] is None:
             raise DatasetError(f"{datalist}: {where} has no '{key}'")
     image = _listed_file(datalist, where, fields["image"], require_files)
-    label = _listed_file(datalist, where, fields["label"], require_files) if labelled else None
+    label = _listed_file(datalist, where, fields["label"], require_files) if labeled else None
     return Case(fields["case"] or _case_id(image), image, label, fields["site"] or UNKNOWN_SITE)
 
 

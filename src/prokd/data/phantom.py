@@ -193,13 +193,13 @@ def write_phantom(
 ) -> Path:
     """Write a phantom data set as NIfTI files plus a MONAI-style datalist, and return the datalist path.
 
-    Layout under ``out_dir``: ``imagesTr/<id>.nii.gz`` and ``labelsTr/<id>.nii.gz`` for labelled cases,
+    Layout under ``out_dir``: ``imagesTr/<id>.nii.gz`` and ``labelsTr/<id>.nii.gz`` for labeled cases,
     ``imagesUn/<id>.nii.gz`` for unlabeled ones, and ``dataset.json`` with ``training`` entries
     ``{"case", "site", "image", "label"}``, ``unlabeled`` entries ``{"case", "site", "image"}`` (paths
     relative to ``out_dir``; images for training without labels, not test images, see
-    :mod:`prokd.data.datalist`) and a ``phantom`` record of the arguments. Case ids are ``<site>_<nnn>`` (labelled) and ``<site>_U<nnn>`` (unlabeled).
+    :mod:`prokd.data.datalist`) and a ``phantom`` record of the arguments. Case ids are ``<site>_<nnn>`` (labeled) and ``<site>_U<nnn>`` (unlabeled).
 
-    Each case has its own generator seeded by (``seed``, site name, labelled or not, index), so a case
+    Each case has its own generator seeded by (``seed``, site name, labeled or not, index), so a case
     does not change when the number of cases or the list of sites changes.
 
     ``out_dir`` must be empty or missing, except that a folder already holding the phantom of the same
@@ -209,7 +209,7 @@ def write_phantom(
 
     Args:
         out_dir: destination folder.
-        cases_per_site: labelled cases per site (>= 1).
+        cases_per_site: labeled cases per site (>= 1).
         unlabeled_per_site: unlabeled cases per site (>= 0).
         seed: non-negative base seed.
         sites: site styles to render (unique names); defaults to :data:`SITES`.

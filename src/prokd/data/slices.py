@@ -2,7 +2,7 @@
 
 Volumes are held in memory already preprocessed (normalised, resampled to ``(Z, S, S)``); a :class:`Batch`
 holds ``x`` ``(B, 2 * context + 1, S, S)`` float32, ``y`` ``(B, 1, S, S)`` float32 in {0, 1} and
-``labelled`` ``(B,)`` bool (slices of unlabeled images, used by distillation, have ``y == 0``).
+``labeled`` ``(B,)`` bool (slices of unlabeled images, used by distillation, have ``y == 0``).
 """
 
 from __future__ import annotations
@@ -20,14 +20,14 @@ from prokd.data.preprocess import GridPlan, Preprocessor
 
 @dataclass
 class Batch:
-    """Training slices: ``x`` ``(B, C, S, S)``, ``y`` ``(B, 1, S, S)``, ``labelled`` ``(B,)`` bool,
+    """Training slices: ``x`` ``(B, C, S, S)``, ``y`` ``(B, 1, S, S)``, ``labeled`` ``(B,)`` bool,
     ``keys``: the ``(case_id, slice index)`` each sample was drawn from, ``teacher`` ``(B, K, S, S)``: the
     teachers' cached logits, augmented with the slice (None unless the sampler has ``teacher_maps``), and
     ``sites``: each sample's site (empty when unknown)."""
 
     x: torch.Tensor
     y: torch.Tensor
-    labelled: torch.Tensor
+    labeled: torch.Tensor
     keys: tuple[tuple[str, int], ...] = ()
     teacher: torch.Tensor | None = None
     sites: tuple[str, ...] = ()
@@ -40,7 +40,7 @@ class Batch:
         return Batch(
             self.x[part],
             self.y[part],
-            self.labelled[part],
+            self.labeled[part],
             self.keys[part],
             None if self.teacher is None else self.teacher[part],
             self.sites[part],
@@ -52,7 +52,7 @@ class Batch:
             self,
             x=self.x.to(device),
             y=self.y.to(device),
-            labelled=self.labelled.to(device),
+            labeled=self.labeled.to(device),
             teacher=None if self.teacher is None else self.teacher.to(device),
         )
 
@@ -111,12 +111,12 @@ class SliceSampler:
     """Draws random training batches of slices.
 
     Each sample comes with probability ``unlabeled_fraction`` from an unlabeled image (any slice), otherwise
-    from a labelled case chosen uniformly: with probability ``foreground_fraction`` a slice that contains
+    from a labeled case chosen uniformly: with probability ``foreground_fraction`` a slice that contains
     foreground, otherwise any slice of that case. Each sample is then augmented independently. With
     ``unlabeled_fraction`` 1 (a run without labels) every sample is unlabeled and ``cases`` may be empty.
 
     Args:
-        cases: labelled cases on the canonical grid.
+        cases: labeled cases on the canonical grid.
         batch_size: slices per batch.
         context: neighbouring slices on each side stacked as channels.
         foreground_fraction: probability of drawing a slice with foreground.
@@ -142,7 +142,7 @@ class SliceSampler:
         if missing_labels:
             raise ValueError(f"SliceSampler: cases {missing_labels} have no label (pass them as unlabeled)")
         if not cases and unlabeled_fraction < 1:
-            raise ValueError("SliceSampler needs labelled cases unless every sample is unlabeled "
+            raise ValueError("SliceSampler needs labeled cases unless every sample is unlabeled "
                              "(unlabeled_fraction 1)")
         if unlabeled_fraction > 0 and not unlabeled:
             raise ValueError("SliceSampler: unlabeled_fraction > 0 needs unlabeled cases")
@@ -166,11 +166,11 @@ class SliceSampler:
     def batch(self, rng: np.random.Generator) -> Batch:
         """Draw one batch of ``batch_size`` slices."""
         samples = [self._sample(rng) for _ in range(self.batch_size)]
-        images, labels, labelled, keys, teacher = zip(*samples)
+        images, labels, labeled, keys, teacher = zip(*samples)
         return Batch(
             torch.stack(images),
             torch.stack(labels),
-            torch.tensor(labelled, dtype=torch.bool),
+            torch.tensor(labeled, dtype=torch.bool),
             keys,
             None if self.teacher_maps is None else torch.stack(teacher),
             tuple(self._sites[key[0]] for key in keys),

@@ -134,7 +134,7 @@ def site_test_split(cases: Iterable[SiteCase], sites: Collection[str] | None = N
     known = sorted({case.site for case in cases})
     missing = sorted(set(sites or ()) - set(known))
     if missing:
-        raise ValueError(f"site {missing[0]!r} has no labelled cases here; sites are: {', '.join(known) or 'none'}")
+        raise ValueError(f"site {missing[0]!r} has no labeled cases here; sites are: {', '.join(known) or 'none'}")
     test = sorted(case.case_id for case in cases if sites is None or case.site in sites)
     return {"train": [], "val": [], "test": test}
 

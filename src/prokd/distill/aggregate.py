@@ -91,7 +91,7 @@ class Aggregator(nn.Module, abc.ABC):
         teacher_probs: torch.Tensor,
         *,
         label: torch.Tensor | None = None,
-        labelled: torch.Tensor | None = None,
+        labeled: torch.Tensor | None = None,
         image: torch.Tensor | None = None,
         sites: Sequence[str] | None = None,
     ) -> AggregateResult:
@@ -100,8 +100,8 @@ class Aggregator(nn.Module, abc.ABC):
         Args:
             teacher_probs: (K, B, 1, H, W) foreground probabilities of the K teachers. They are detached:
                 no gradient flows back into the teachers.
-            label: (B, 1, H, W) ground truth in {0, 1} (any dtype), or None when no sample is labelled.
-            labelled: (B,) bool, which samples of ``label`` are real labels; None means all of them when
+            label: (B, 1, H, W) ground truth in {0, 1} (any dtype), or None when no sample is labeled.
+            labeled: (B,) bool, which samples of ``label`` are real labels; None means all of them when
                 ``label`` is given.
             image: (B, C, H, W) network input, used by modes that look at the image.
             sites: the B samples' sites, used by modes that weigh teachers per site.
@@ -111,12 +111,12 @@ class Aggregator(nn.Module, abc.ABC):
         """
         teacher_probs = teacher_probs.detach()
         self._check_shapes(teacher_probs, label, image)
-        labelled = self._labelled_mask(teacher_probs, label is not None, labelled)
+        labeled = self._labeled_mask(teacher_probs, label is not None, labeled)
         if label is not None:
             label = label.to(teacher_probs.dtype)
         if sites is not None and len(sites) != teacher_probs.shape[1]:
             raise ValueError(f"{type(self).__name__}: {len(sites)} sites for {teacher_probs.shape[1]} samples")
-        weights = self.teacher_weights(teacher_probs, label, labelled, image, sites)
+        weights = self.teacher_weights(teacher_probs, label, labeled, image, sites)
         return AggregateResult(probs=(weights * teacher_probs).sum(dim=0), weights=weights)
 
     @abc.abstractmethod
@@ -124,7 +124,7 @@ class Aggregator(nn.Module, abc.ABC):
         self,
         teacher_probs: torch.Tensor,
         label: torch.Tensor | None,
-        labelled: torch.Tensor,
+        labeled: torch.Tensor,
         image: torch.Tensor | None,
         sites: Sequence[str] | None = None,
     ) -> torch.Tensor:
@@ -133,7 +133,7 @@ class Aggregator(nn.Module, abc.ABC):
         Args:
             teacher_probs: (K, B, 1, H, W) detached teacher probabilities.
             label: (B, 1, H, W) float label, or None.
-            labelled: (B,) bool, all False when ``label`` is None.
+            labeled: (B,) bool, all False when ``label`` is None.
             image: (B, C, H, W) or None.
             sites: B site names, or None.
         """
@@ -152,21 +152,21 @@ class Aggregator(nn.Module, abc.ABC):
         if image is not None and (image.ndim != 4 or (image.shape[0], *image.shape[2:]) != (batch, height, width)):
             raise ValueError(f"{name}: image must be ({batch}, C, {height}, {width}), got {tuple(image.shape)}")
 
-    def _labelled_mask(
-        self, teacher_probs: torch.Tensor, has_label: bool, labelled: torch.Tensor | None
+    def _labeled_mask(
+        self, teacher_probs: torch.Tensor, has_label: bool, labeled: torch.Tensor | None
     ) -> torch.Tensor:
         """(B,) bool mask of the samples with a label."""
         batch = teacher_probs.shape[1]
-        if labelled is None:
+        if labeled is None:
             return torch.full((batch,), has_label, dtype=torch.bool, device=teacher_probs.device)
-        if tuple(labelled.shape) != (batch,) or labelled.dtype != torch.bool:
+        if tuple(labeled.shape) != (batch,) or labeled.dtype != torch.bool:
             raise ValueError(
-                f"{type(self).__name__}: labelled must be a bool tensor of shape ({batch},), "
-                f"got {labelled.dtype} {tuple(labelled.shape)}"
+                f"{type(self).__name__}: labeled must be a bool tensor of shape ({batch},), "
+                f"got {labeled.dtype} {tuple(labeled.shape)}"
             )
-        if not has_label and bool(labelled.any()):
-            raise ValueError(f"{type(self).__name__}: labelled marks samples as labelled but no label was given")
-        return labelled.to(teacher_probs.device)
+        if not has_label and bool(labeled.any()):
+            raise ValueError(f"{type(self).__name__}: labeled marks samples as labeled but no label was given")
+        return labeled.to(teacher_probs.device)
 
 
 AggregatorClass = TypeVar("AggregatorClass", bound=type[Aggregator])
@@ -261,7 +261,7 @@ class WeightedAggregator(Aggregator):
         self,
         teacher_probs: torch.Tensor,
         label: torch.Tensor | None,
-        labelled: torch.Tensor,
+        labeled: torch.Tensor,
         image: torch.Tensor | None,
         sites: Sequence[str] | None = None,
     ) -> torch.Tensor:
@@ -307,12 +307,12 @@ class SiteAggregator(Aggregator):
         self,
         teacher_probs: torch.Tensor,
         label: torch.Tensor | None,
-        labelled: torch.Tensor,
+        labeled: torch.Tensor,
         image: torch.Tensor | None,
         sites: Sequence[str] | None = None,
     ) -> torch.Tensor:
         unknown = len(self.sites)
-        rows = [self.sites.index(s) if s in self.sites else unknown for s in (sites or [None] * labelled.numel())]
+        rows = [self.sites.index(s) if s in self.sites else unknown for s in (sites or [None] * labeled.numel())]
         share = self.site_share[rows].T  # (K, B)
         return share[:, :, None, None, None].expand_as(teacher_probs).to(teacher_probs.dtype)
 
@@ -356,22 +356,22 @@ class ReliabilityAggregator(Aggregator):
         self,
         teacher_probs: torch.Tensor,
         label: torch.Tensor | None,
-        labelled: torch.Tensor,
+        labeled: torch.Tensor,
         image: torch.Tensor | None,
         sites: Sequence[str] | None = None,
     ) -> torch.Tensor:
-        return torch.softmax(self.beta * self.reliability(teacher_probs, label, labelled), dim=0)
+        return torch.softmax(self.beta * self.reliability(teacher_probs, label, labeled), dim=0)
 
     @abc.abstractmethod
     def reliability(
-        self, teacher_probs: torch.Tensor, label: torch.Tensor | None, labelled: torch.Tensor
+        self, teacher_probs: torch.Tensor, label: torch.Tensor | None, labeled: torch.Tensor
     ) -> torch.Tensor:
         """(K, B, 1, H, W) reliability of each teacher in [0, 1], from checked inputs.
 
         Args:
             teacher_probs: (K, B, 1, H, W) detached teacher probabilities.
             label: (B, 1, H, W) float label, or None.
-            labelled: (B,) bool, all False when ``label`` is None.
+            labeled: (B,) bool, all False when ``label`` is None.
         """
 
     def local_mean(self, maps: torch.Tensor) -> torch.Tensor:
@@ -396,7 +396,7 @@ class AdaptiveAggregator(ReliabilityAggregator):
     ``window`` x ``window`` neighbourhood (:meth:`~ReliabilityAggregator.local_mean`; borders average the
     pixels inside the image).
 
-    Labelled sample (label :math:`y`): agreement with the ground truth,
+    Labeled sample (label :math:`y`): agreement with the ground truth,
 
     .. math::
 
@@ -433,15 +433,15 @@ class AdaptiveAggregator(ReliabilityAggregator):
         super().__init__(n_teachers, beta, window)
 
     def reliability(
-        self, teacher_probs: torch.Tensor, label: torch.Tensor | None, labelled: torch.Tensor
+        self, teacher_probs: torch.Tensor, label: torch.Tensor | None, labeled: torch.Tensor
     ) -> torch.Tensor:
         reliability = self.unlabeled_reliability(teacher_probs)
-        if label is not None and bool(labelled.any()):
-            supervised = self.labelled_reliability(teacher_probs, label)
-            reliability = torch.where(labelled.view(1, -1, 1, 1, 1), supervised, reliability)
+        if label is not None and bool(labeled.any()):
+            supervised = self.labeled_reliability(teacher_probs, label)
+            reliability = torch.where(labeled.view(1, -1, 1, 1, 1), supervised, reliability)
         return reliability
 
-    def labelled_reliability(self, teacher_probs: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
+    def labeled_reliability(self, teacher_probs: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
         """(K, B, 1, H, W) agreement of each teacher with the label (B, 1, H, W), in [0, 1]."""
         pixel_agreement = self.local_mean(1 - (teacher_probs - label).abs())
         overlap = (teacher_probs * label).sum(dim=(2, 3, 4), keepdim=True)

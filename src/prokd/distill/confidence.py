@@ -49,7 +49,7 @@ class EntropyAggregator(ReliabilityAggregator):
         super().__init__(n_teachers, beta, window)
 
     def reliability(
-        self, teacher_probs: torch.Tensor, label: torch.Tensor | None, labelled: torch.Tensor
+        self, teacher_probs: torch.Tensor, label: torch.Tensor | None, labeled: torch.Tensor
     ) -> torch.Tensor:
         return self.local_mean(1 - normalised_entropy(teacher_probs))
 
@@ -78,7 +78,7 @@ class ConfidenceMaxAggregator(Aggregator):
         self,
         teacher_probs: torch.Tensor,
         label: torch.Tensor | None,
-        labelled: torch.Tensor,
+        labeled: torch.Tensor,
         image: torch.Tensor | None,
         sites: Sequence[str] | None = None,
     ) -> torch.Tensor:
@@ -116,11 +116,11 @@ class AgreementAggregator(EntropyAggregator):
         self,
         teacher_probs: torch.Tensor,
         label: torch.Tensor | None,
-        labelled: torch.Tensor,
+        labeled: torch.Tensor,
         image: torch.Tensor | None,
         sites: Sequence[str] | None = None,
     ) -> torch.Tensor:
         votes = teacher_probs > 0.5
         unanimous = (votes == votes[:1]).all(dim=0, keepdim=True)
-        confident = super().teacher_weights(teacher_probs, label, labelled, image, sites)
+        confident = super().teacher_weights(teacher_probs, label, labeled, image, sites)
         return torch.where(unanimous, torch.full_like(confident, 1 / self.n_teachers), confident)

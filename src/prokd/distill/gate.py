@@ -4,7 +4,7 @@ The gate is a mixture-of-experts gating network (Jacobs et al., "Adaptive mixtur
 Neural Computation 1991) whose experts are the frozen teachers. It sees the image and, per teacher, the
 foreground probability and its binary entropy, and outputs softmax weights over the teachers at every
 pixel. It is trained alongside the student by :func:`gate_loss`, which asks the aggregate to match the
-label on labelled samples; on unlabeled samples (e.g. other sites) it applies what it learned about
+label on labeled samples; on unlabeled samples (e.g. other sites) it applies what it learned about
 which teacher is right on which kind of image.
 """
 
@@ -63,7 +63,7 @@ class LearnedAggregator(Aggregator):
         self,
         teacher_probs: torch.Tensor,
         label: torch.Tensor | None,
-        labelled: torch.Tensor,
+        labeled: torch.Tensor,
         image: torch.Tensor | None,
         sites: Sequence[str] | None = None,
     ) -> torch.Tensor:
@@ -77,27 +77,27 @@ class LearnedAggregator(Aggregator):
 
 
 def gate_loss(
-    result: AggregateResult, label: torch.Tensor, labelled: torch.Tensor | None = None, eps: float = 1e-6
+    result: AggregateResult, label: torch.Tensor, labeled: torch.Tensor | None = None, eps: float = 1e-6
 ) -> torch.Tensor:
-    """Binary cross-entropy of the aggregate against the label, over the pixels of the labelled samples.
+    """Binary cross-entropy of the aggregate against the label, over the pixels of the labeled samples.
 
-    Minimising it trains a learned gate to weigh, on each labelled image, the teachers that are right
+    Minimising it trains a learned gate to weigh, on each labeled image, the teachers that are right
     there. For parameter-free aggregators it is just a measure of the target's quality.
 
     Args:
         result: output of an :class:`~prokd.distill.aggregate.Aggregator`, probs (B, 1, H, W).
         label: (B, 1, H, W) ground truth in {0, 1} (any dtype).
-        labelled: (B,) bool, which samples have a real label; None means all.
+        labeled: (B,) bool, which samples have a real label; None means all.
         eps: the aggregate is clamped to [eps, 1 - eps] so that the loss and its gradient stay finite.
 
     Returns:
-        Scalar mean BCE; 0 (without gradient) when no sample is labelled.
+        Scalar mean BCE; 0 (without gradient) when no sample is labeled.
     """
     if tuple(label.shape) != tuple(result.probs.shape):
         raise ValueError(f"gate_loss: label must be {tuple(result.probs.shape)}, got {tuple(label.shape)}")
-    if labelled is None:
-        labelled = torch.ones(label.shape[0], dtype=torch.bool, device=label.device)
-    if not bool(labelled.any()):
+    if labeled is None:
+        labeled = torch.ones(label.shape[0], dtype=torch.bool, device=label.device)
+    if not bool(labeled.any()):
         return result.probs.new_zeros(())
-    probs = result.probs[labelled].clamp(eps, 1 - eps)
-    return F.binary_cross_entropy(probs, label[labelled].to(probs.dtype))
+    probs = result.probs[labeled].clamp(eps, 1 - eps)
+    return F.binary_cross_entropy(probs, label[labeled].to(probs.dtype))

@@ -1,7 +1,7 @@
-"""The distillation objective: segmentation loss on labelled slices + KL to the aggregated teachers + feature
+"""The distillation objective: segmentation loss on labeled slices + KL to the aggregated teachers + feature
 distillation (+ pseudo-label and consistency terms on unlabeled slices), for one or several frozen teachers.
 
-    loss = seg(student, y)                              on labelled slices (Dice + Lovász + CE)
+    loss = seg(student, y)                              on labeled slices (Dice + Lovász + CE)
          + kl      · T² · KL(aggregate_T(teachers) ‖ student_T)   on every slice (optionally restricted)
          + feature · Σ_k w_k · feature_term_k(student taps, teacher k taps)
          + pseudo  · seg(student, aggregate_1(teachers) > 0.5)   on unlabeled slices (with foreground only,
@@ -63,7 +63,7 @@ class DistillationObjective(nn.Module):
         student_taps: module names of the student's feature taps.
         student_preprocess: the student's preprocessing; teachers must be compatible with it.
         teachers: frozen teachers (at least one).
-        seg_loss: the supervised loss applied to labelled slices.
+        seg_loss: the supervised loss applied to labeled slices.
         config: term weights, temperature, aggregation and feature-term settings.
         world: the processes of a data-parallel run; the segmentation loss and the consistency term are taken
             over all their slices.
@@ -112,7 +112,7 @@ class DistillationObjective(nn.Module):
         temperature = self.config.temperature
         softened = torch.stack([soft_foreground(t_logits, temperature) for t_logits, _ in outputs])
         sites = batch.sites or None
-        result = self.aggregator(softened, label=batch.y, labelled=batch.labelled, image=x_student, sites=sites)
+        result = self.aggregator(softened, label=batch.y, labeled=batch.labeled, image=x_student, sites=sites)
         total, terms = self._segmentation(logits, batch, outputs, result)
         if self.config.kl > 0:
             weight_map = self._kl_weights(outputs, result)
@@ -129,7 +129,7 @@ class DistillationObjective(nn.Module):
             terms["feature"] = feature.item()
         if self.consistency_loss is not None:
             target = self._consistency_target(logits, outputs, result)
-            found = self.consistency_loss(model, x_student, target, ~batch.labelled)
+            found = self.consistency_loss(model, x_student, target, ~batch.labeled)
             if found is not None:
                 consistency, confident_share = found
                 total = total + self.config.consistency * consistency
@@ -139,19 +139,19 @@ class DistillationObjective(nn.Module):
     def _segmentation(
         self, logits: torch.Tensor, batch: Batch, outputs: list[tuple[torch.Tensor, dict]], result: AggregateResult
     ) -> tuple[torch.Tensor, dict[str, float]]:
-        """The segmentation loss on the labelled slices, and on the pseudo-labelled ones: in the same loss with
+        """The segmentation loss on the labeled slices, and on the pseudo-labeled ones: in the same loss with
         ``pseudo_joint``, else as the separate ``pseudo`` term."""
-        labelled, target = batch.labelled, batch.y
-        taught = torch.zeros_like(labelled)
-        if self.config.pseudo > 0 and not labelled.all():
+        labeled, target = batch.labeled, batch.y
+        taught = torch.zeros_like(labeled)
+        if self.config.pseudo > 0 and not labeled.all():
             pseudo_label = self._plain_aggregate(outputs, result) > 0.5
-            taught = self._pseudo_labelled(~labelled, pseudo_label)
+            taught = self._pseudo_labeled(~labeled, pseudo_label)
             target = torch.where(taught[:, None, None, None], pseudo_label.to(target.dtype), target)
-        logits, target, labelled, taught = (self.world.concat(t) for t in (logits, target, labelled, taught))
+        logits, target, labeled, taught = (self.world.concat(t) for t in (logits, target, labeled, taught))
         if self.config.pseudo_joint:
-            labelled, taught = labelled | taught, torch.zeros_like(taught)
-        if labelled.any():
-            total, terms = self.seg_loss(logits[labelled], target[labelled])
+            labeled, taught = labeled | taught, torch.zeros_like(taught)
+        if labeled.any():
+            total, terms = self.seg_loss(logits[labeled], target[labeled])
         else:
             total, terms = logits.new_zeros(()), {}
         if taught.any():
@@ -161,10 +161,10 @@ class DistillationObjective(nn.Module):
         return total, terms
 
     def _gate_loss(self, result: AggregateResult, batch: Batch) -> torch.Tensor:
-        """The learned gate's loss over the labelled samples of the global batch (every process's share)."""
+        """The learned gate's loss over the labeled samples of the global batch (every process's share)."""
         concat = self.world.concat
         weights = concat(result.weights.transpose(0, 1)).transpose(0, 1)
-        return gate_loss(AggregateResult(concat(result.probs), weights), concat(batch.y), concat(batch.labelled))
+        return gate_loss(AggregateResult(concat(result.probs), weights), concat(batch.y), concat(batch.labeled))
 
     def train(self, mode: bool = True) -> DistillationObjective:
         """Set the trainable parts' mode; the teachers always stay in eval mode."""
@@ -229,7 +229,7 @@ class DistillationObjective(nn.Module):
             return uncertainty_weights(aggregate)
         return boundary_weights(aggregate > 0.5, self.config.boundary_width)
 
-    def _pseudo_labelled(self, unlabeled: torch.Tensor, pseudo_label: torch.Tensor) -> torch.Tensor:
+    def _pseudo_labeled(self, unlabeled: torch.Tensor, pseudo_label: torch.Tensor) -> torch.Tensor:
         """The samples the pseudo-label term applies to: ``(B,)`` bool, the unlabeled ones, or with
         ``pseudo_foreground_only`` those whose ``(B, 1, H, W)`` pseudo-label mask has foreground."""
         if not self.config.pseudo_foreground_only:

@@ -54,7 +54,7 @@ class Ensemble:
 def evaluate_ensemble(
     runs: Sequence[str | Path], data: str | Path, case_ids: Sequence[str], label_map: dict[int, int] | None = None
 ) -> Evaluation:
-    """Score the ensemble of the best checkpoints of ``runs`` on the labelled cases ``case_ids`` of ``data``
+    """Score the ensemble of the best checkpoints of ``runs`` on the labeled cases ``case_ids`` of ``data``
     (split ``"test"``), with ``label_map`` mapping their labels to {0, 1}."""
     ensemble = Ensemble([Predictor.from_checkpoint(run) for run in runs])
     return evaluate_predictor(ensemble, data, "test", {"test": list(case_ids)}, label_map, None, Path(runs[0]))

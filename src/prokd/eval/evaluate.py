@@ -86,7 +86,7 @@ def evaluate_predictor(
     channel: int | None,
     source: Path,
 ) -> Evaluation:
-    """Score ``predictor`` on the cases of ``split`` (ids per split in ``case_ids``; ``all``: every labelled case
+    """Score ``predictor`` on the cases of ``split`` (ids per split in ``case_ids``; ``all``: every labeled case
     of ``data``); ``source`` names the model in errors."""
     index = load_cases(data)
     ids = [c.case_id for c in index.labeled] if split == "all" else case_ids[split]

@@ -60,7 +60,7 @@ def evaluate_field_of_view(
     label_map: dict[int, int] | None = None,
     channel: int | None = None,
 ) -> Evaluation:
-    """Score ``predictor`` on the labelled cases ``case_ids`` of ``data`` under every shift of the curve.
+    """Score ``predictor`` on the labeled cases ``case_ids`` of ``data`` under every shift of the curve.
 
     Args:
         predictor: segments a raw volume ``(Z, Y', X')`` with its spacing (a ``Predictor`` or an ``Ensemble``).
@@ -104,21 +104,22 @@ def shift_summary(rows: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, f
 
 
 def field_of_view_of_run(
-    run: str | Path, data: str | Path, case_ids: Sequence[str], relocate: int | None = None
+    run: str | Path, data: str | Path, case_ids: Sequence[str], postprocess: dict[str, Any] | None = None
 ) -> tuple[Evaluation, bool]:
     """The field-of-view evaluation of the best checkpoint of the RUN folder ``run`` on the cases ``case_ids`` of
     ``data`` (with the run's label map): the stored one (:func:`stored_field_of_view`), else evaluated now and
-    written to ``RUN/eval/<eval_name(relocate)>/``.
+    written to ``RUN/eval/<eval_name(postprocess)>/``.
 
     Args:
-        relocate: locate-then-segment passes (:mod:`prokd.infer.framing`) instead of the run's own
-            ``postprocess.relocate``. A run trained before locate-then-segment gets its range of gland extents
-            measured now on its training cases, as training does (:func:`training_gland_extents`).
+        postprocess: keys of the run's ``postprocess`` to predict with instead, e.g. ``{"relocate": 2}`` (passes of
+            locate-then-segment) or ``{"framings": [0.5, 1, 2]}`` (:mod:`prokd.infer.framing`). With ``relocate``,
+            a run trained before locate-then-segment gets its range of gland extents measured now on its training
+            cases, as training does (:func:`training_gland_extents`).
 
     Returns:
         the evaluation, and whether it was evaluated now (False: the stored one).
     """
-    name = eval_name(relocate)
+    name = eval_name(postprocess)
     stored = stored_field_of_view(run, case_ids, name)
     if stored is not None:
         return stored, False
@@ -126,24 +127,30 @@ def field_of_view_of_run(
     payload = load_checkpoint(checkpoint)
     predictor = Predictor.from_payload(payload, checkpoint)
     label_map = payload["config"].get("label_map")
-    if relocate is not None:
-        extents = predictor.postprocess.gland_extents or training_gland_extents(predictor, data, payload)
-        predictor.postprocess = dataclasses.replace(predictor.postprocess, relocate=relocate, gland_extents=extents)
+    if postprocess:
+        predictor.postprocess = dataclasses.replace(predictor.postprocess, **postprocess)
+    if predictor.postprocess.relocate and predictor.postprocess.gland_extents is None:
+        extents = training_gland_extents(predictor, data, payload)
+        predictor.postprocess = dataclasses.replace(predictor.postprocess, gland_extents=extents)
     evaluation = evaluate_field_of_view(predictor, data, case_ids, label_map)
     write_evaluation(evaluation, Path(run) / "eval" / name, checkpoint)
     return evaluation, True
 
 
-def eval_name(relocate: int | None = None) -> str:
+def eval_name(postprocess: dict[str, Any] | None = None) -> str:
     """The folder under ``RUN/eval/`` of a field-of-view evaluation: :data:`FIELD_OF_VIEW_EVAL` as the run predicts,
-    with ``-relocate-N`` when N locate-then-segment passes were imposed."""
-    return FIELD_OF_VIEW_EVAL if relocate is None else f"{FIELD_OF_VIEW_EVAL}-relocate-{relocate}"
+    followed by ``-<key>-<value>`` for each post-processing key imposed (``field-of-view-relocate-2``,
+    ``field-of-view-framings-0.5-1-2``)."""
+    parts = [FIELD_OF_VIEW_EVAL]
+    for key, value in (postprocess or {}).items():
+        parts += [key, *(f"{v:g}" for v in (value if isinstance(value, (list, tuple)) else [value]))]
+    return "-".join(parts)
 
 
 def training_gland_extents(predictor: Predictor, data: str | Path, payload: dict[str, Any]) -> tuple[float, float]:
     """The range of gland extents on the grid over the training cases a checkpoint's split lists (read with its
     label map), measured with its preprocessing (:func:`~prokd.infer.framing.extent_range`): what training stores since locate-then-segment
-    for a run with labelled training cases (a run without them stores its teachers' range instead).
+    for a run with labeled training cases (a run without them stores its teachers' range instead).
 
     Raises:
         ValueError: none of those cases has a gland (or the run had no training cases).

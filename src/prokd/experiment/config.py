@@ -10,7 +10,7 @@ An experiment YAML (see ``configs/experiment_phantom.yaml``)::
     threads: 2                          # torch threads per stage
     efficiency: {threads: 2}            # latency measurement
     teachers: [{name, model, steps | minutes, by?, seeds?, test_site?, field_of_view?, overrides?}]
-    students: [{name, model, steps | minutes, seeds?, teachers?, labelled?, distill?, test_site?, baseline?,
+    students: [{name, model, steps | minutes, seeds?, teachers?, labeled?, distill?, test_site?, baseline?,
                 ensemble?, field_of_view?, overrides?}]
 
 ``test_site`` gives an entry its own leave-one-site-out split (drawn with the experiment's ``val_fraction`` and
@@ -80,7 +80,7 @@ class TeacherEntry:
 class StudentEntry:
     """A student recipe: from scratch without ``teachers``, distilled from the named teacher entries with them.
 
-    ``labelled`` keeps the labels of that many training cases (site-stratified, seed 0); ``distill`` holds
+    ``labeled`` keeps the labels of that many training cases (site-stratified, seed 0); ``distill`` holds
     :class:`~prokd.config.DistillConfig` fields except ``teachers``; with ``distill.no_labels`` the student learns
     from the images of its test cases (and the dataset's unlabeled images, of its ``test_site`` when set) and no
     label. ``baseline`` names the student entry a distilled student is compared with, instead of the one trained
@@ -96,7 +96,7 @@ class StudentEntry:
     minutes: float | None = None
     seeds: list[int] | None = None
     teachers: list[str] = field(default_factory=list)
-    labelled: int | None = None
+    labeled: int | None = None
     distill: dict[str, Any] = field(default_factory=dict)
     test_site: str | None = None
     baseline: str | None = None
@@ -300,8 +300,8 @@ def _check_student(config: ExperimentConfig, entry: StudentEntry, where: str) ->
     _check("teachers" not in entry.distill, f"{where}.distill.teachers", f"set by {where}.teachers")
     _check(not entry.distill or bool(entry.teachers), f"{where}.distill",
            "needs teachers (a student without them trains from scratch)")
-    _check(entry.labelled is None or entry.labelled >= 1, f"{where}.labelled", "must be >= 1")
-    _check(entry.labelled is None or not entry.no_labels, f"{where}.labelled",
+    _check(entry.labeled is None or entry.labeled >= 1, f"{where}.labeled", "must be >= 1")
+    _check(entry.labeled is None or not entry.no_labels, f"{where}.labeled",
            "a student with distill.no_labels keeps no labels")
     if entry.baseline is not None:
         _check_baseline(config, entry, where)

@@ -8,7 +8,7 @@ the machine's cores.
 
 The costs, at the setting of every experiment here (2 threads, batch 8 of 160² slices, augmentation on),
 measured on the project's machine (2 cores; idle unless stated). ``kd-step-time`` is that section of BENCHMARKS.md
-(batch drawing and augmentation excluded; its "supervised" step runs the student on the 4 labelled slices only):
+(batch drawing and augmentation excluded; its "supervised" step runs the student on the 4 labeled slices only):
 
 ====================  ===================  ====================================================================
 cost                  seconds              where it was measured

@@ -29,7 +29,7 @@ from prokd.data.splits import hold_out_site, load_split, make_split, parse_by, r
 from prokd.experiment.config import Entry, ExperimentConfig, StudentEntry, TeacherEntry, compose_run
 
 SUBSET_SEED = 0
-"""Seed of the ``cases:K`` and ``folds:K`` teacher subsets and of a student's ``labelled`` cases."""
+"""Seed of the ``cases:K`` and ``folds:K`` teacher subsets and of a student's ``labeled`` cases."""
 
 
 @dataclass
@@ -64,7 +64,7 @@ class Stage:
     split: dict[str, list[str]]
     teachers: list[str]
     aggregate: str | None
-    labelled: int | None
+    labeled: int | None
     budget: dict[str, int | float | None]
     baseline: str | None = None
     ensemble: bool = False
@@ -95,7 +95,7 @@ class Stage:
             "run": self.run,
             "teachers": list(self.teachers),
             "aggregate": self.aggregate,
-            "labelled": self.labelled,
+            "labeled": self.labeled,
             "budget": dict(self.budget),
             "baseline": self.baseline,
             "site": self.site,
@@ -107,7 +107,7 @@ def make_plan(config: ExperimentConfig, index: CaseIndex) -> list[Stage]:
 
     Raises:
         ConfigError: naming the experiment key whose expansion fails on this dataset (split ids, subsets,
-            ``labelled``), or a stage name produced twice.
+            ``labeled``), or a stage name produced twice.
     """
     splits = entry_splits(config, index)
     by_teacher = {entry.name: teacher_stages(config, entry, i, splits[entry.test_site], index)
@@ -138,7 +138,7 @@ def link_baselines(stages: list[Stage]) -> None:
 def _recipe(stage: Stage) -> str:
     """What a student is trained with, its teachers, seed and batch size aside: run config and training cases.
 
-    The batch size is left out so that a distilled student that adds unlabeled slices to the labelled ones of
+    The batch size is left out so that a distilled student that adds unlabeled slices to the labeled ones of
     its baseline (a larger batch, ``distill.unlabeled_fraction``) keeps that baseline; the results show both
     batches (``slices / step``).
     """
@@ -165,12 +165,12 @@ def experiment_split(
     """The split every stage shares: the saved split file, or one drawn from the split settings; with
     ``test_site``, the leave-one-site-out split of the entries that set it: drawn, or the saved split with that
     site held out (errors name ``key``)."""
-    labelled = {case.case_id for case in index.labeled}
+    labeled = {case.case_id for case in index.labeled}
     if config.split_file is not None:
         split = load_split(config.split_file)
-        unknown = sorted({case_id for ids in split.values() for case_id in ids} - labelled)
+        unknown = sorted({case_id for ids in split.values() for case_id in ids} - labeled)
         if unknown:
-            raise config.error("split.file", f"case '{unknown[0]}' is not a labelled case of {config.data}")
+            raise config.error("split.file", f"case '{unknown[0]}' is not a labeled case of {config.data}")
         if test_site is not None:
             try:
                 split = hold_out_site(split, index.labeled, test_site)
@@ -245,11 +245,11 @@ def student_stage(
         raise config.error(f"students[{i}].ensemble", f"needs several teacher stages, not {len(teachers)} (an "
                            "ensemble of one is its teacher)")
     train = split["train"]
-    if entry.labelled is not None:
+    if entry.labeled is not None:
         try:
-            train = restrict(train, index.labeled, max_cases=entry.labelled, seed=SUBSET_SEED)
+            train = restrict(train, index.labeled, max_cases=entry.labeled, seed=SUBSET_SEED)
         except ValueError as err:
-            raise config.error(f"students[{i}].labelled", str(err)) from None
+            raise config.error(f"students[{i}].labeled", str(err)) from None
     own_split = {"train": [], "val": [], "test": split["test"]} if entry.no_labels else {**split, "train": train}
     stage = _stage(config, entry, f"students[{i}]", "student", _join("student", entry.name), seed, own_split, teachers)
     stage.baseline = _join("student", entry.baseline) if entry.baseline else None
@@ -282,7 +282,7 @@ def _stage(
         split=split,
         teachers=teachers,
         aggregate=run_config.distill.aggregate if run_config.distill else None,
-        labelled=getattr(entry, "labelled", None),
+        labeled=getattr(entry, "labeled", None),
         budget={"steps": entry.steps, "minutes": entry.minutes},
         ensemble=getattr(entry, "ensemble", False),
         field_of_view=entry.field_of_view,

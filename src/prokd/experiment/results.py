@@ -42,7 +42,7 @@ EFFICIENCY_KEYS = ("params", "macs", "latency_slice_ms", "latency_volume_ms")
 LATENCY_SETTINGS = ("threads", "repeats", "volume_repeats")
 FIELD_OF_VIEW_SHIFTS = ("original", *(shift.name for shift in FIELD_OF_VIEW_CURVE if shift.kind != "original"))
 """The field-of-view table's columns: the original, then the shifts in the protocol's order."""
-CSV_KEYS = ("stage", "group", "kind", "model", "seed", "labelled_cases", "steps", *EFFICIENCY_KEYS, "train_minutes")
+CSV_KEYS = ("stage", "group", "kind", "model", "seed", "labeled_cases", "steps", *EFFICIENCY_KEYS, "train_minutes")
 
 
 def describe(values: list[float]) -> dict[str, float | int]:
@@ -62,7 +62,7 @@ def stage_row(
     efficiency: dict[str, Any] | None,
     last_epoch: dict[str, Any],
     unit: str,
-    labelled_cases: int,
+    labeled_cases: int,
     slices: dict[str, float] | None = None,
     case_dice: dict[str, float] | None = None,
     ensemble: dict[str, Any] | None = None,
@@ -78,7 +78,7 @@ def stage_row(
         efficiency: its ``efficiency.json``, or None when not measured yet (the efficiency keys are then None).
         last_epoch: the last ``metrics.jsonl`` record (``step``, ``elapsed_seconds``).
         unit: the distance unit of HD95 and ASSD (``"mm"`` or ``"px"``).
-        labelled_cases: the number of labelled cases it trained on (its ``split.json`` training cases).
+        labeled_cases: the number of labeled cases it trained on (its ``split.json`` training cases).
         slices: ``{"batch": slices per step, "unlabeled": how many of them are drawn from images without labels,
             on average}`` (:func:`slices_per_step`), or None when unknown.
         case_dice: ``{test case: its Dice}`` (its ``eval/test/cases.csv``), or None when unknown.
@@ -95,8 +95,8 @@ def stage_row(
         **{key: stage[key] for key in ("stage", "group", "kind", "model", "seed", "run", "teachers", "aggregate")},
         "site": stage.get("site"),
         "baseline": stage.get("baseline"),
-        "labelled": stage.get("labelled"),
-        "labelled_cases": labelled_cases,
+        "labeled": stage.get("labeled"),
+        "labeled_cases": labeled_cases,
         "budget": stage.get("budget"),
         "slices": slices,
         **{key: efficiency[key] if efficiency else None for key in EFFICIENCY_KEYS},
@@ -145,7 +145,7 @@ def _group(name: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
         "kind": first["kind"],
         "model": first["model"],
         "seeds": [row["seed"] for row in rows],
-        "labelled_cases": first["labelled_cases"],
+        "labeled_cases": first["labeled_cases"],
         "budget": first["budget"],
         "slices": first.get("slices"),
         "teachers": first["teachers"],
@@ -188,7 +188,7 @@ def compare_students(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     :func:`judge_difference` of the two groups and ``beyond_spread`` its verdict (None without a baseline or a
     spread to judge by). ``teacher_gap_points`` is 100 × (the group's mean Dice − its best teacher's Dice), a
     teacher's Dice on the group's test cases (``teachers_dice``) where it was tested on other cases itself.
-    ``teachers`` counts its teacher stages, ``labelled`` is its restriction to K labelled cases (or None).
+    ``teachers`` counts its teacher stages, ``labeled`` is its restriction to K labeled cases (or None).
     ``ensemble_dice`` is its teachers' ensemble's Dice on its test cases and ``ensemble_gap_points`` 100 × (the
     group's mean Dice − that), both None when the ensemble was not evaluated.
     """
@@ -210,7 +210,7 @@ def compare_students(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         comparisons.append({
             "group": group,
             "teachers": len(teachers),
-            "labelled": members[0]["labelled"],
+            "labeled": members[0]["labeled"],
             "dice": student,
             "baseline": baseline_group["group"] if baseline_group else None,
             "baseline_dice": baseline,
@@ -262,11 +262,11 @@ def collect_results(out: str | Path) -> dict[str, Any]:
         if summary is not None:
             facts = read_json(efficiency) if is_fresh(efficiency, run_dir) else None
             measured += [facts] if facts else []
-            labelled_cases = len(read_json(run_dir / "split.json")["train"])
+            labeled_cases = len(read_json(run_dir / "split.json")["train"])
             cases = _test_cases(run_dir)
             log = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
             rows.append(stage_row(stage, summary, facts, log[-1], cases[0]["distance_unit"],
-                                  labelled_cases, slices_per_step(run_dir),
+                                  labeled_cases, slices_per_step(run_dir),
                                   {case["case"]: float(case["dice"]) for case in cases},
                                   stored_summary(run_dir, ENSEMBLE_EVAL), _retested(run_dir, stage["teachers"]),
                                   max((r["val_dice"] for r in log if r.get("val_dice") is not None), default=None),
@@ -333,7 +333,7 @@ def results_markdown(results: dict[str, Any]) -> str:
 
 
 MODELS_NOTE = (
-    "Labelled cases: the training cases whose labels a model learnt from (a student with `labelled: K` keeps K; a "
+    "Labeled cases: the training cases whose labels a model learnt from (a student with `labeled: K` keeps K; a "
     "teacher by site has its site's). Budget: as configured; steps: training steps taken (mean over seeds). "
     "Slices / step: the batch size, and how many of its slices come from images without labels on average."
 )
@@ -364,12 +364,12 @@ COMPARISON_NOTE = (
 
 
 def models_table(groups: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
-    """Header and rows of what each GROUP is (its name says its kind): model, teachers, labelled cases, number
+    """Header and rows of what each GROUP is (its name says its kind): model, teachers, labeled cases, number
     of seeds, budget, steps, minutes."""
-    header = ["group", "model", "teachers", "labelled cases", "seeds", "budget", "steps", "slices / step", "train min"]
+    header = ["group", "model", "teachers", "labeled cases", "seeds", "budget", "steps", "slices / step", "train min"]
     rows = [
         [g["group"], g["model"], teachers_text(g.get("teachers"), g.get("aggregate")),
-         str(g.get("labelled_cases", MISSING)), str(len(g["seeds"])), budget_text(g.get("budget")),
+         str(g.get("labeled_cases", MISSING)), str(len(g["seeds"])), budget_text(g.get("budget")),
          str(g.get("steps", MISSING)), slices_text(g.get("slices")), f"{g['train_minutes']:.1f}"]
         for g in groups
     ]
@@ -586,12 +586,12 @@ def groups_by_test_sites(groups: list[dict[str, Any]]) -> dict[tuple[str, ...], 
 def comparison_line(comparison: dict[str, Any]) -> str:
     """``"student-kd vs student-scratch: +3.1 Dice points (larger than the seed spread: sd 0.8 and 1.1 points);
     vs its teacher teacher-full-seed0: -2.0 points"``."""
-    c, labelled = comparison, comparison.get("labelled")
-    name = c["group"] if labelled is None else f"{c['group']} ({labelled} labelled cases)"
+    c, labeled = comparison, comparison.get("labeled")
+    name = c["group"] if labeled is None else f"{c['group']} ({labeled} labeled cases)"
     if c["baseline"] is None:
         versus = f"{name}: no student trained on the same cases without teachers to compare with"
     else:
-        same = "" if labelled is None else f" with the same {labelled} labelled cases"
+        same = "" if labeled is None else f" with the same {labeled} labeled cases"
         spread = spread_words(c.get("spread"))
         versus = f"{name} vs {c['baseline']}{same}: {signed_points(c['change_points'])} Dice points ({spread})"
     teacher = "its teacher" if c.get("teachers") == 1 else "its best teacher"

@@ -356,16 +356,16 @@ def stage_estimates(plan: list[Stage]) -> dict[str, float | None]:
 
 
 def groups_table(results: dict[str, Any]) -> FittedTable:
-    """The groups in brief (``results/results.md`` has every column): seeds, labelled cases, steps, size, latency,
+    """The groups in brief (``results/results.md`` has every column): seeds, labeled cases, steps, size, latency,
     Dice and HD95, mean ± sd."""
     unit = "/".join(sorted({row["distance_unit"] for row in results["rows"]}))
     table = FittedTable(title=f"experiment {results['experiment']} — test split",
-                  caption="± over seeds, or over test cases for one seed; cases: labelled training cases")
+                  caption="± over seeds, or over test cases for one seed; cases: labeled training cases")
     for column in ("group", "seeds", "cases", "steps", "params", "slice", "Dice", f"HD95 ({unit})"):
         table.add_column(column, justify="left" if column == "group" else "right")
     for group in results["groups"]:
         dice, hd95 = group["overall"]["dice"], group["overall"]["hd95"]
-        table.add_row(group["group"], str(len(group["seeds"])), str(group["labelled_cases"]), str(group["steps"]),
+        table.add_row(group["group"], str(len(group["seeds"])), str(group["labeled_cases"]), str(group["steps"]),
                       format_count(group["params"]), format_ms(group["latency_slice_ms"]),
                       format_stats(dice), format_stats(hd95, 1))
     return table

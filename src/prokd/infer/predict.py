@@ -25,7 +25,7 @@ from prokd.data.preprocess import GridPlan, Preprocessor
 from prokd.data.slices import volume_inputs
 from prokd.distributed import device_of
 from prokd.memory import PREDICTION_BYTES_PER_VOXEL, available_memory, format_bytes, layer_output_bytes
-from prokd.infer.framing import gland_box, reframed_plan
+from prokd.infer.framing import centred_plan, framing_confidence, gland_box, reframed_plan
 from prokd.infer.postprocess import probability_to_mask
 from prokd.infer.uncertainty import binary_entropy, disagreement, disagreement_score, entropy_score
 from prokd.losses import foreground_logit, probabilities
@@ -153,11 +153,12 @@ class Predictor:
         """Segment a raw volume ``(Z, Y, X)``, axial slices along axis 0 (canonical orientation), with the given
         spacing (or None when unknown); ``flip_tta`` overrides the post-processing config's.
 
-        With ``postprocess.relocate`` passes (:mod:`prokd.infer.framing`), each predicts again on a box framed
-        around the gland the previous pass found if it appeared larger or smaller than in training. A gland of a
-        training size ends them, and so does a pass that finds no gland (its prediction is dropped)."""
-        grid, plan = self.prepare(image, spacing)
-        prediction = self.predict_grid(grid, plan, flip_tta)
+        With several ``postprocess.framings`` the first prediction is the most confident of those made at each
+        zoom about the image centre. With ``postprocess.relocate`` passes (:mod:`prokd.infer.framing`), each
+        predicts again on a box framed around the gland the previous pass found if it appeared larger or smaller
+        than in training. A gland of a training size ends them, and so does a pass that finds no gland (its
+        prediction is dropped)."""
+        prediction, plan = self._first_pass(image, self.preprocessor.plan(image.shape, spacing), flip_tta)
         for _ in range(self.postprocess.relocate):
             box = gland_box(prediction.mask)
             plan = None if box is None else reframed_plan(plan, box, self.gland_extents())
@@ -168,6 +169,18 @@ class Predictor:
                 break
             prediction = framed
         return prediction
+
+    def _first_pass(self, image: np.ndarray, plan: GridPlan, flip_tta: bool | None) -> tuple[Prediction, GridPlan]:
+        """The prediction of a raw volume ``(Z, Y, X)`` at each of ``postprocess.framings`` (zooms of ``plan`` about
+        its centre) that the network is surest of (:func:`~prokd.infer.framing.framing_confidence`), with its plan."""
+        best: tuple[float, Prediction, GridPlan] | None = None
+        for zoom in self.postprocess.framings:
+            framed = centred_plan(plan, zoom)
+            prediction = self.predict_grid(self.preprocessor.image_to_grid(image, framed), framed, flip_tta)
+            confidence = framing_confidence(prediction.probability, prediction.mask)
+            if best is None or confidence > best[0]:
+                best = (confidence, prediction, framed)
+        return best[1], best[2]
 
     def gland_extents(self) -> tuple[float, float]:
         """The training range of gland extents that locate-then-segment reframes into.

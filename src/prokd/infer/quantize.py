@@ -83,7 +83,7 @@ def calibration_slices(
 
 
 def learned_from(payload: dict[str, Any]) -> set[str]:
-    """The labelled cases whose images the checkpoint ``payload`` learned from: its training cases, or, for a run
+    """The labeled cases whose images the checkpoint ``payload`` learned from: its training cases, or, for a run
     distilled without labels (``distill.no_labels``), its test cases, whose images it saw without their labels."""
     distill = payload.get("config", {}).get("distill") or {}
     return set(payload["split"]["test" if distill.get("no_labels") else "train"])

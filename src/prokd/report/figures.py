@@ -132,7 +132,7 @@ def pareto_front(latency: Sequence[float], dice: Sequence[float]) -> list[int]:
 
 
 def dice_latency(points: Sequence[GroupPoint], colours: dict[str, Colour]) -> bytes:
-    """Test Dice (± sd) against CPU latency per slice, one labelled point per group, Pareto front dashed."""
+    """Test Dice (± sd) against CPU latency per slice, one labeled point per group, Pareto front dashed."""
     figure = Figure(figsize=(8, 5.5), layout="constrained")
     ax = figure.subplots()
     for point in points:

@@ -131,7 +131,7 @@ class SliceView:
 
 
 def slice_view(pick: str, loaded: LoadedCase) -> SliceView:
-    """The slice with the largest true area of a labelled case."""
+    """The slice with the largest true area of a labeled case."""
     z = largest_area_slice(loaded.label)
     spacing = loaded.geometry.spacing
     aspect = 1.0 if spacing is None else float(spacing[1] / spacing[2])

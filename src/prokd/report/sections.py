@@ -2,7 +2,7 @@
 
 1. summary: the verdict (each distilled student against its baseline and best teacher, the best model, each
    change judged against the spread over seeds, or over paired test cases for one seed) and what was compared
-   (models, teachers, labelled cases, seeds, budgets); then experiment, data, date, git hash, versions, hardware;
+   (models, teachers, labeled cases, seeds, budgets); then experiment, data, date, git hash, versions, hardware;
 2. results per group (mean ± sd, over seeds or cases as stated; size and latency), test Dice per site, and
    each distilled student against its baseline and its best teacher;
 3. training curves; 4. Dice versus CPU latency with the Pareto front; 5. per-site Dice bars;
@@ -89,7 +89,7 @@ def summary(experiment: Experiment, test_cases: list[dict[str, Any]]) -> list[Bl
     compared = (
         f"Compared: {kinds['teacher']} teacher and {kinds['student']} student groups (a group is one recipe over "
         f"its seeds), all tested on the same {split_note(test_cases)}; seeds used: {', '.join(map(str, seeds))}. "
-        "Dice differences are in Dice points (Dice × 100). Labelled cases: the training cases whose labels a model "
+        "Dice differences are in Dice points (Dice × 100). Labeled cases: the training cases whose labels a model "
         "learnt from. Teachers: the one a student distils from, or how many and how they are aggregated. Slices / "
         "step: the batch size, and how many of its slices come from images without labels on average."
     )

@@ -60,7 +60,7 @@ from prokd.runs.folder import remove_temporaries
 
 
 class SupervisedObjective(nn.Module):
-    """Segmentation loss on the labelled slices of a batch: ``(model, batch) -> (loss, terms)``.
+    """Segmentation loss on the labeled slices of a batch: ``(model, batch) -> (loss, terms)``.
 
     In a data-parallel run (``world``) the loss is taken over every process's slices (:meth:`World.concat`), so
     batch-pooled Dice and Lovász see the same global batch as one process would.
@@ -72,8 +72,8 @@ class SupervisedObjective(nn.Module):
         self.world = world
 
     def forward(self, model: nn.Module, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
-        logits, target, labelled = (self.world.concat(t) for t in (model(batch.x), batch.y, batch.labelled))
-        return self.loss(logits[labelled], target[labelled])
+        logits, target, labeled = (self.world.concat(t) for t in (model(batch.x), batch.y, batch.labeled))
+        return self.loss(logits[labeled], target[labeled])
 
 
 @dataclass

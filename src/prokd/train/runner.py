@@ -57,7 +57,7 @@ class PreparedRun:
 
     def unlabeled_cases(self) -> list[GridCase]:
         """Images the run may use without labels: the dataset's unlabeled images (and its test images with
-        ``unlabeled_include_test``) plus the labelled cases left out of every split (training cases dropped by
+        ``unlabeled_include_test``) plus the labeled cases left out of every split (training cases dropped by
         ``sites`` / ``max_cases``); never validation or test cases, except in a run without labels
         (:meth:`label_free_images`)."""
         test_images = self.index.test if self.config.unlabeled_include_test else []
@@ -151,7 +151,7 @@ def write_run_files(
 
 def checkpoint_meta(prepared: PreparedRun, teachers: Sequence[Teacher] = ()) -> dict[str, Any]:
     """What every checkpoint of the run carries besides its weights: enough to rebuild and predict (the
-    distillation's ``teachers`` supply the range of gland extents when the run has no labelled cases)."""
+    distillation's ``teachers`` supply the range of gland extents when the run has no labeled cases)."""
     config = prepared.config
     resolved = config.to_dict()
     return {
@@ -175,13 +175,13 @@ def _resolved_postprocess(
 ) -> dict[str, Any]:
     """The run's post-processing ``postprocess`` (a copy, completed here) with ``gland_extents`` (the training range
     of the gland's extent on the grid, for locate-then-segment: :mod:`prokd.infer.framing`) unless the config sets
-    it: measured on the run's labelled training cases, else (distilled without labels) the union of its teachers'
+    it: measured on the run's labeled training cases, else (distilled without labels) the union of its teachers'
     ranges when each has one."""
     if postprocess["gland_extents"] is None:
         labels = [case.label for case in prepared.train_cases if case.label is not None]
         postprocess["gland_extents"] = extent_range(labels) or _union([t.gland_extents for t in teachers])
     if postprocess["relocate"] and postprocess["gland_extents"] is None:
-        raise ConfigError("'postprocess.relocate' needs the training range of gland extents: the run has no labelled "
+        raise ConfigError("'postprocess.relocate' needs the training range of gland extents: the run has no labeled "
                           "training case with a gland and its teachers store none (set postprocess.gland_extents)")
     return postprocess
 
@@ -228,7 +228,7 @@ def train_run(
 ) -> RunState:
     """Train ``config.model`` on ``data`` into the RUN folder ``out``.
 
-    Without a ``distill`` section this is supervised training (segmentation loss on labelled slices); with
+    Without a ``distill`` section this is supervised training (segmentation loss on labeled slices); with
     one, the frozen teachers it names are distilled into the model (:mod:`prokd.distill`); with
     ``distill.no_labels`` on images alone (:meth:`PreparedRun.label_free_images`). All use the same RUN folder,
     loop and checkpoints.
@@ -360,22 +360,22 @@ def _without_label(loaded: LoadedCase) -> LoadedCase:
 def _check_label_free_split(split: dict[str, list[str]]) -> None:
     """Refuse a given split with training or validation cases for a run without labels: their labels would
     train the student or choose its checkpoint."""
-    labelled = [f"{len(split[part])} {part}" for part in ("train", "val") if split[part]]
-    if labelled:
+    labeled = [f"{len(split[part])} {part}" for part in ("train", "val") if split[part]]
+    if labeled:
         raise ConfigError(
-            f"distill.no_labels: the split lists {' and '.join(labelled)} cases, whose labels a run without labels "
-            "may not use; give a split with test cases only (or none: the labelled cases of --sites are tested)"
+            f"distill.no_labels: the split lists {' and '.join(labeled)} cases, whose labels a run without labels "
+            "may not use; give a split with test cases only (or none: the labeled cases of --sites are tested)"
         )
 
 
 def _draw_split(index: CaseIndex, config: RunConfig) -> dict[str, list[str]]:
     """The configured split, with the training part restricted to ``config.sites`` / ``config.max_cases``; for a
-    run without labels, the labelled cases of ``config.sites`` as test cases
+    run without labels, the labeled cases of ``config.sites`` as test cases
     (:func:`~prokd.data.splits.site_test_split`)."""
     if config.no_labels:
         return site_test_split(index.labeled, config.sites)
     if not index.labeled:
-        raise ConfigError(f"{index.root}: no labelled cases to train on")
+        raise ConfigError(f"{index.root}: no labeled cases to train on")
     split = make_split(index.labeled, config.split, config.train.seed)
     split["train"] = restrict(
         split["train"], index.labeled, sites=config.sites, max_cases=config.max_cases, seed=config.train.seed
