@@ -138,10 +138,18 @@ class Preprocessor:
         return GridPlan(volume_shape=shape, crop_box=crop_box, resampled_shape=resampled, offset=offset, size=size)
 
     def image_to_grid(self, image: np.ndarray, plan: GridPlan) -> np.ndarray:
-        """Normalise (:func:`normalize_intensity`) and resample an image (Z, Y, X) to float32
-        (Z, size, size). Padding takes the darkest value of the normalised volume, as for zero background."""
+        """Normalise (:meth:`normalize`) and resample an image (Z, Y, X) to float32 (Z, size, size)."""
         _check_shape("image", image, plan.volume_shape)
-        normalized = normalize_intensity(image, self.config.clip_percentiles)
+        return self.normalized_to_grid(self.normalize(image), plan)
+
+    def normalize(self, image: np.ndarray) -> np.ndarray:
+        """:func:`normalize_intensity` with the configured clip percentiles: float32 (Z, Y, X)."""
+        return normalize_intensity(image, self.config.clip_percentiles)
+
+    def normalized_to_grid(self, normalized: np.ndarray, plan: GridPlan) -> np.ndarray:
+        """Resample a normalised image (Z, Y, X) (:meth:`normalize`) to float32 (Z, size, size), so that a volume
+        mapped to several plans is normalised once. Padding takes its darkest value, as for zero background."""
+        _check_shape("image", normalized, plan.volume_shape)
         return _to_grid(normalized, plan, fill=float(normalized.min()))
 
     def label_to_grid(self, label: np.ndarray, plan: GridPlan) -> np.ndarray:

@@ -158,25 +158,29 @@ class Predictor:
         predicts again on a box framed around the gland the previous pass found if it appeared larger or smaller
         than in training. A gland of a training size ends them, and so does a pass that finds no gland (its
         prediction is dropped)."""
-        prediction, plan = self._first_pass(image, self.preprocessor.plan(image.shape, spacing), flip_tta)
+        normalized = self.preprocessor.normalize(image)
+        prediction, plan = self._first_pass(normalized, self.preprocessor.plan(image.shape, spacing), flip_tta)
         for _ in range(self.postprocess.relocate):
             box = gland_box(prediction.mask)
             plan = None if box is None else reframed_plan(plan, box, self.gland_extents())
             if plan is None:
                 break
-            framed = self.predict_grid(self.preprocessor.image_to_grid(image, plan), plan, flip_tta)
+            framed = self.predict_grid(self.preprocessor.normalized_to_grid(normalized, plan), plan, flip_tta)
             if not framed.mask.any():
                 break
             prediction = framed
         return prediction
 
-    def _first_pass(self, image: np.ndarray, plan: GridPlan, flip_tta: bool | None) -> tuple[Prediction, GridPlan]:
-        """The prediction of a raw volume ``(Z, Y, X)`` at each of ``postprocess.framings`` (zooms of ``plan`` about
-        its centre) that the network is surest of (:func:`~prokd.infer.framing.framing_confidence`), with its plan."""
+    def _first_pass(
+        self, normalized: np.ndarray, plan: GridPlan, flip_tta: bool | None
+    ) -> tuple[Prediction, GridPlan]:
+        """The prediction of a normalised volume ``(Z, Y, X)`` at each of ``postprocess.framings`` (zooms of ``plan``
+        about its centre) that the network is surest of (:func:`~prokd.infer.framing.framing_confidence`), with its
+        plan."""
         best: tuple[float, Prediction, GridPlan] | None = None
         for zoom in self.postprocess.framings:
             framed = centred_plan(plan, zoom)
-            prediction = self.predict_grid(self.preprocessor.image_to_grid(image, framed), framed, flip_tta)
+            prediction = self.predict_grid(self.preprocessor.normalized_to_grid(normalized, framed), framed, flip_tta)
             confidence = framing_confidence(prediction.probability, prediction.mask)
             if best is None or confidence > best[0]:
                 best = (confidence, prediction, framed)
