@@ -3,6 +3,7 @@
     python benchmarks/experiment.py configs/promise12_deploy.yaml    # first: the teacher and the students
     python benchmarks/field_of_view.py
     python benchmarks/field_of_view.py --experiment promise12_regime_b --variants framings   # the 4-label students
+    python benchmarks/field_of_view.py --experiment promise12_regime_c --split val   # choose the rule on validation
 
 Every test case of the fixed split is also cropped to 0.6x and padded to 1.5x and 2x its in-plane field of view,
 and resampled to 0.5x and 2x its in-plane resolution (:mod:`prokd.eval.field_of_view`); each prediction is mapped
@@ -13,10 +14,13 @@ of the distilled ``unet-small`` and ``mobile-unet`` of ``configs/promise12_deplo
 by ``prokd predict`` (their own preprocessing, flip TTA, largest component); then each again with locate-then-segment
 (:mod:`prokd.infer.framing`, ``prokd predict --relocate 2``), its range of gland extents measured on the run's
 training cases when the checkpoint predates it, and with a framing search (the first prediction made at several
-zooms about the image centre, the most confident kept: ``prokd predict --framings 0.5,0.7,1,1.5,2``).
+zooms about the image centre, the most confident kept: ``prokd predict --framings 0.5,0.7,1,1.5,2``), and two
+alternatives of it (``--variants``: the search followed by locate-then-segment, and the search without zoom 0.5).
+``--split val`` scores the runs' validation cases instead, where a rule is chosen.
 
 Writes ``benchmarks/results/field_of_view.json`` and the ``field-of-view`` section of ``BENCHMARKS.md`` (for another
-experiment: ``field_of_view_<name>.json`` and ``field-of-view-<name>``).
+experiment: ``field_of_view_<name>.json`` and ``field-of-view-<name>``; on validation cases ``..._val.json`` and
+``...-val``).
 """
 
 from __future__ import annotations
@@ -38,6 +42,8 @@ from prokd.table import markdown_table
 
 CEILING = "ceiling: the label itself"
 """The Dice the label reaches after the shift and back: what a crop cuts off or a coarser grid blurs."""
+SITES = ("BIDMC", "HK", "RUNMC", "UCL")
+"""PROMISE12's sites, each held out in turn by ``configs/promise12_regime_c.yaml``."""
 EXPERIMENTS = {
     "promise12_deploy": {
         "teacher unet-large": ["teacher-full-seed0"],
@@ -49,8 +55,11 @@ EXPERIMENTS = {
             f"student-mkd-site-pseudo-calibrated-seed{seed}" for seed in range(3)
         ],
     },
+    "promise12_regime_c": {
+        "unet-small, three sites' labels": [f"student-three-sites-{site}-seed0" for site in SITES],
+    },
 }
-"""The models evaluated per experiment (``benchmarks/out/<name>``): their runs, one per seed."""
+"""The models evaluated per experiment (``benchmarks/out/<name>``): their runs, one per seed (or held-out site)."""
 DEFAULT_EXPERIMENT = "promise12_deploy"
 """Its results are ``field_of_view.json`` and the ``field-of-view`` section; another experiment's carry its name."""
 RELOCATE = 2
@@ -61,6 +70,8 @@ VARIANTS = {
     "as-trained": ("", None),
     "relocate": (" + locate-then-segment", {"relocate": RELOCATE}),
     "framings": (" + framing search", {"framings": FRAMINGS}),
+    "framings-relocate": (" + framing search + locate-then-segment", {"framings": FRAMINGS, "relocate": RELOCATE}),
+    "framings-no-half": (" + framing search without 0.5", {"framings": FRAMINGS[1:]}),
 }
 """Each model is evaluated as it predicts and with post-processing keys imposed: ``--variants`` name them; the
 suffix is appended to the names of the model and of its runs."""
@@ -70,7 +81,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--experiment", choices=sorted(EXPERIMENTS), default=DEFAULT_EXPERIMENT,
                         help="the experiment under benchmarks/out/ whose runs are evaluated")
-    parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
+    parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=["relocate", "framings"])
+    parser.add_argument("--split", choices=["test", "val"], default="test", help="the runs' cases scored")
     parser.add_argument("--data", type=Path, default=DEFAULT_PROMISE12)
     args = parser.parse_args()
     runs = ROOT / "benchmarks" / "out" / args.experiment / "runs"
@@ -81,27 +93,33 @@ def main() -> None:
     results = {
         "command": shlex.join(["python", "benchmarks/field_of_view.py", *sys.argv[1:]]),
         "experiment": args.experiment,
+        "split": args.split,
         "models": models,
         "variants": [VARIANTS[v][0] for v in variants],
         "shifts": [shift.name for shift in FIELD_OF_VIEW_CURVE],
         "relocate": RELOCATE,
         "framings": FRAMINGS,
         "cases": [row for variant in variants for index, run in enumerate(trained)
-                  for row in score_run(runs / run, args.data, index == 0 and variant == "as-trained", variant)],
+                  for row in score_run(runs / run, args.data, index == 0 and variant == "as-trained", variant,
+                                       args.split)],
     }
-    suffix = "" if args.experiment == DEFAULT_EXPERIMENT else f"_{args.experiment}"
+    suffix = ("" if args.experiment == DEFAULT_EXPERIMENT else f"_{args.experiment}") + (
+        "" if args.split == "test" else f"_{args.split}")
     written = write_results(ROOT / "benchmarks" / "results" / f"field_of_view{suffix}.json", results, seed=0)
-    update_section("field-of-view" + suffix.replace("_", "-", 1), markdown(written))
+    update_section("field-of-view" + suffix.replace("_", "-"), markdown(written))
     print(markdown(written))
 
 
-def score_run(run: Path, data: Path, ceiling: bool, variant: str = "as-trained") -> list[dict[str, Any]]:
-    """3D Dice of every test case of ``run`` under every shift of the protocol
+def score_run(
+    run: Path, data: Path, ceiling: bool, variant: str = "as-trained", split: str = "test"
+) -> list[dict[str, Any]]:
+    """3D Dice of every case of ``split`` of ``run`` under every shift of the protocol
     (:func:`~prokd.eval.field_of_view_eval.field_of_view_of_run`, with the post-processing of ``variant``, a key of
     :data:`VARIANTS`, as run ``<name><suffix>``) and, with ``ceiling``, of the label itself shifted and mapped back
     (as run :data:`CEILING`)."""
     suffix, postprocess = VARIANTS[variant]
-    evaluation, evaluated = field_of_view_of_run(run, data, read_json(run / "split.json")["test"], postprocess)
+    cases = read_json(run / "split.json")[split]
+    evaluation, evaluated = field_of_view_of_run(run, data, cases, postprocess, split)
     name = run.name + suffix
     reused = "stored evaluation, newer than its best checkpoint"
     print(f"{name}: {'evaluated' if evaluated else reused}", flush=True)
@@ -146,15 +164,20 @@ def markdown(results: dict[str, Any]) -> str:
         VARIANTS["framings"][0]: f"*{VARIANTS['framings'][0].strip(' +')}*: the first prediction made at zooms "
         f"{', '.join(zooms)} about the image centre, the most confident kept (`prokd predict --framings "
         f"{','.join(zooms)}`).",
+        VARIANTS["framings-relocate"][0]: "*framing search + locate-then-segment*: both.",
+        VARIANTS["framings-no-half"][0]: f"*framing search without 0.5*: zooms {', '.join(zooms[1:])}.",
     }
-    title = "" if results["experiment"] == DEFAULT_EXPERIMENT else f", `{results['experiment']}`"
+    split = results["split"]
+    title = ("" if results["experiment"] == DEFAULT_EXPERIMENT else f", `{results['experiment']}`") + (
+        "" if split == "test" else f", {split} cases")
+    cases = "Test cases of the fixed split" if split == "test" else f"The runs' {split} cases"
     return "\n".join([
-        f"## Field of view: 3D test Dice when the framing changes (PROMISE12{title})",
+        f"## Field of view: 3D {split} Dice when the framing changes (PROMISE12{title})",
         "",
         f"Command: `{results['command']}` (after `python benchmarks/experiment.py configs/{results['experiment']}.yaml`). "
-        f"{provenance(results['env'])} Test cases of the fixed split cropped to 0.6x or padded to 1.5x and 2x their "
+        f"{provenance(results['env'])} {cases} cropped to 0.6x or padded to 1.5x and 2x their "
         "in-plane field of view, or resampled to 0.5x and 2x their in-plane resolution; masks mapped back to the "
-        "original grid. Mean 3D Dice over the test cases (and seeds), change from the original in points. "
+        "original grid. Mean 3D Dice over the cases (and runs), change from the original in points. "
         + " ".join(explained[suffix] for suffix in results["variants"] if suffix in explained),
         "",
         *markdown_table(header, body),

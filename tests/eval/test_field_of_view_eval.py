@@ -118,3 +118,13 @@ def test_a_framing_search_is_stored_apart_under_its_zooms(run, phantom_data):
     assert computed and (run / "eval" / "field-of-view-framings-0.5-1-2" / "summary.json").is_file()
     plain, _ = field_of_view_of_run(run, phantom_data, test_cases)
     assert [row["shift"] for row in searched.rows] == [row["shift"] for row in plain.rows] == SHIFTS
+
+
+def test_validation_cases_are_stored_apart_under_their_split(run, phantom_data):
+    val_cases = json.loads((run / "split.json").read_text())["val"][:1]
+    assert eval_name({"framings": [0.5, 1.0]}, "val") == "field-of-view-val-framings-0.5-1"
+    evaluation, computed = field_of_view_of_run(run, phantom_data, val_cases, split="val")
+    assert computed and evaluation.split == "val" and {row["case"] for row in evaluation.rows} == set(val_cases)
+    assert (run / "eval" / "field-of-view-val" / "summary.json").is_file()
+    again, computed = field_of_view_of_run(run, phantom_data, val_cases, split="val")
+    assert not computed and again.split == "val" and again.rows == evaluation.rows

@@ -1,4 +1,4 @@
-"""The field-of-view protocol on a trained run: 3D Dice of each test case under every shift of
+"""The field-of-view protocol on a trained run: 3D Dice of each test (or validation) case under every shift of
 :data:`~prokd.eval.field_of_view.FIELD_OF_VIEW_CURVE`, and the ceiling.
 
 Each case is shifted (cropped, padded or resampled in-plane), predicted as ``prokd predict`` would (the run's own
@@ -7,7 +7,8 @@ preprocessing, flip TTA, largest component), and the mask mapped back to the ori
 Dice of the label itself after the same shift and way back: what a crop cuts off, or a coarser grid blurs, before
 any model is involved (1 for the original, the pads and the finer grid).
 
-A run's evaluation is written to ``RUN/eval/field-of-view/`` (:data:`FIELD_OF_VIEW_EVAL`) like its other
+A run's evaluation on its test cases is written to ``RUN/eval/field-of-view/`` (:data:`FIELD_OF_VIEW_EVAL`; on its
+validation cases to ``RUN/eval/field-of-view-val/``, where a post-processing rule is chosen) like its other
 evaluations (:func:`~prokd.eval.evaluate.write_evaluation`): ``cases.csv``, one row per case and shift (``case``,
 ``site``, ``shift``, ``dice``, ``ceiling``), and ``summary.json`` naming the checkpoint, with ``summary``
 ``{shift name: {"dice" | "ceiling": {"mean", "sd", "n"}}}`` over the cases, shifts in the order of the curve. It is
@@ -46,7 +47,8 @@ __all__ = [
 ]
 
 FIELD_OF_VIEW_EVAL = "field-of-view"
-"""``RUN/eval/<this>/``: where a run's field-of-view evaluation on its test cases is written."""
+"""``RUN/eval/<this>/``: where a run's field-of-view evaluation on its test cases is written (``<this>-val/`` on its
+validation cases)."""
 FIELD_OF_VIEW_TARGET = 2.0
 """The protocol's target (issue 13): 3D Dice within this many points (Dice × 100) of the original at every shift."""
 SCORES = ("dice", "ceiling")
@@ -59,6 +61,7 @@ def evaluate_field_of_view(
     case_ids: Sequence[str],
     label_map: dict[int, int] | None = None,
     channel: int | None = None,
+    split: str = "test",
 ) -> Evaluation:
     """Score ``predictor`` on the labeled cases ``case_ids`` of ``data`` under every shift of the curve.
 
@@ -66,15 +69,16 @@ def evaluate_field_of_view(
         predictor: segments a raw volume ``(Z, Y', X')`` with its spacing (a ``Predictor`` or an ``Ensemble``).
         label_map: maps the labels of ``data`` to {0, 1}.
         channel: the channel of multi-channel images; by default the predictor's.
+        split: the name of the split the cases belong to, as the evaluation's.
 
     Returns:
-        split ``"test"``, one row per case and shift (``case``, ``site``, ``shift``, ``dice``, ``ceiling``; cases in
+        ``split``, one row per case and shift (``case``, ``site``, ``shift``, ``dice``, ``ceiling``; cases in
         the given order, shifts in the curve's), and the summary over the cases per shift.
     """
     index = load_cases(data)
     channel = predictor.input_channel(channel)
     rows = [row for case in index.select(case_ids) for row in case_rows(predictor, load_case(case, label_map, channel))]
-    return Evaluation("test", rows, shift_summary(rows))
+    return Evaluation(split, rows, shift_summary(rows))
 
 
 def case_rows(predictor: Predictor, loaded: LoadedCase) -> list[dict[str, Any]]:
@@ -104,23 +108,28 @@ def shift_summary(rows: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, f
 
 
 def field_of_view_of_run(
-    run: str | Path, data: str | Path, case_ids: Sequence[str], postprocess: dict[str, Any] | None = None
+    run: str | Path,
+    data: str | Path,
+    case_ids: Sequence[str],
+    postprocess: dict[str, Any] | None = None,
+    split: str = "test",
 ) -> tuple[Evaluation, bool]:
     """The field-of-view evaluation of the best checkpoint of the RUN folder ``run`` on the cases ``case_ids`` of
     ``data`` (with the run's label map): the stored one (:func:`stored_field_of_view`), else evaluated now and
-    written to ``RUN/eval/<eval_name(postprocess)>/``.
+    written to ``RUN/eval/<eval_name(postprocess, split)>/``.
 
     Args:
         postprocess: keys of the run's ``postprocess`` to predict with instead, e.g. ``{"relocate": 2}`` (passes of
             locate-then-segment) or ``{"framings": [0.5, 1, 2]}`` (:mod:`prokd.infer.framing`). With ``relocate``,
             a run trained before locate-then-segment gets its range of gland extents measured now on its training
             cases, as training does (:func:`training_gland_extents`).
+        split: the split ``case_ids`` belong to (``"test"`` or ``"val"``), stored apart.
 
     Returns:
         the evaluation, and whether it was evaluated now (False: the stored one).
     """
-    name = eval_name(postprocess)
-    stored = stored_field_of_view(run, case_ids, name)
+    name = eval_name(postprocess, split)
+    stored = stored_field_of_view(run, case_ids, name, split)
     if stored is not None:
         return stored, False
     checkpoint = resolve_checkpoint(run, "best")
@@ -132,16 +141,16 @@ def field_of_view_of_run(
     if predictor.postprocess.relocate and predictor.postprocess.gland_extents is None:
         extents = training_gland_extents(predictor, data, payload)
         predictor.postprocess = dataclasses.replace(predictor.postprocess, gland_extents=extents)
-    evaluation = evaluate_field_of_view(predictor, data, case_ids, label_map)
+    evaluation = evaluate_field_of_view(predictor, data, case_ids, label_map, split=split)
     write_evaluation(evaluation, Path(run) / "eval" / name, checkpoint)
     return evaluation, True
 
 
-def eval_name(postprocess: dict[str, Any] | None = None) -> str:
-    """The folder under ``RUN/eval/`` of a field-of-view evaluation: :data:`FIELD_OF_VIEW_EVAL` as the run predicts,
-    followed by ``-<key>-<value>`` for each post-processing key imposed (``field-of-view-relocate-2``,
-    ``field-of-view-framings-0.5-1-2``)."""
-    parts = [FIELD_OF_VIEW_EVAL]
+def eval_name(postprocess: dict[str, Any] | None = None, split: str = "test") -> str:
+    """The folder under ``RUN/eval/`` of a field-of-view evaluation: :data:`FIELD_OF_VIEW_EVAL` on the test cases as
+    the run predicts, followed by ``-<split>`` for another split and ``-<key>-<value>`` for each post-processing key
+    imposed (``field-of-view-relocate-2``, ``field-of-view-val-framings-0.5-1-2``)."""
+    parts = [FIELD_OF_VIEW_EVAL, *([split] if split != "test" else [])]
     for key, value in (postprocess or {}).items():
         parts += [key, *(f"{v:g}" for v in (value if isinstance(value, (list, tuple)) else [value]))]
     return "-".join(parts)
@@ -167,9 +176,11 @@ def training_gland_extents(predictor: Predictor, data: str | Path, payload: dict
     return extents
 
 
-def stored_field_of_view(run: str | Path, case_ids: Sequence[str], name: str = FIELD_OF_VIEW_EVAL) -> Evaluation | None:
-    """The evaluation in ``RUN/eval/<name>/`` if it is newer than the run's best checkpoint and scored the cases
-    ``case_ids``, else None."""
+def stored_field_of_view(
+    run: str | Path, case_ids: Sequence[str], name: str = FIELD_OF_VIEW_EVAL, split: str = "test"
+) -> Evaluation | None:
+    """The evaluation (of ``split``) in ``RUN/eval/<name>/`` if it is newer than the run's best checkpoint and scored
+    the cases ``case_ids``, else None."""
     summary = stored_summary(run, name)
     if summary is None:
         return None
@@ -177,7 +188,7 @@ def stored_field_of_view(run: str | Path, case_ids: Sequence[str], name: str = F
         rows = [{**row, **{score: float(row[score]) for score in SCORES}} for row in csv.DictReader(handle)]
     if {row["case"] for row in rows} != set(case_ids):
         return None
-    return Evaluation("test", rows, summary)
+    return Evaluation(split, rows, summary)
 
 
 def largest_drop(dice: dict[str, float]) -> tuple[str, float]:
