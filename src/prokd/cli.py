@@ -313,7 +313,7 @@ def distill(
     out: OutOption,
     teacher: Annotated[list[Path], typer.Option(callback=absolute_path, help="Teacher RUN folder (repeat for several), or a folder of them.")] = [],
     student: Annotated[Optional[str], typer.Option(help="Registry model name of the student.", show_default=from_config(DEFAULTS.model.name))] = None,
-    aggregate: Annotated[Optional[str], typer.Option(help="Multi-teacher aggregation: mean, weighted, site, adaptive, entropy, confidence-max, agreement, learned.", show_default=from_config(DistillConfig.aggregate))] = None,
+    aggregate: Annotated[Optional[str], typer.Option(help="Multi-teacher aggregation: mean, weighted, site, trust, adaptive, entropy, confidence-max, agreement, learned.", show_default=from_config(DistillConfig.aggregate))] = None,
     config: ConfigOption = None,
     sites: SitesOption = None,
     cases: CasesOption = None,

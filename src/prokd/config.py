@@ -257,8 +257,10 @@ class DistillConfig:
         restrict: ``none``, ``uncertain`` (pixels where the aggregated teacher is unsure) or ``boundary``
             (a band around the aggregated teacher mask) for the KL term.
         boundary_width: half-width in pixels of the boundary band.
-        aggregate: multi-teacher aggregation mode (``mean``, ``weighted``, ``site``, ``adaptive``, ``entropy``,
-            ``confidence-max``, ``agreement``, ``learned``; see :mod:`prokd.distill.aggregate`).
+        aggregate: multi-teacher aggregation mode (``mean``, ``weighted``, ``site``, ``trust``, ``adaptive``,
+            ``entropy``, ``confidence-max``, ``agreement``, ``learned``; see :mod:`prokd.distill.aggregate`).
+            ``trust`` measures the teachers on the unlabeled images, so it needs some (``unlabeled_fraction``
+            > 0, or ``no_labels``).
         aggregate_kwargs: keyword arguments of the aggregator.
         infer_sites: give the unlabeled images that have no site the site inferred from the teachers' features
             (:mod:`prokd.distill.site_inference`) before training, so that the ``site`` aggregation weighs the
@@ -333,6 +335,8 @@ class DistillConfig:
                  "must be in [0.5, 1) (confident: foreground probability above it or below 1 minus it)")
         _require(self.consistency_target in ("student", "teachers"), "distill.consistency_target",
                  "must be student or teachers")
+        _require(self.aggregate != "trust" or self.unlabeled_share > 0, "distill.aggregate",
+                 "trust is measured on unlabeled images (set distill.unlabeled_fraction > 0, or no_labels)")
         _require(not self.infer_sites or (self.aggregate == "site" and self.unlabeled_share > 0),
                  "distill.infer_sites", "needs aggregate: site and unlabeled images (unlabeled_fraction > 0)")
         _require(not (self.cache_teachers and self.feature > 0), "distill.cache_teachers",

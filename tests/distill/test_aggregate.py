@@ -29,9 +29,10 @@ def square(value_inside: float, value_outside: float, size: int = 16, lo: int = 
 
 
 def test_registry_lists_modes_and_rejects_bad_names_and_arguments():
-    assert aggregators() == ["adaptive", "agreement", "confidence-max", "entropy", "learned", "mean", "site", "weighted"]
+    assert aggregators() == ["adaptive", "agreement", "confidence-max", "entropy", "learned", "mean", "site", "trust",
+                             "weighted"]
     with pytest.raises(ValueError, match="unknown aggregator 'median'.*adaptive, agreement, confidence-max, entropy, "
-                                         "learned, mean, site, weighted"):
+                                         "learned, mean, site, trust, weighted"):
         build_aggregator("median", 2)
     with pytest.raises(ValueError, match=r"unknown arguments \['gamma'\].*accepted: beta, window"):
         build_aggregator("adaptive", 2, gamma=1.0)

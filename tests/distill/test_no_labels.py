@@ -6,12 +6,14 @@ import json
 from types import SimpleNamespace
 
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from prokd.cli import app
 from prokd.config import ConfigError, DistillConfig, SplitConfig
 from prokd.data.datalist import load_cases
 from prokd.eval.evaluate import evaluate_run
+from prokd.report.weights import rebuild_objective
 from prokd.runs.checkpoint import load_checkpoint, resolve_checkpoint
 from prokd.train.runner import checkpoint_meta, make_sampler, prepare_run, train_run
 
@@ -131,3 +133,24 @@ def test_cli_refuses_a_teacher_trained_on_the_held_out_site(phantom_data, site_c
     assert result.output.startswith(f"error: teacher {teacher}: trained on case {trained_here[0]} that is in this "
                                     "run's test split")
     assert not (tmp_path / "kd").exists()
+
+
+def test_trust_weighs_the_teachers_by_their_stability_on_the_site_images(
+    phantom_data, other_sites_teacher, tmp_path, tiny_config
+):
+    site_a = tmp_path / "site-a"
+    config = tiny_config(epochs=1, steps_per_epoch=2)
+    config.sites = ["SiteA"]
+    train_run(phantom_data, site_a, config)
+    student = tmp_path / "student"
+    result = distill(phantom_data, other_sites_teacher, student, "--teacher", site_a, "--epochs", 1,
+                     "--set", "distill.pseudo=1", "--aggregate", "trust")
+    assert result.exit_code == 0, result.output
+    records = json.loads((student / "teachers.json").read_text())
+    trusts = [record["site_trust"] for record in records]
+    assert all(set(trust) == {HELD_OUT} and 0 <= trust[HELD_OUT] <= 1 for trust in trusts)
+    assert trusts[0][HELD_OUT] != trusts[1][HELD_OUT]
+    # the report rebuilds the same weights from teachers.json: the more stable teacher weighs more
+    objective, _ = rebuild_objective(student, [other_sites_teacher, site_a])
+    weights = objective.aggregator(torch.rand(2, 1, 1, 4, 4), sites=[HELD_OUT]).weights[:, 0, 0, 0, 0]
+    assert (weights[0] > weights[1]) == (trusts[0][HELD_OUT] > trusts[1][HELD_OUT])

@@ -17,6 +17,9 @@ weighted        fixed per-teacher weights from given scores, e.g. each teacher's
                 saw, sharpened by a power
 site            per-sample weights from each teacher's score on the sample's site (e.g. its validation
                 Dice per site), sharpened by a power: the teacher trusted on this hospital's images
+trust           per-sample weights from each teacher's trust on the sample's site, measured without labels on
+                the student's unlabeled images: how stable its prediction is under zoom
+                (:mod:`prokd.distill.trust`), sharpened by a power
 adaptive        per-sample, per-pixel weights from each teacher's reliability: agreement with the label
                 where there is one, confidence and consensus where there is not; no parameters
 entropy         per-pixel weights :math:`\\propto \\exp(-\\beta H(p_k))`: the less uncertain teacher weighs
@@ -52,6 +55,7 @@ __all__ = [
     "MeanAggregator",
     "ReliabilityAggregator",
     "SiteAggregator",
+    "TrustAggregator",
     "WeightedAggregator",
     "aggregators",
     "build_aggregator",
@@ -315,6 +319,27 @@ class SiteAggregator(Aggregator):
         rows = [self.sites.index(s) if s in self.sites else unknown for s in (sites or [None] * labeled.numel())]
         share = self.site_share[rows].T  # (K, B)
         return share[:, :, None, None, None].expand_as(teacher_probs).to(teacher_probs.dtype)
+
+
+@register_aggregator("trust")
+class TrustAggregator(SiteAggregator):
+    """Per-sample weights from each teacher's trust on the sample's site, measured without labels:
+    :math:`w_k(s) = t_{k,s}^\\gamma / \\sum_j t_{j,s}^\\gamma`, where :math:`t_{k,s}` is how stable teacher k's
+    prediction is under zoom on site s's unlabeled images (:func:`~prokd.distill.trust.site_trust`).
+
+    The ``site`` weights for a hospital whose labels nobody has (regime C): the same per-site table, with a
+    teacher's label-free trust where ``site`` has its validation Dice. The default power picks nearly the most
+    trusted teacher (trusts of 0.6 and 0.4 give weights in the ratio 657 : 1), as the teachers' Dice on their
+    other sites favoured (``python benchmarks/teacher_trust.py``, BENCHMARKS.md ``teacher-trust``).
+
+    Args:
+        n_teachers: number of teachers K.
+        scores: ``{site: K trusts in [0, 1]}``.
+        power: sharpening exponent :math:`\\gamma \\ge 0`.
+    """
+
+    def __init__(self, n_teachers: int, scores: dict[str, Sequence[float]], power: float = 16.0) -> None:
+        super().__init__(n_teachers, scores, power)
 
 
 @register_aggregator("mean")

@@ -207,6 +207,8 @@ class DistillationObjective(nn.Module):
             kwargs["scores"] = [t.score for t in self._teachers]
         if self.config.aggregate == "site" and "scores" not in kwargs:
             kwargs["scores"] = self._site_scores()
+        if self.config.aggregate == "trust" and "scores" not in kwargs:
+            kwargs["scores"] = self._site_trust()
         if self.config.aggregate == "learned":
             kwargs.setdefault("in_channels", student_preprocess.in_channels)
         return kwargs
@@ -219,6 +221,15 @@ class DistillationObjective(nn.Module):
             raise ValueError(f"site aggregation needs validation scores per site for every teacher; none for {missing}")
         sites = sorted({site for t in self._teachers for site in t.site_scores})
         return {site: [t.site_scores.get(site, t.score or 0.0) for t in self._teachers] for site in sites}
+
+    def _site_trust(self) -> dict[str, list[float]]:
+        """``{site: each teacher's trust there}`` from the teachers' ``site_trust`` (measured together, on the
+        same sites)."""
+        missing = [t.name for t in self._teachers if not t.site_trust]
+        if missing:
+            raise ValueError(f"trust aggregation needs every teacher's trust on the student's unlabeled images; "
+                             f"none for {missing}")
+        return {site: [t.site_trust[site] for t in self._teachers] for site in self._teachers[0].site_trust}
 
     def _kl_weights(self, outputs: list[tuple[torch.Tensor, dict]], result: AggregateResult) -> torch.Tensor | None:
         """The pixels the KL is restricted to, from the aggregated teacher at temperature 1 (None: all)."""

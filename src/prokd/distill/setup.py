@@ -16,6 +16,7 @@ from prokd.data.splits import leaked_cases
 from prokd.distill.objective import DistillationObjective
 from prokd.distill.site_inference import infer_sites, teacher_site
 from prokd.distill.teachers import Teacher, load_teacher, teacher_runs, training_cases, validation_site_scores
+from prokd.distill.trust import site_trust
 from prokd.distributed import World
 from prokd.eval.calibration import run_calibration
 from prokd.losses import SegmentationLoss
@@ -59,15 +60,20 @@ def _cases_in(part: str, case_ids: list[str]) -> str:
 
 
 def build_distillation(
-    prepared: PreparedRun, seg_loss: SegmentationLoss, data: str | Path, world: World = World()
+    prepared: PreparedRun,
+    seg_loss: SegmentationLoss,
+    data: str | Path,
+    world: World = World(),
+    unlabeled: Sequence[GridCase] = (),
 ) -> tuple[DistillationObjective, list[dict[str, Any]]]:
-    """Load the run's teachers (with their validation Dice per site for the ``site`` aggregation, unless its
-    ``aggregate_kwargs`` give the scores, and their
-    temperature for ``distill.calibrate``, fitted on ``data`` when not stored in the teacher's RUN folder yet) and
-    build its distillation objective; nothing is written to the student's RUN folder.
+    """Load the run's teachers (with their validation Dice per site for the ``site`` aggregation and their trust
+    per site on the ``unlabeled`` images for the ``trust`` aggregation, unless its ``aggregate_kwargs`` give the
+    scores, and their temperature for ``distill.calibrate``, fitted on ``data`` when not stored in the teacher's
+    RUN folder yet) and build its distillation objective; nothing is written to the student's RUN folder.
 
     Returns:
-        the objective and the teachers' records for ``RUN/teachers.json`` (run, score, site scores, temperature).
+        the objective and the teachers' records for ``RUN/teachers.json`` (run, score, site scores, site trust,
+        temperature).
     """
     config = prepared.config
     runs = teacher_runs(config.distill.teachers)
@@ -77,8 +83,12 @@ def build_distillation(
             teacher.site_scores = validation_site_scores(run, data)
         if config.distill.calibrate:
             teacher.temperature = run_calibration(run, data).temperature
-    records = [{"run": str(r), "score": t.score, "site_scores": t.site_scores, "temperature": t.temperature}
-               for r, t in zip(runs, teachers)]
+    if config.distill.aggregate == "trust" and "scores" not in config.distill.aggregate_kwargs:
+        trust = site_trust(teachers, unlabeled)
+        for k, teacher in enumerate(teachers):
+            teacher.site_trust = {site: values[k] for site, values in trust.items()}
+    records = [{"run": str(r), "score": t.score, "site_scores": t.site_scores, "site_trust": t.site_trust,
+                "temperature": t.temperature} for r, t in zip(runs, teachers)]
     objective = DistillationObjective(
         prepared.model,
         get_spec(config.model.name).default_taps,

@@ -37,6 +37,8 @@ class Teacher:
         score: its best validation Dice (on cases it never trained on), or None.
         out_channels: its logits' channels: 1 (sigmoid) or 2 (softmax).
         site_scores: its mean validation Dice per site (see :func:`validation_site_scores`), or None.
+        site_trust: its label-free trust per site on a student's unlabeled images
+            (:func:`~prokd.distill.trust.site_trust`), or None.
         checkpoint: the checkpoint file it was loaded from, or None (names its logit cache, see
             :mod:`prokd.distill.logit_cache`).
         temperature: its calibration temperature (:mod:`prokd.eval.calibration`); its logits are divided by it
@@ -52,6 +54,7 @@ class Teacher:
     score: float | None
     out_channels: int
     site_scores: dict[str, float] | None = None
+    site_trust: dict[str, float] | None = None
     checkpoint: Path | None = None
     temperature: float = 1.0
     gland_extents: tuple[float, float] | None = None

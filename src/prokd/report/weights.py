@@ -76,11 +76,13 @@ def rebuild_objective(run: Path, teacher_runs: Sequence[Path]) -> tuple[Distilla
 
 
 def with_site_scores(run: Path, teachers: list[Teacher]) -> list[Teacher]:
-    """The teachers with the validation Dice per site the student ``run`` used (``RUN/teachers.json``), if any."""
+    """The teachers with the validation Dice and the trust per site the student ``run`` used
+    (``RUN/teachers.json``), if any."""
     path = Path(run) / "teachers.json"
     records = read_json(path) if path.is_file() else []
     for teacher, record in zip(teachers, records):
         teacher.site_scores = record.get("site_scores")
+        teacher.site_trust = record.get("site_trust")
     return teachers
 
 

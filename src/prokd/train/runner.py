@@ -256,8 +256,8 @@ def train_run(
         if config.distill is None:
             objective, sampler = SupervisedObjective(seg_loss, world), make_sampler(prepared)
         else:
-            objective, teachers = build_distillation(prepared, seg_loss, data, world)
             unlabeled = prepared.unlabeled_cases() if config.distill.unlabeled_share > 0 else None
+            objective, teachers = build_distillation(prepared, seg_loss, data, world, unlabeled or ())
             if config.distill.infer_sites:
                 unlabeled, inferred_sites = infer_unlabeled_sites(prepared, objective.teachers, unlabeled)
                 if console is not None and world.is_main:
