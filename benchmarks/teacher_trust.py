@@ -188,14 +188,14 @@ def markdown(results: dict[str, Any]) -> str:
         "scores (`benchmarks/teacher_trust.py` names them). Spearman correlation of score and Dice over the "
         "(teacher, volume) pairs of the three sites other than the one left out:",
         "",
-        overall,
+        *overall,
         "",
         "Each site left out in turn, as a hospital without labels: the score with the highest correlation and the "
         "power with the highest trust-weighted Dice on the other three sites, then on the left-out site its "
         "teachers' mean trust, the teacher it trusts most against the best one, and the teachers' Dice weighted by "
         "trust to that power against their plain mean:",
         "",
-        per_site,
+        *per_site,
     ])
 
 

@@ -101,7 +101,7 @@ def test_trust_weights_sum_to_one_and_follow_the_trust():
     weights = result.weights[:, :, 0, 0, 0]
     assert torch.allclose(weights.sum(dim=0), torch.ones(2))
     assert weights[0, 0] > weights[2, 0] > weights[1, 0]
-    assert weights[0, 0] / weights[1, 0] == pytest.approx(1.5**16, rel=1e-3)  # default power 16
+    assert weights[0, 0] / weights[1, 0] == pytest.approx(1.5**64, rel=1e-3)  # default power 64
     assert weights[1, 1] == pytest.approx(weights[2, 1]) and weights[0, 1] < 1e-6
 
 
