@@ -15,19 +15,20 @@ over all slices of the volume, where :math:`m_z` marks the pixels the zoomed vie
 teacher finds less than one pixel of gland in both scores 0: a prostate MRI volume always holds a gland, so a
 teacher that sees none is no guide. A site's trust is the mean over its volumes.
 
-This is prediction stability under input transformations as a label-free estimate of accuracy, the idea behind
-test-time-augmentation agreement for choosing among models without target labels (e.g. Deng and Zheng, "Are
-labels always necessary for classifier accuracy evaluation?", CVPR 2021; Xie et al., "Self-training with Noisy
-Student", CVPR 2020, for why a student learns from the stable teacher). Zoom was chosen among flips, gamma
-changes of the intensities, zooms, their mean, the teachers' mean confidence and their agreement with each other,
-on the strong-augmentation site teachers of ``configs/promise12_regime_c_strong.yaml``, each on the labeled volumes
-of the three sites it never trained on (``python benchmarks/teacher_trust.py``, BENCHMARKS.md ``teacher-trust``):
-zoom ranks the teachers' true 3D Dice best over all 108 (teacher, volume) pairs (Spearman +0.75; flips +0.69,
-agreement +0.70, confidence +0.59, gamma +0.47), and with each site left out in turn it is chosen on the other
-three in three of the four folds, and it trusts the best teacher most on every site. With BIDMC left out the
-other three sites preferred agreement, by 0.003 of correlation (+0.702 against +0.699); agreement would have
-trusted the wrong teacher on BIDMC (HK, Dice 0.367, instead of RUNMC, 0.631), so zoom on BIDMC is a choice its
-labels took part in.
+This is prediction stability under input transformations as a label-free estimate of accuracy: the spread of
+test-time-augmented predictions (flips, scaling, rotations) marks a segmentation's errors (Wang et al., "Aleatoric
+uncertainty estimation with test-time augmentation for medical image segmentation with convolutional neural
+networks", Neurocomputing 2019), and a model's consistency on a self-supervised transformation tracks its accuracy
+on a new test distribution (Deng, Gould and Zheng, "What does rotation prediction tell us about classifier accuracy
+under varying testing environments?", ICML 2021). Zoom was chosen among flips, gamma changes of the intensities,
+zooms, their mean, the teachers' mean confidence and their agreement with each other, on the strong-augmentation
+site teachers of ``configs/promise12_regime_c_strong.yaml``, each on the labeled volumes of the three sites it never
+trained on (``python benchmarks/teacher_trust.py``, BENCHMARKS.md ``teacher-trust``): zoom ranks the teachers' true
+3D Dice best over all 108 (teacher, volume) pairs (Spearman +0.75; flips +0.69, agreement +0.70, confidence +0.59,
+gamma +0.47), and with each site left out in turn it is chosen on the other three in three of the four folds, and it
+trusts the best teacher most on every site. With BIDMC left out the other three sites preferred agreement, by 0.003
+of correlation (+0.702 against +0.699); agreement would have trusted the wrong teacher on BIDMC (HK, Dice 0.367,
+instead of RUNMC, 0.631), so zoom on BIDMC is a choice its labels took part in.
 
 Shapes: volumes ``(Z, S, S)`` on the student's grid; teachers map ``(B, C, S, S)`` to logits ``(B, 1 or 2, S, S)``.
 """
