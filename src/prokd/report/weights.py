@@ -64,7 +64,7 @@ def rebuild_objective(run: Path, teacher_runs: Sequence[Path]) -> tuple[Distilla
         model_from_checkpoint(payload, path),
         get_spec(config.model.name).default_taps,
         config.preprocess,
-        with_site_scores(run, [load_teacher(teacher, config.distill.teacher_taps) for teacher in teacher_runs]),
+        with_recorded_site_scores(run, [load_teacher(teacher, config.distill.teacher_taps) for teacher in teacher_runs]),
         SegmentationLoss.from_config(config.loss, config.model.out_channels),
         config.distill,
     )
@@ -75,7 +75,7 @@ def rebuild_objective(run: Path, teacher_runs: Sequence[Path]) -> tuple[Distilla
     return objective.eval(), config.preprocess
 
 
-def with_site_scores(run: Path, teachers: list[Teacher]) -> list[Teacher]:
+def with_recorded_site_scores(run: Path, teachers: list[Teacher]) -> list[Teacher]:
     """The teachers with the validation Dice and the trust per site the student ``run`` used
     (``RUN/teachers.json``), if any."""
     path = Path(run) / "teachers.json"
