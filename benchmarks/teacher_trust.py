@@ -42,14 +42,12 @@ from prokd.data.datalist import LoadedCase, load_case, load_cases
 from prokd.data.preprocess import Preprocessor
 from prokd.data.slices import volume_inputs
 from prokd.distill.teachers import Teacher, load_teacher
-from prokd.distill.trust import volume_trust
+from prokd.distill.trust import soft_dice, teacher_probabilities, volume_trust
 from prokd.eval.metrics import dice_score
 from prokd.infer.uncertainty import binary_entropy, entropy_score
-from prokd.losses.kd_kl import soft_foreground
 from prokd.table import markdown_table
 
 EXPERIMENT = "promise12_regime_c_strong"
-SITES = ("BIDMC", "HK", "RUNMC", "UCL")
 SCORES = ("zoom", "flip", "gamma", "consistency", "confidence", "agreement")
 GAMMAS = (0.7, 1.5)
 POWERS = (1, 4, 16, 64)
@@ -57,10 +55,10 @@ POWERS = (1, 4, 16, 64)
 
 def main() -> None:
     runs = ROOT / "benchmarks" / "out" / EXPERIMENT / "runs"
-    names = {site: f"teacher-site-{site}-seed0" for site in SITES}
+    index = load_cases(DEFAULT_PROMISE12)
+    names = {site: f"teacher-site-{site}-seed0" for site in index.sites()}
     require_trained(runs, names.values(), f"configs/{EXPERIMENT}.yaml")
     teachers = {site: load_teacher(runs / name) for site, name in names.items()}
-    index = load_cases(DEFAULT_PROMISE12)
     rows = []
     for case in index.labeled:
         rows += score_volume(load_case(case), {s: t for s, t in teachers.items() if s != case.site})
@@ -70,7 +68,7 @@ def main() -> None:
         "experiment": EXPERIMENT,
         "teachers": names,
         "rows": rows,
-        "left_out": [choose(rows, site) for site in SITES],
+        "left_out": [choose(rows, site) for site in names],
     }
     written = write_results(ROOT / "benchmarks" / "results" / "teacher_trust.json", results, seed=0)
     update_section("teacher-trust", markdown(written))
@@ -109,17 +107,9 @@ def score_volume(loaded: LoadedCase, teachers: dict[str, Teacher]) -> list[dict[
     return rows
 
 
-@torch.no_grad()
 def probabilities(teacher: Teacher, grid: np.ndarray, context: int) -> np.ndarray:
     """``(Z, S, S)`` foreground probability of ``teacher`` for a volume ``(Z, S, S)`` on its grid."""
-    inputs = torch.from_numpy(volume_inputs(grid, context))
-    return torch.cat([soft_foreground(teacher(batch)[0], 1.0) for batch in inputs.split(16)])[:, 0].numpy()
-
-
-def soft_dice(p: np.ndarray, q: np.ndarray) -> float:
-    """``2 sum(p q) / (sum p + sum q)``, 0 when both hold less than one voxel of foreground."""
-    mass = float(p.sum() + q.sum())
-    return 2 * float((p * q).sum()) / mass if mass >= 1 else 0.0
+    return teacher_probabilities(teacher, torch.from_numpy(volume_inputs(grid, context)))[:, 0].numpy()
 
 
 def spearman(rows: Sequence[dict[str, Any]], score: str) -> float:
@@ -166,7 +156,7 @@ def choose(rows: Sequence[dict[str, Any]], left_out: str) -> dict[str, Any]:
 def markdown(results: dict[str, Any]) -> str:
     rows = results["rows"]
     overall = markdown_table(
-        ["score", *(f"Spearman, {s} left out" for s in SITES), "all pairs"],
+        ["score", *(f"Spearman, {c['site']} left out" for c in results["left_out"]), "all pairs"],
         [[score, *(f"{c['correlations'][score]:+.2f}" for c in results["left_out"]), f"{spearman(rows, score):+.2f}"]
          for score in SCORES],
     )

@@ -45,7 +45,7 @@ from prokd.data.slices import GridCase, volume_inputs
 from prokd.distill.teachers import Teacher
 from prokd.losses.kd_kl import soft_foreground
 
-__all__ = ["ZOOMS", "site_trust", "volume_trust", "zoom_about_centre"]
+__all__ = ["ZOOMS", "site_trust", "soft_dice", "teacher_probabilities", "volume_trust", "zoom_about_centre"]
 
 ZOOMS = (0.8, 1.25)
 """Zooms about the grid's centre a teacher's prediction is compared across: a field of view 25 % wider and 20 %
@@ -71,10 +71,17 @@ def _covered(size: int, zoom: float) -> torch.Tensor:
 
 
 @torch.no_grad()
-def _probabilities(teacher: Teacher, inputs: torch.Tensor) -> torch.Tensor:
+def teacher_probabilities(teacher: Teacher, inputs: torch.Tensor) -> torch.Tensor:
     """``(Z, 1, S, S)`` calibrated foreground probabilities of ``teacher`` for the slices ``inputs`` ``(Z, C, S, S)``."""
     chunks = [soft_foreground(teacher(batch)[0] / teacher.temperature, 1.0) for batch in inputs.split(SLICES_PER_FORWARD)]
     return torch.cat(chunks)
+
+
+def soft_dice(p: torch.Tensor | np.ndarray, q: torch.Tensor | np.ndarray) -> float:
+    """``2 sum(p q) / (sum p + sum q)`` of two probability maps of one shape; 0 when together they hold less than
+    one pixel of foreground (no gland found, no guide)."""
+    mass = float(p.sum() + q.sum())
+    return 2 * float((p * q).sum()) / mass if mass >= 1 else 0.0
 
 
 def volume_trust(teacher: Teacher, image: np.ndarray, context: int) -> float:
@@ -82,15 +89,13 @@ def volume_trust(teacher: Teacher, image: np.ndarray, context: int) -> float:
     ``context`` neighbours on each side (at least the teacher's own)."""
     inputs = torch.from_numpy(volume_inputs(image, context))
     fill = inputs.amin()
-    base = _probabilities(teacher, inputs)
+    base = teacher_probabilities(teacher, inputs)
     agreement = []
     for zoom in ZOOMS:
-        zoomed = _probabilities(teacher, zoom_about_centre(inputs, zoom, fill))
+        zoomed = teacher_probabilities(teacher, zoom_about_centre(inputs, zoom, fill))
         back = zoom_about_centre(zoomed, 1 / zoom)
         covered = _covered(inputs.shape[-1], zoom)
-        mass = (base * covered).sum() + (back * covered).sum()
-        overlap = (base * back * covered).sum()
-        agreement.append(float(2 * overlap / mass) if mass >= 1 else 0.0)
+        agreement.append(soft_dice(base * covered, back * covered))
     return float(np.mean(agreement))
 
 
