@@ -71,11 +71,8 @@ class TeacherLogitCache:
 
     @torch.no_grad()
     def _compute(self, teacher: Teacher, case: GridCase) -> np.ndarray:
-        inputs = volume_inputs(case.image, self.context).astype(np.float32)
-        device = device_of(teacher.model)
-        chunks = [teacher(torch.from_numpy(inputs[i : i + self.chunk]).to(device))[0]
-                  for i in range(0, len(inputs), self.chunk)]
-        return torch.cat(chunks).cpu().numpy()
+        inputs = torch.from_numpy(volume_inputs(case.image, self.context).astype(np.float32))
+        return teacher.volume_logits(inputs.to(device_of(teacher.model)), self.chunk).cpu().numpy()
 
     def _folder(self, k: int) -> Path | None:
         """Teacher ``k``'s cache folder for its current checkpoint (created, stale siblings removed), or None."""

@@ -38,12 +38,9 @@ import torch
 from prokd.config import ConfigError
 from prokd.data.datalist import UNKNOWN_SITE, CaseIndex
 from prokd.data.slices import GridCase, volume_inputs
-from prokd.distill.teachers import Teacher, training_cases
+from prokd.distill.teachers import Teacher, in_chunks, training_cases
 
 __all__ = ["SiteCentroids", "SiteGuess", "fit_site_centroids", "infer_sites", "slice_descriptors", "teacher_site"]
-
-SLICES_PER_FORWARD = 16
-"""Slices per teacher forward pass when describing a volume: bounds the memory the feature maps take."""
 
 RELATIVE_SPREAD_FLOOR = 1e-2
 """Smallest per-dimension spread, as a fraction of the mean spread over all sites and dimensions: a feature that
@@ -102,7 +99,7 @@ def slice_descriptors(teachers: Sequence[Teacher], image: np.ndarray) -> torch.T
     every teacher, each channel's mean and standard deviation over the slice (D: twice the taps' channels)."""
     context = max(teacher.preprocess.context for teacher in teachers)
     inputs = torch.from_numpy(volume_inputs(image, context))
-    return torch.cat([_feature_statistics(teachers, batch) for batch in inputs.split(SLICES_PER_FORWARD)])
+    return in_chunks(lambda batch: _feature_statistics(teachers, batch), inputs)
 
 
 def _feature_statistics(teachers: Sequence[Teacher], x: torch.Tensor) -> torch.Tensor:

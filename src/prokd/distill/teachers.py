@@ -6,6 +6,7 @@ the same field of view with the same normalisation, so that resizing the student
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +24,10 @@ from prokd.runs.checkpoint import (
     preprocess_from_checkpoint,
     resolve_checkpoint,
 )
+
+SLICES_PER_FORWARD = 16
+"""Slices per teacher forward pass when a whole volume goes through a teacher: bounds the memory its layer
+outputs take."""
 
 
 @dataclass
@@ -74,6 +79,18 @@ class Teacher:
         if logits.shape[-1] != size:
             logits = F.interpolate(logits, size=(size, size), mode="bilinear", align_corners=False)
         return logits, features
+
+    def volume_logits(self, inputs: torch.Tensor, slices: int = SLICES_PER_FORWARD) -> torch.Tensor:
+        """Logits ``(Z, C_out, S, S)`` for all ``Z`` slices of a volume's inputs ``(Z, C, S, S)``, ``slices`` at a
+        time (on ``inputs``' device)."""
+        return in_chunks(lambda batch: self(batch)[0], inputs, slices)
+
+
+def in_chunks(forward: Callable[[torch.Tensor], torch.Tensor], inputs: torch.Tensor,
+              slices: int = SLICES_PER_FORWARD) -> torch.Tensor:
+    """``forward`` applied to ``inputs`` ``(Z, ...)`` ``slices`` rows at a time, the results concatenated along
+    the first dimension."""
+    return torch.cat([forward(batch) for batch in inputs.split(slices)])
 
 
 def centre_channels(x: torch.Tensor, channels: int) -> torch.Tensor:

@@ -50,8 +50,6 @@ __all__ = ["ZOOMS", "site_trust", "soft_dice", "teacher_probabilities", "volume_
 ZOOMS = (0.8, 1.25)
 """Zooms about the grid's centre a teacher's prediction is compared across: a field of view 25 % wider and 20 %
 tighter."""
-SLICES_PER_FORWARD = 16
-"""Slices per teacher forward pass."""
 
 
 def zoom_about_centre(x: torch.Tensor, zoom: float, fill: float | torch.Tensor = 0.0) -> torch.Tensor:
@@ -73,8 +71,7 @@ def _covered(size: int, zoom: float) -> torch.Tensor:
 @torch.no_grad()
 def teacher_probabilities(teacher: Teacher, inputs: torch.Tensor) -> torch.Tensor:
     """``(Z, 1, S, S)`` calibrated foreground probabilities of ``teacher`` for the slices ``inputs`` ``(Z, C, S, S)``."""
-    chunks = [soft_foreground(teacher(batch)[0] / teacher.temperature, 1.0) for batch in inputs.split(SLICES_PER_FORWARD)]
-    return torch.cat(chunks)
+    return soft_foreground(teacher.volume_logits(inputs) / teacher.temperature, 1.0)
 
 
 def soft_dice(p: torch.Tensor | np.ndarray, q: torch.Tensor | np.ndarray) -> float:
