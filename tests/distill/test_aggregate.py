@@ -5,7 +5,15 @@ import math
 import pytest
 import torch
 
-from prokd.distill import AggregateResult, aggregators, build_aggregator, gate_loss, normalised_entropy
+from prokd.distill import (
+    AggregateResult,
+    aggregators,
+    build_aggregator,
+    build_aggregator_for,
+    gate_loss,
+    normalised_entropy,
+)
+from tests.distill.test_objective import make_teacher
 
 torch.set_num_threads(1)
 
@@ -249,3 +257,30 @@ def test_learned_gate_learns_which_teacher_to_trust_where():
     assert mean_loss == pytest.approx(math.log(2))
     assert gate_loss(result, label).item() < 0.5 * mean_loss
     assert result.weights[0, :, :, :, :8].mean() > 0.8 and result.weights[1, :, :, :, 8:].mean() > 0.8
+
+
+def test_build_aggregator_for_reads_each_modes_arguments_from_the_teachers():
+    first, second = make_teacher(seed=0), make_teacher(seed=1)
+    first.score, second.score = 0.8, 0.4
+    first.site_scores, second.site_scores = {"A": 0.9, "B": 0.2}, {"A": 0.3}
+    first.site_trust, second.site_trust = {"A": 0.5}, {"A": 0.7}
+    teachers = [first, second]
+    weighted = build_aggregator_for("weighted", teachers, in_channels=1)
+    torch.testing.assert_close(weighted.teacher_share, torch.tensor([2 / 3, 1 / 3]))
+    site = build_aggregator_for("site", teachers, in_channels=1, power=1.0)
+    assert site.sites == ["A", "B"]
+    torch.testing.assert_close(site.site_share[:2], torch.tensor([[0.75, 0.25], [1 / 3, 2 / 3]]))  # B: 0.4 overall
+    trust = build_aggregator_for("trust", teachers, in_channels=1, power=1.0)
+    torch.testing.assert_close(trust.site_share[0], torch.tensor([5 / 12, 7 / 12]))
+    assert build_aggregator_for("learned", teachers, in_channels=3).in_channels == 3
+    given = build_aggregator_for("weighted", teachers, in_channels=1, scores=[1.0, 3.0])
+    torch.testing.assert_close(given.teacher_share, torch.tensor([0.25, 0.75]))
+
+
+def test_build_aggregator_for_names_the_teacher_that_lacks_a_score():
+    scored, unscored = make_teacher(seed=0), make_teacher(seed=1)
+    unscored.name, unscored.score = "site-X", None
+    with pytest.raises(ValueError, match="site-X"):
+        build_aggregator_for("weighted", [scored, unscored], in_channels=1)
+    with pytest.raises(ValueError, match="trust aggregation"):
+        build_aggregator_for("trust", [scored, unscored], in_channels=1)

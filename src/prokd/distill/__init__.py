@@ -1,9 +1,9 @@
 """Distillation from several teachers: aggregating their soft targets into one.
 
-Importing this package registers every aggregation mode (``mean``, ``weighted``, ``site``, ``adaptive`` from
-:mod:`prokd.distill.aggregate`, ``entropy``, ``confidence-max``, ``agreement`` from
+Importing this package registers every aggregation mode (``mean``, ``weighted``, ``site``, ``trust``,
+``adaptive`` from :mod:`prokd.distill.aggregate`, ``entropy``, ``confidence-max``, ``agreement`` from
 :mod:`prokd.distill.confidence`, ``learned`` from :mod:`prokd.distill.gate`); build one with
-:func:`build_aggregator`.
+:func:`build_aggregator`, or for given teachers with :func:`build_aggregator_for`.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from prokd.distill.aggregate import (
     WeightedAggregator,
     aggregators,
     build_aggregator,
+    build_aggregator_for,
     normalised_entropy,
     register_aggregator,
 )
@@ -34,6 +35,7 @@ __all__ = [
     "WeightedAggregator",
     "aggregators",
     "build_aggregator",
+    "build_aggregator_for",
     "gate_loss",
     "normalised_entropy",
     "register_aggregator",

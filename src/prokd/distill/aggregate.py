@@ -32,7 +32,9 @@ learned         a small gating CNN on the image and the teachers' outputs, train
                 (:mod:`prokd.distill.gate`)
 ==============  ================================================================================
 
-A new mode is one :class:`Aggregator` subclass decorated with :func:`register_aggregator`.
+A new mode is one :class:`Aggregator` subclass decorated with :func:`register_aggregator`; a mode that reads
+its arguments from the teachers themselves (their scores, their trust) says so in
+:meth:`Aggregator.teacher_arguments`, and :func:`build_aggregator_for` fills them in.
 """
 
 from __future__ import annotations
@@ -42,11 +44,14 @@ import inspect
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+if TYPE_CHECKING:
+    from prokd.distill.teachers import Teacher
 
 __all__ = [
     "AdaptiveAggregator",
@@ -59,6 +64,7 @@ __all__ = [
     "WeightedAggregator",
     "aggregators",
     "build_aggregator",
+    "build_aggregator_for",
     "normalised_entropy",
     "register_aggregator",
 ]
@@ -89,6 +95,16 @@ class Aggregator(nn.Module, abc.ABC):
         if n_teachers < 1:
             raise ValueError(f"{type(self).__name__}: n_teachers must be >= 1, got {n_teachers}")
         self.n_teachers = n_teachers
+
+    @classmethod
+    def teacher_arguments(cls, teachers: Sequence[Teacher], in_channels: int, given: dict[str, Any]) -> dict[str, Any]:
+        """The constructor arguments this mode reads from the ``teachers`` themselves, or from the student's
+        ``in_channels``, among those not ``given`` explicitly: none by default.
+
+        Raises:
+            ValueError: a teacher lacks what the mode needs (the message names it).
+        """
+        return {}
 
     def forward(
         self,
@@ -226,6 +242,25 @@ def build_aggregator(name: str, n_teachers: int, **kwargs: Any) -> Aggregator:
     return cls(n_teachers, **kwargs)
 
 
+def build_aggregator_for(name: str, teachers: Sequence[Teacher], in_channels: int, **kwargs: Any) -> Aggregator:
+    """Build the registered aggregator ``name`` for ``teachers``: ``kwargs`` (a config's ``aggregate_kwargs``)
+    plus the arguments the mode reads from the teachers (:meth:`Aggregator.teacher_arguments`; ``kwargs`` win).
+
+    Args:
+        name: registry name (see :func:`aggregators`).
+        teachers: the K frozen teachers.
+        in_channels: channels of the student's input (B, C, H, W), for modes that look at the image.
+        kwargs: the mode's keyword arguments.
+
+    Raises:
+        ValueError: as :func:`build_aggregator`, or a teacher lacks what the mode needs.
+    """
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown aggregator '{name}'; registered aggregators: {', '.join(aggregators())}")
+    derived = _REGISTRY[name].teacher_arguments(teachers, in_channels, kwargs)
+    return build_aggregator(name, len(teachers), **derived, **kwargs)
+
+
 def normalised_entropy(probs: torch.Tensor) -> torch.Tensor:
     """Binary entropy of foreground probabilities in bits: 0 for p in {0, 1}, 1 for p = 0.5.
 
@@ -260,6 +295,16 @@ class WeightedAggregator(Aggregator):
             raise ValueError(f"{type(self).__name__}: power must be finite and >= 0, got {power}")
         powered = torch.tensor(scores, dtype=torch.float64) ** power
         self.register_buffer("teacher_share", (powered / powered.sum()).to(torch.float32))
+
+    @classmethod
+    def teacher_arguments(cls, teachers: Sequence[Teacher], in_channels: int, given: dict[str, Any]) -> dict[str, Any]:
+        """``scores``: each teacher's best validation Dice."""
+        if "scores" in given:
+            return {}
+        missing = [t.name for t in teachers if t.score is None]
+        if missing:
+            raise ValueError(f"weighted aggregation needs a validation score for every teacher; none for {missing}")
+        return {"scores": [t.score for t in teachers]}
 
     def teacher_weights(
         self,
@@ -307,6 +352,18 @@ class SiteAggregator(Aggregator):
         share = torch.where(totals > 0, powered / totals.clamp_min(1e-300), torch.full_like(powered, 1 / n_teachers))
         self.register_buffer("site_share", share.to(torch.float32), persistent=False)
 
+    @classmethod
+    def teacher_arguments(cls, teachers: Sequence[Teacher], in_channels: int, given: dict[str, Any]) -> dict[str, Any]:
+        """``scores``: each teacher's validation Dice per site; a teacher without a score for a site gets its
+        overall score (0 if it has none)."""
+        if "scores" in given:
+            return {}
+        missing = [t.name for t in teachers if not t.site_scores]
+        if missing:
+            raise ValueError(f"site aggregation needs validation scores per site for every teacher; none for {missing}")
+        sites = sorted({site for t in teachers for site in t.site_scores})
+        return {"scores": {site: [t.site_scores.get(site, t.score or 0.0) for t in teachers] for site in sites}}
+
     def teacher_weights(
         self,
         teacher_probs: torch.Tensor,
@@ -342,6 +399,18 @@ class TrustAggregator(SiteAggregator):
     def __init__(self, n_teachers: int, scores: dict[str, Sequence[float]], power: float = 64.0) -> None:
         super().__init__(n_teachers, scores, power)
 
+    @classmethod
+    def teacher_arguments(cls, teachers: Sequence[Teacher], in_channels: int, given: dict[str, Any]) -> dict[str, Any]:
+        """``scores``: each teacher's trust per site (``Teacher.site_trust``, measured together on the same
+        sites)."""
+        if "scores" in given:
+            return {}
+        missing = [t.name for t in teachers if not t.site_trust]
+        if missing:
+            raise ValueError(f"trust aggregation needs every teacher's trust on the student's unlabeled images; "
+                             f"none for {missing}")
+        return {"scores": {site: [t.site_trust[site] for t in teachers] for site in teachers[0].site_trust}}
+
 
 @register_aggregator("mean")
 class MeanAggregator(WeightedAggregator):
@@ -353,6 +422,11 @@ class MeanAggregator(WeightedAggregator):
 
     def __init__(self, n_teachers: int) -> None:
         super().__init__(n_teachers, scores=[1.0] * n_teachers)
+
+    @classmethod
+    def teacher_arguments(cls, teachers: Sequence[Teacher], in_channels: int, given: dict[str, Any]) -> dict[str, Any]:
+        """None: every teacher weighs the same."""
+        return {}
 
 
 class ReliabilityAggregator(Aggregator):

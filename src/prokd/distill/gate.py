@@ -11,12 +11,16 @@ which teacher is right on which kind of image.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from prokd.distill.aggregate import AggregateResult, Aggregator, normalised_entropy, register_aggregator
+
+if TYPE_CHECKING:
+    from prokd.distill.teachers import Teacher
 
 __all__ = ["LearnedAggregator", "gate_loss"]
 
@@ -58,6 +62,11 @@ class LearnedAggregator(Aggregator):
         )
         nn.init.zeros_(self.gate[-1].weight)
         nn.init.zeros_(self.gate[-1].bias)
+
+    @classmethod
+    def teacher_arguments(cls, teachers: Sequence[Teacher], in_channels: int, given: dict[str, Any]) -> dict[str, Any]:
+        """``in_channels``: the student's input channels, the image the gate sees."""
+        return {} if "in_channels" in given else {"in_channels": in_channels}
 
     def teacher_weights(
         self,

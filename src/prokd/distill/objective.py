@@ -37,7 +37,7 @@ from torch import nn
 
 from prokd.config import DistillConfig, PreprocessConfig
 from prokd.data.slices import Batch, GridCase
-from prokd.distill.aggregate import AggregateResult, build_aggregator
+from prokd.distill.aggregate import AggregateResult, build_aggregator_for
 from prokd.distill.consistency import ConsistencyLoss
 from prokd.distill.gate import LearnedAggregator, gate_loss
 from prokd.distill.logit_cache import TeacherLogitCache
@@ -90,7 +90,9 @@ class DistillationObjective(nn.Module):
         self.world = world
         self.student_channels = student_preprocess.in_channels
         self.context = max(student_preprocess.context, *(t.preprocess.context for t in teachers))
-        self.aggregator = build_aggregator(config.aggregate, len(teachers), **self._aggregator_kwargs(student_preprocess))
+        self.aggregator = build_aggregator_for(
+            config.aggregate, self._teachers, student_preprocess.in_channels, **config.aggregate_kwargs
+        )
         self.student_taps = tuple(config.student_taps or student_taps)
         self._logit_cache = TeacherLogitCache(self._teachers, self.context)
         self.pairs: list[list[tuple[int, int]]] = []
@@ -197,39 +199,6 @@ class DistillationObjective(nn.Module):
             start = sum(t.out_channels for t in self._teachers[:k])
             logits, features = batch.teacher[:, start : start + teacher.out_channels], {}
         return logits / teacher.temperature, features
-
-    def _aggregator_kwargs(self, student_preprocess: PreprocessConfig) -> dict:
-        kwargs = dict(self.config.aggregate_kwargs)
-        if self.config.aggregate == "weighted" and "scores" not in kwargs:
-            missing = [t.name for t in self._teachers if t.score is None]
-            if missing:
-                raise ValueError(f"weighted aggregation needs a validation score for every teacher; none for {missing}")
-            kwargs["scores"] = [t.score for t in self._teachers]
-        if self.config.aggregate == "site" and "scores" not in kwargs:
-            kwargs["scores"] = self._site_scores()
-        if self.config.aggregate == "trust" and "scores" not in kwargs:
-            kwargs["scores"] = self._site_trust()
-        if self.config.aggregate == "learned":
-            kwargs.setdefault("in_channels", student_preprocess.in_channels)
-        return kwargs
-
-    def _site_scores(self) -> dict[str, list[float]]:
-        """``{site: each teacher's score there}`` from the teachers' ``site_scores``; a teacher without a score
-        for a site gets its overall score (0 if it has none)."""
-        missing = [t.name for t in self._teachers if not t.site_scores]
-        if missing:
-            raise ValueError(f"site aggregation needs validation scores per site for every teacher; none for {missing}")
-        sites = sorted({site for t in self._teachers for site in t.site_scores})
-        return {site: [t.site_scores.get(site, t.score or 0.0) for t in self._teachers] for site in sites}
-
-    def _site_trust(self) -> dict[str, list[float]]:
-        """``{site: each teacher's trust there}`` from the teachers' ``site_trust`` (measured together, on the
-        same sites)."""
-        missing = [t.name for t in self._teachers if not t.site_trust]
-        if missing:
-            raise ValueError(f"trust aggregation needs every teacher's trust on the student's unlabeled images; "
-                             f"none for {missing}")
-        return {site: [t.site_trust[site] for t in self._teachers] for site in self._teachers[0].site_trust}
 
     def _kl_weights(self, outputs: list[tuple[torch.Tensor, dict]], result: AggregateResult) -> torch.Tensor | None:
         """The pixels the KL is restricted to, from the aggregated teacher at temperature 1 (None: all)."""
