@@ -215,6 +215,13 @@ def aggregators() -> list[str]:
     return sorted(_REGISTRY)
 
 
+def _registered(name: str) -> type[Aggregator]:
+    """The class registered as ``name``; ValueError listing the registered names if there is none."""
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown aggregator '{name}'; registered aggregators: {', '.join(aggregators())}")
+    return _REGISTRY[name]
+
+
 def build_aggregator(name: str, n_teachers: int, **kwargs: Any) -> Aggregator:
     """Build the registered aggregator ``name`` for ``n_teachers`` teachers.
 
@@ -227,9 +234,7 @@ def build_aggregator(name: str, n_teachers: int, **kwargs: Any) -> Aggregator:
         ValueError: unknown name (the message lists the registered names), or an unknown or missing
             keyword argument (the message lists the accepted ones).
     """
-    if name not in _REGISTRY:
-        raise ValueError(f"unknown aggregator '{name}'; registered aggregators: {', '.join(aggregators())}")
-    cls = _REGISTRY[name]
+    cls = _registered(name)
     parameters = list(inspect.signature(cls.__init__).parameters.values())[2:]
     accepted = {p.name for p in parameters}
     required = {p.name for p in parameters if p.default is inspect.Parameter.empty}
@@ -255,9 +260,7 @@ def build_aggregator_for(name: str, teachers: Sequence[Teacher], in_channels: in
     Raises:
         ValueError: as :func:`build_aggregator`, or a teacher lacks what the mode needs.
     """
-    if name not in _REGISTRY:
-        raise ValueError(f"unknown aggregator '{name}'; registered aggregators: {', '.join(aggregators())}")
-    derived = _REGISTRY[name].teacher_arguments(teachers, in_channels, kwargs)
+    derived = _registered(name).teacher_arguments(teachers, in_channels, kwargs)
     return build_aggregator(name, len(teachers), **derived, **kwargs)
 
 
