@@ -393,11 +393,7 @@ class TrustAggregator(SiteAggregator):
     in turn, the power that gave the highest trust-weighted Dice on the other three sites was the largest tried,
     64, in every fold (``python benchmarks/teacher_trust.py``, BENCHMARKS.md ``teacher-trust``).
 
-    The weights are per site, not per volume: one volume's trust is noisier than a site's mean. With the
-    leave-one-site-out teacher of ``configs/promise12_regime_c_loso.yaml`` as a fourth teacher, picking each volume's
-    most trusted teacher gave a mean Dice of 0.735 / 0.806 / 0.774 / 0.647 on BIDMC / HK / RUNMC / UCL against
-    0.740 / 0.806 / 0.793 / 0.696 for the site's most trusted one (an analysis of the 36 labeled volumes, not a
-    choice made on them: per site was the design before).
+    The weights are per site, not per volume: a site's mean trust averages out the noise of single volumes.
 
     Args:
         n_teachers: number of teachers K.
