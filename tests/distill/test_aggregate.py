@@ -8,7 +8,13 @@ import math
 import pytest
 import torch
 
-from prokd.distill import aggregators, build_aggregator, build_aggregator_for, normalised_entropy
+from prokd.distill import (
+    aggregators,
+    build_aggregator,
+    build_aggregator_for,
+    normalised_entropy,
+    teacher_measurements,
+)
 from tests.distill.test_objective import make_teacher
 
 torch.set_num_threads(1)
@@ -229,3 +235,12 @@ def test_build_aggregator_for_names_the_teacher_that_lacks_a_score():
         build_aggregator_for("weighted", [scored, unscored], in_channels=1)
     with pytest.raises(ValueError, match="trust aggregation"):
         build_aggregator_for("trust", [scored, unscored], in_channels=1)
+
+
+def test_teacher_measurements_names_what_each_mode_needs_measured_unless_given():
+    assert teacher_measurements("site", {}) == {"site_scores"}
+    assert teacher_measurements("trust", {"power": 8.0}) == {"site_trust"}
+    assert teacher_measurements("trust", {"scores": {"A": [0.5, 0.7]}}) == frozenset()
+    assert all(teacher_measurements(name, {}) == frozenset() for name in ("mean", "weighted", "adaptive", "learned"))
+    with pytest.raises(ValueError, match="unknown aggregator 'nope'"):
+        teacher_measurements("nope", {})

@@ -67,6 +67,7 @@ __all__ = [
     "build_aggregator_for",
     "normalised_entropy",
     "register_aggregator",
+    "teacher_measurements",
 ]
 
 
@@ -105,6 +106,13 @@ class Aggregator(nn.Module, abc.ABC):
             ValueError: a teacher lacks what the mode needs (the message names it).
         """
         return {}
+
+    @classmethod
+    def teacher_measurements(cls, given: dict[str, Any]) -> frozenset[str]:
+        """The :class:`~prokd.distill.teachers.Teacher` attributes :meth:`teacher_arguments` reads that a loaded
+        teacher lacks until they are measured (``"site_scores"``, ``"site_trust"``), unless the arguments they
+        fill are ``given``: none by default."""
+        return frozenset()
 
     def forward(
         self,
@@ -264,6 +272,12 @@ def build_aggregator_for(name: str, teachers: Sequence[Teacher], in_channels: in
     return build_aggregator(name, len(teachers), **derived, **kwargs)
 
 
+def teacher_measurements(name: str, kwargs: dict[str, Any]) -> frozenset[str]:
+    """What the registered aggregator ``name`` with the keyword arguments ``kwargs`` needs measured on its teachers
+    before :func:`build_aggregator_for` (:meth:`Aggregator.teacher_measurements`)."""
+    return _registered(name).teacher_measurements(kwargs)
+
+
 def normalised_entropy(probs: torch.Tensor) -> torch.Tensor:
     """Binary entropy of foreground probabilities in bits: 0 for p in {0, 1}, 1 for p = 0.5.
 
@@ -367,6 +381,11 @@ class SiteAggregator(Aggregator):
         sites = sorted({site for t in teachers for site in t.site_scores})
         return {"scores": {site: [t.site_scores.get(site, t.score or 0.0) for t in teachers] for site in sites}}
 
+    @classmethod
+    def teacher_measurements(cls, given: dict[str, Any]) -> frozenset[str]:
+        """``site_scores``, unless ``scores`` are given."""
+        return frozenset() if "scores" in given else frozenset({"site_scores"})
+
     def teacher_weights(
         self,
         teacher_probs: torch.Tensor,
@@ -415,6 +434,11 @@ class TrustAggregator(SiteAggregator):
             raise ValueError(f"trust aggregation needs every teacher's trust on the student's unlabeled images; "
                              f"none for {missing}")
         return {"scores": {site: [t.site_trust[site] for t in teachers] for site in teachers[0].site_trust}}
+
+    @classmethod
+    def teacher_measurements(cls, given: dict[str, Any]) -> frozenset[str]:
+        """``site_trust``, unless ``scores`` are given."""
+        return frozenset() if "scores" in given else frozenset({"site_trust"})
 
 
 @register_aggregator("mean")

@@ -13,6 +13,7 @@ from prokd.config import ConfigError, RunConfig
 from prokd.data.datalist import UNKNOWN_SITE
 from prokd.data.slices import GridCase
 from prokd.data.splits import leaked_cases
+from prokd.distill.aggregate import teacher_measurements
 from prokd.distill.objective import DistillationObjective
 from prokd.distill.site_inference import infer_sites, teacher_site
 from prokd.distill.teachers import Teacher, load_teacher, teacher_runs, training_cases, validation_site_scores
@@ -66,10 +67,11 @@ def build_distillation(
     world: World = World(),
     unlabeled: Sequence[GridCase] = (),
 ) -> tuple[DistillationObjective, list[dict[str, Any]]]:
-    """Load the run's teachers (with their validation Dice per site for the ``site`` aggregation and their trust
-    per site on the ``unlabeled`` images for the ``trust`` aggregation, unless its ``aggregate_kwargs`` give the
-    scores, and their temperature for ``distill.calibrate``, fitted on ``data`` when not stored in the teacher's
-    RUN folder yet) and build its distillation objective; nothing is written to the student's RUN folder.
+    """Load the run's teachers, measure what the aggregation mode reads from them
+    (:func:`~prokd.distill.aggregate.teacher_measurements`: their validation Dice per site on ``data``, their trust
+    per site on the ``unlabeled`` images) and their temperature for ``distill.calibrate`` (fitted on ``data`` when
+    not stored in the teacher's RUN folder yet), and build the distillation objective; nothing is written to the
+    student's RUN folder.
 
     Returns:
         the objective and the teachers' records for ``RUN/teachers.json`` (run, score, site scores, site trust,
@@ -78,12 +80,13 @@ def build_distillation(
     config = prepared.config
     runs = teacher_runs(config.distill.teachers)
     teachers = [load_teacher(run, config.distill.teacher_taps) for run in runs]
+    needed = teacher_measurements(config.distill.aggregate, config.distill.aggregate_kwargs)
     for run, teacher in zip(runs, teachers):
-        if config.distill.aggregate == "site" and "scores" not in config.distill.aggregate_kwargs:
+        if "site_scores" in needed:
             teacher.site_scores = validation_site_scores(run, data)
         if config.distill.calibrate:
             teacher.temperature = run_calibration(run, data).temperature
-    if config.distill.aggregate == "trust" and "scores" not in config.distill.aggregate_kwargs:
+    if "site_trust" in needed:
         trust = site_trust(teachers, unlabeled)
         for k, teacher in enumerate(teachers):
             teacher.site_trust = {site: values[k] for site, values in trust.items()}
