@@ -10,7 +10,7 @@ would have them. Per (teacher, volume): the true 3D Dice (probability 0.5 on the
 volume's, no flip TTA, no largest component), and each candidate score, computed without the label:
 
 * ``zoom``: soft Dice between the prediction and the prediction on the volume zoomed 0.8 and 1.25 times, mapped
-  back (:func:`prokd.distill.trust.volume_trust`);
+  back (:func:`prokd.distill.trust.zoom_agreement`, as ``volume_trust``);
 * ``flip``: the same for a left-right mirror image;
 * ``gamma``: the same for the intensities raised to the power 0.7 and 1.5;
 * ``consistency``: the mean of the three;
@@ -42,7 +42,7 @@ from prokd.data.datalist import LoadedCase, load_case, load_cases
 from prokd.data.preprocess import Preprocessor
 from prokd.data.slices import volume_inputs
 from prokd.distill.teachers import Teacher, load_teacher
-from prokd.distill.trust import soft_dice, teacher_probabilities, volume_trust
+from prokd.distill.trust import soft_dice, teacher_probabilities, zoom_agreement
 from prokd.eval.metrics import dice_score
 from prokd.infer.uncertainty import binary_entropy, entropy_score
 from prokd.table import markdown_table
@@ -86,21 +86,23 @@ def score_volume(loaded: LoadedCase, teachers: dict[str, Teacher]) -> list[dict[
     grid = preprocessor.image_to_grid(loaded.image, plan)
     scaled = np.clip(loaded.image, 0, None) / max(float(np.percentile(loaded.image, 99.5)), 1e-6)
     gamma_grids = [preprocessor.image_to_grid(scaled**gamma, plan) for gamma in GAMMAS]
-    base = {site: probabilities(t, grid, context) for site, t in teachers.items()}
+    inputs = torch.from_numpy(volume_inputs(grid, context))
+    base = {site: teacher_probabilities(t, inputs) for site, t in teachers.items()}
     rows = []
     for site, teacher in teachers.items():
         mirrored = probabilities(teacher, grid[..., ::-1].copy(), context)[..., ::-1]
-        others = np.mean([p for other, p in base.items() if other != site], axis=0)
+        probs = base[site][:, 0].numpy()
+        others = np.mean([p[:, 0].numpy() for other, p in base.items() if other != site], axis=0)
         row = {
             "case": loaded.case.case_id,
             "site": loaded.case.site,
             "teacher": site,
-            "dice": dice_score(preprocessor.grid_to_volume(base[site], plan) >= 0.5, loaded.label),
-            "zoom": volume_trust(teacher, grid, context),
-            "flip": soft_dice(base[site], mirrored),
-            "gamma": float(np.mean([soft_dice(base[site], probabilities(teacher, g, context)) for g in gamma_grids])),
-            "confidence": 1 - entropy_score(base[site], binary_entropy(base[site])),
-            "agreement": soft_dice(base[site], others),
+            "dice": dice_score(preprocessor.grid_to_volume(probs, plan) >= 0.5, loaded.label),
+            "zoom": zoom_agreement(teacher, inputs, base[site]),
+            "flip": soft_dice(probs, mirrored),
+            "gamma": float(np.mean([soft_dice(probs, probabilities(teacher, g, context)) for g in gamma_grids])),
+            "confidence": 1 - entropy_score(probs, binary_entropy(probs)),
+            "agreement": soft_dice(probs, others),
         }
         row["consistency"] = float(np.mean([row["zoom"], row["flip"], row["gamma"]]))
         rows.append(row)

@@ -45,7 +45,8 @@ from prokd.data.slices import GridCase, volume_inputs
 from prokd.distill.teachers import Teacher
 from prokd.losses.kd_kl import soft_foreground
 
-__all__ = ["ZOOMS", "site_trust", "soft_dice", "teacher_probabilities", "volume_trust", "zoom_about_centre"]
+__all__ = ["ZOOMS", "site_trust", "soft_dice", "teacher_probabilities", "volume_trust", "zoom_about_centre",
+           "zoom_agreement"]
 
 ZOOMS = (0.8, 1.25)
 """Zooms about the grid's centre a teacher's prediction is compared across: a field of view 25 % wider and 20 %
@@ -85,8 +86,13 @@ def volume_trust(teacher: Teacher, image: np.ndarray, context: int) -> float:
     """The trust :math:`t_k(v)` in [0, 1] of ``teacher`` on one volume ``image`` ``(Z, S, S)``, whose slices get
     ``context`` neighbours on each side (at least the teacher's own)."""
     inputs = torch.from_numpy(volume_inputs(image, context))
+    return zoom_agreement(teacher, inputs, teacher_probabilities(teacher, inputs))
+
+
+def zoom_agreement(teacher: Teacher, inputs: torch.Tensor, base: torch.Tensor) -> float:
+    """:math:`t_k(v)` from the slices ``inputs`` ``(Z, C, S, S)`` of a volume and ``teacher``'s probabilities on them,
+    ``base`` ``(Z, 1, S, S)`` (:func:`teacher_probabilities`), for a caller that has them already."""
     fill = inputs.amin()
-    base = teacher_probabilities(teacher, inputs)
     agreement = []
     for zoom in ZOOMS:
         zoomed = teacher_probabilities(teacher, zoom_about_centre(inputs, zoom, fill))
