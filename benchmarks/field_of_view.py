@@ -4,6 +4,7 @@
     python benchmarks/field_of_view.py
     python benchmarks/field_of_view.py --experiment promise12_regime_b --variants framings   # the 4-label students
     python benchmarks/field_of_view.py --experiment promise12_regime_c --split val   # choose the rule on validation
+    python benchmarks/field_of_view.py --experiment promise12_regime_a --variants relocate framings   # any framing
 
 Every test case of the fixed split is also cropped to 0.6x and padded to 1.5x and 2x its in-plane field of view,
 and resampled to 0.5x and 2x its in-plane resolution (:mod:`prokd.eval.field_of_view`); each prediction is mapped
@@ -11,7 +12,9 @@ back to the original grid and scored in 3D against the original label (:mod:`pro
 ``prokd experiment`` does for entries with ``field_of_view: true``; a run's evaluation is stored in
 ``RUN/eval/field-of-view/`` and reused while newer than its best checkpoint). Models: the full teacher and every seed
 of the distilled ``unet-small`` and ``mobile-unet`` of ``configs/promise12_deploy.yaml``, as they are predicted
-by ``prokd predict`` (their own preprocessing, flip TTA, largest component); then each again with locate-then-segment
+by ``prokd predict`` (their own preprocessing, flip TTA, largest component), or for ``promise12_regime_a`` the
+teacher trained for any framing and its student (``configs/promise12_regime_a_framing.yaml``) beside the full
+teacher and its student; then each again with locate-then-segment
 (:mod:`prokd.infer.framing`, ``prokd predict --relocate 2``), its range of gland extents measured on the run's
 training cases when the checkpoint predates it, and with a framing search (the first prediction made at several
 zooms about the image centre, the most confident kept: ``prokd predict --framings 0.5,0.7,1,1.5,2``), and two
@@ -49,6 +52,12 @@ EXPERIMENTS = {
         "teacher unet-large": ["teacher-full-seed0"],
         "unet-small, KD": [f"student-kd-all-seed{seed}" for seed in range(3)],
         "mobile-unet, KD": [f"student-kd-all-mobile-seed{seed}" for seed in range(3)],
+    },
+    "promise12_regime_a": {
+        "teacher unet-large": ["teacher-full-seed0"],
+        "teacher unet-large, any framing": ["teacher-full-framing-seed0"],
+        "unet-small, KD": [f"student-kd-all-seed{seed}" for seed in range(3)],
+        "unet-small, KD from the any-framing teacher": [f"student-kd-framing-seed{seed}" for seed in range(3)],
     },
     "promise12_regime_b": {
         "unet-small, 4 labels + calibrated site teachers": [
