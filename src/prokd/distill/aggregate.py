@@ -44,7 +44,7 @@ import inspect
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -352,6 +352,9 @@ class SiteAggregator(Aggregator):
             weights in the ratio 16 : 1, while teachers of similar scores keep similar weights.
     """
 
+    measured: ClassVar[str] = "site_scores"
+    """The :class:`~prokd.distill.teachers.Teacher` attribute the ``scores`` come from, measured before building."""
+
     def __init__(self, n_teachers: int, scores: dict[str, Sequence[float]], power: float = 4.0) -> None:
         super().__init__(n_teachers)
         name = type(self).__name__
@@ -383,8 +386,8 @@ class SiteAggregator(Aggregator):
 
     @classmethod
     def teacher_measurements(cls, given: dict[str, Any]) -> frozenset[str]:
-        """``site_scores``, unless ``scores`` are given."""
-        return frozenset() if "scores" in given else frozenset({"site_scores"})
+        """:attr:`measured`, unless ``scores`` are given."""
+        return frozenset() if "scores" in given else frozenset({cls.measured})
 
     def teacher_weights(
         self,
@@ -420,6 +423,8 @@ class TrustAggregator(SiteAggregator):
         power: sharpening exponent :math:`\\gamma \\ge 0`.
     """
 
+    measured: ClassVar[str] = "site_trust"
+
     def __init__(self, n_teachers: int, scores: dict[str, Sequence[float]], power: float = 64.0) -> None:
         super().__init__(n_teachers, scores, power)
 
@@ -434,11 +439,6 @@ class TrustAggregator(SiteAggregator):
             raise ValueError(f"trust aggregation needs every teacher's trust on the student's unlabeled images; "
                              f"none for {missing}")
         return {"scores": {site: [t.site_trust[site] for t in teachers] for site in teachers[0].site_trust}}
-
-    @classmethod
-    def teacher_measurements(cls, given: dict[str, Any]) -> frozenset[str]:
-        """``site_trust``, unless ``scores`` are given."""
-        return frozenset() if "scores" in given else frozenset({"site_trust"})
 
 
 @register_aggregator("mean")
